@@ -1,0 +1,17 @@
+"""``discotok bench <name>``: benchmarks (never timed tests)."""
+
+from __future__ import annotations
+
+import sys
+
+BENCHES = {"quantizers": "discotok.bench.quantizers"}
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch ``discotok bench NAME [args]`` to the named benchmark's ``main``."""
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHES:
+        print(f"usage: discotok bench {{{','.join(BENCHES)}}} [args...]", file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    import importlib
+
+    return int(importlib.import_module(BENCHES[argv[0]]).main(argv[1:]) or 0)

@@ -1,0 +1,45 @@
+"""``discotok train | encode | decode | bench``.
+
+Each subcommand lives in its own module and takes the remaining arguments; ``train``
+passes them to Hydra, so overrides, ``-m`` sweeps and ``--cfg job`` work as in any
+Hydra app.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: discotok <command> [args...]
+
+commands:
+  train    train a tokenizer (Hydra overrides, e.g. quantizer=fsq; -m for sweeps)
+  encode   images in a folder -> ids file + manifest
+  decode   ids file -> PNG images
+  bench    benchmarks (e.g. `discotok bench quantizers`)
+
+`discotok <command> --help` tells more."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``discotok`` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from discotok.train.run import main as run
+    elif command == "encode":
+        from discotok.extract import encode_main as run
+    elif command == "decode":
+        from discotok.extract import decode_main as run
+    elif command == "bench":
+        from discotok.bench import main as run
+    else:
+        print(f"discotok: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Image datamodule: the bundled sample photos or any folder of images."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
+from discotok.data.sample import load_sample_photos
+
+log = logging.getLogger(__name__)
+
+
+class RandomCrops(Dataset):
+    """``length`` random resized crops (with horizontal flips) drawn from ``images``.
+
+    ``images`` holds PIL images or paths (loaded on access). ``crop_scale`` is the range of
+    the crop's area as a fraction of the image's.
+    """
+
+    def __init__(self, images: Sequence, image_size: Sequence[int], length: int, crop_scale: Sequence[float]) -> None:
+        self.images = list(images)
+        self.length = length
+        self.transform = v2.Compose(
+            [v2.RandomResizedCrop(tuple(image_size), scale=tuple(crop_scale), antialias=True), v2.RandomHorizontalFlip()]
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.images[int(torch.randint(len(self.images), ()))]
+        img = item if isinstance(item, Image.Image) else load_image(item)
+        return pil_to_tensor(self.transform(img))
+
+
+class CenterCrops(Dataset):
+    """Deterministic crops: every non-overlapping tile of in-memory photos, or one centre crop per file."""
+
+    def __init__(self, images: Sequence, image_size: Sequence[int], tile: bool) -> None:
+        self.image_size = tuple(image_size)
+        self.items: list = []
+        h, w = self.image_size
+        for img in images:
+            if tile and isinstance(img, Image.Image):
+                self.items += [
+                    img.crop((x, y, x + w, y + h))
+                    for y in range(0, img.height - h + 1, h)
+                    for x in range(0, img.width - w + 1, w)
+                ]
+            else:
+                self.items.append(img)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.items[index]
+        img = item if isinstance(item, Image.Image) else load_image(item)
+        return pil_to_tensor(resize_center_crop(img, self.image_size))
+
+
+def readable_images(folder: str | Path) -> list[Path]:
+    """Files under ``folder`` whose header PIL can read; the others are logged and skipped."""
+    good = []
+    for path in iter_files(folder):
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            good.append(path)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is skipped, by name
+            log.warning("skipping %s", ImageLoadError(path, f"not a readable image ({type(err).__name__})"))
+    return good
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Training crops and validation images from the sample photos or a folder.
+
+    ``source="sample_photos"`` uses scikit-image's bundled photos (two held out for
+    validation); any other value is a folder of images, the last ``val_fraction`` of its
+    sorted files held out.
+    """
+
+    def __init__(
+        self,
+        source: str = "sample_photos",
+        image_size: Sequence[int] = (64, 64),
+        batch_size: int = 16,
+        num_workers: int = 0,
+        train_samples: int = 4096,
+        val_samples: int = 64,
+        val_fraction: float = 0.1,
+        crop_scale: Sequence[float] = (0.06, 0.4),
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.image_size = tuple(image_size)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_samples = train_samples
+        self.val_samples = val_samples
+        self.val_fraction = val_fraction
+        self.crop_scale = tuple(crop_scale)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.source == "sample_photos":
+            train, val, tile = load_sample_photos("train"), load_sample_photos("val"), True
+        else:
+            files = readable_images(self.source)
+            if len(files) < 2:
+                raise ValueError(f"data folder {self.source!r} holds {len(files)} readable image(s); need at least 2")
+            n_val = max(1, round(len(files) * self.val_fraction))
+            train, val, tile = files[:-n_val], files[-n_val:], False
+        self.train_set = RandomCrops(train, self.image_size, self.train_samples, self.crop_scale)
+        val_set = CenterCrops(val, self.image_size, tile)
+        keep = torch.linspace(0, len(val_set) - 1, min(self.val_samples, len(val_set))).round().long().tolist()
+        self.val_set = torch.utils.data.Subset(val_set, keep)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_set, self.batch_size, num_workers=self.num_workers, drop_last=True,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)

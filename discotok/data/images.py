@@ -1,0 +1,90 @@
+"""Reading images safely: clear errors naming the file, any mode converted to RGB."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+class ImageLoadError(ValueError):
+    """An input file could not be read as an image; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def iter_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path]:
+    """Regular, non-hidden files below ``root`` in sorted order (hidden folders skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder {str(root)!r} does not exist or is not a folder")
+    entries = sorted(root.rglob("*") if recursive else root.iterdir())
+    for p in entries:
+        rel = p.relative_to(root)
+        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            yield p
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open ``path`` as an RGB PIL image (grayscale, palette, 16-bit and RGBA converted).
+
+    RGBA is composited on white so transparent regions do not turn black.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except Image.DecompressionBombError as err:
+        raise ImageLoadError(path, f"image too large ({err})") from None
+    except UnidentifiedImageError:
+        kind = "corrupt or unsupported image" if path.suffix.lower() in IMAGE_EXTENSIONS else "not an image file"
+        raise ImageLoadError(path, kind) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageLoadError(path, f"cannot read image ({err})") from None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        arr = (arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    return img.convert("RGB")
+
+
+def resize_center_crop(img: Image.Image, size: Sequence[int]) -> Image.Image:
+    """Resize so the image covers (H, W), then crop the centre."""
+    h, w = size
+    scale = max(h / img.height, w / img.width)
+    new = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
+    img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (img.width - w) // 2, (img.height - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def pil_to_tensor(img: Image.Image) -> Tensor:
+    """RGB PIL image -> float tensor (3, H, W) in [-1, 1]."""
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
+    return arr.permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def tensor_to_pil(x: Tensor) -> Image.Image:
+    """Float tensor (3, H, W) in [-1, 1] -> RGB PIL image."""
+    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte()
+    return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def load_image_tensor(path: str | os.PathLike, size: Sequence[int]) -> Tensor:
+    """Load ``path``, resize-and-centre-crop to ``size``, return (3, H, W) in [-1, 1]."""
+    return pil_to_tensor(resize_center_crop(load_image(path), size))

@@ -1,0 +1,45 @@
+"""``grid``: the convolutional decoder mirroring the grid encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from discotok.nn.conv import Upsample, group_norm, stage
+from discotok.registry import DECODERS
+from discotok.tokenizers.layout import Layout
+
+
+@DECODERS.register("grid")
+class GridDecoder(nn.Module):
+    """Residual stages with nearest-neighbour upsampling; widths mirror the encoder's."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        out_channels: int = 3,
+        channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2, 4),
+        num_res_blocks: int = 1,
+    ) -> None:
+        super().__init__()
+        widths = [channels * m for m in reversed(channel_mult)]
+        self.upsample_factor = 2 ** (len(widths) - 1)
+        width = widths[0]
+        layers: list[nn.Module] = [nn.Conv2d(latent_dim, width, 3, padding=1), stage(width, width, 1)]
+        for i, w in enumerate(widths):
+            layers.append(stage(width, w, num_res_blocks))
+            width = w
+            if i < len(widths) - 1:
+                layers.append(Upsample(width))
+        layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z_q: Tensor, layout: Layout) -> Tensor:
+        """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, H, W)."""
+        if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
+            raise ValueError(f"grid decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
+        h, w = layout.shape
+        return self.net(rearrange(z_q, "b (h w) d -> b d h w", h=h, w=w))

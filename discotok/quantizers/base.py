@@ -1,0 +1,119 @@
+"""The quantizer contract shared by every quantizer (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """What every quantizer returns.
+
+    z_q:   (B, N, D) quantized vectors in the input space, straight-through gradient.
+    ids:   (B, N) or (B, N, depth) int64.
+    loss:  scalar, the quantizer's own terms (commitment, codebook, entropy), already weighted.
+    stats: detached scalars for logging, at least ``usage`` (fraction of the codebook used
+           in this batch) and ``perplexity``.
+    """
+
+    z_q: Tensor
+    ids: Tensor
+    loss: Tensor
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def straight_through(h: Tensor, q: Tensor) -> Tensor:
+    """Return a tensor equal to ``q`` exactly whose gradient flows to ``h`` unchanged."""
+    return q + (h - h.detach())
+
+
+def codebook_stats(ids: Tensor, codebook_size: int) -> dict[str, Tensor]:
+    """Fraction of the codebook used by ``ids`` and the perplexity of their histogram.
+
+    Uses ``unique`` rather than a histogram over every code, so it costs nothing extra
+    for very large (2^18 and up) vocabularies.
+    """
+    _, counts = torch.unique(ids.detach().reshape(-1), return_counts=True)
+    p = counts.double() / counts.sum()
+    entropy = -(p * p.log()).sum()
+    return {
+        "usage": torch.tensor(counts.numel() / codebook_size, dtype=torch.float32),
+        "perplexity": entropy.exp().float(),
+    }
+
+
+class Quantizer(nn.Module):
+    """Base class: projections between the input dim and the code dim, id checks, bit counts.
+
+    Subclasses implement ``quantize(h)`` on ``h`` of shape (B, N, code_dim) returning a
+    ``QuantizerOutput`` in code space, ``lookup(ids)`` giving code-space vectors, and the
+    ``codebook_size`` property. ``depth`` is None for ids shaped (B, N) and an int for
+    ids shaped (B, N, depth).
+    """
+
+    depth: int | None = None
+
+    def __init__(self, dim: int, code_dim: int) -> None:
+        super().__init__()
+        if dim <= 0 or code_dim <= 0:
+            raise ValueError(f"dim and code_dim must be positive, got {dim} and {code_dim}")
+        self.dim = dim
+        self.code_dim = code_dim
+        self.project_in: nn.Module = nn.Linear(dim, code_dim) if dim != code_dim else nn.Identity()
+        self.project_out: nn.Module = nn.Linear(code_dim, dim) if dim != code_dim else nn.Identity()
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct ids per token (per level for residual quantizers)."""
+        raise NotImplementedError
+
+    @property
+    def bits_per_token(self) -> float:
+        """Bits carried by one token: log2(codebook_size) times the depth."""
+        return math.log2(self.codebook_size) * (self.depth or 1)
+
+    def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
+        raise NotImplementedError
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: Tensor, **kwargs) -> QuantizerOutput:
+        """Quantize ``z`` of shape (B, N, dim)."""
+        if z.ndim != 3 or z.shape[-1] != self.dim:
+            raise ValueError(
+                f"{type(self).__name__} expects z of shape (B, N, {self.dim}), got {tuple(z.shape)}"
+            )
+        out = self.quantize(self.project_in(z), **kwargs)
+        return replace(out, z_q=self.project_out(out.z_q))
+
+    def ids_to_codes(self, ids: Tensor) -> Tensor:
+        """Map ids of shape (B, N) or (B, N, depth) back to z_q of shape (B, N, dim)."""
+        self.check_ids(ids)
+        return self.project_out(self.lookup(ids.long()))
+
+    def check_ids(self, ids: Tensor) -> None:
+        """Raise ``ValueError`` naming the expected shape or range when ``ids`` do not fit."""
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.is_complex():
+            raise ValueError(f"ids must have an integer dtype, got {ids.dtype}")
+        if self.depth is None:
+            if ids.ndim != 2:
+                raise ValueError(f"ids must have shape (B, N), got {tuple(ids.shape)}")
+        elif ids.ndim != 3 or not 1 <= ids.shape[-1] <= self.depth:
+            raise ValueError(
+                f"ids must have shape (B, N, depth) with 1 <= depth <= {self.depth}, "
+                f"got {tuple(ids.shape)}"
+            )
+        if ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= self.codebook_size:
+                raise ValueError(
+                    f"ids must lie in [0, {self.codebook_size - 1}] (codebook size "
+                    f"{self.codebook_size}); got values in [{lo}, {hi}]"
+                )

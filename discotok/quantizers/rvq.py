@@ -1,0 +1,139 @@
+"""Residual vector quantizer (SoundStream / EnCodec / DAC): each level codes the last residual."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from discotok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from discotok.quantizers.vq import VectorQuantizer
+from discotok.registry import QUANTIZERS
+
+
+@QUANTIZERS.register("rvq")
+class ResidualVQ(Quantizer):
+    """``depth`` vector quantizers in sequence; ids shaped (B, N, k) for k active levels.
+
+    Any prefix of the levels is a valid lower bit-rate code: ``ids[..., :k]`` of a
+    full-depth encoding decodes with ``ids_to_codes``. In training, with probability
+    ``quantizer_dropout`` a step uses a random depth in ``[min_depth, depth]`` (EnCodec /
+    DAC), drawn from a generator seeded by ``(seed, steps)`` where ``steps`` is a saved
+    buffer: every DDP rank draws the same depth without communication, and a resumed run
+    continues the same sequence. ``loss`` is the mean of the active levels' losses; the
+    straight-through gradient reaches the input once (not once per level).
+
+    The remaining keyword arguments (``cosine``, ``ema``, ``decay``, ``commitment_weight``,
+    ``codebook_weight``, ``kmeans_init``, ``kmeans_iters``, ``dead_code_threshold``) are
+    passed to each level's ``VectorQuantizer``; k-means runs per level on that level's
+    residual. ``cosine`` normalises each residual, which is rarely what residual coding wants.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        depth: int = 4,
+        codebook_size: int = 1024,
+        code_dim: int | None = None,
+        quantizer_dropout: float = 0.5,
+        min_depth: int = 1,
+        seed: int = 0,
+        cosine: bool = False,
+        ema: bool = True,
+        decay: float = 0.99,
+        commitment_weight: float = 0.25,
+        codebook_weight: float = 1.0,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+    ) -> None:
+        super().__init__(dim, code_dim or dim)
+        if depth < 1 or not 1 <= min_depth <= depth:
+            raise ValueError(f"need 1 <= min_depth <= depth, got min_depth={min_depth}, depth={depth}")
+        if not 0.0 <= quantizer_dropout <= 1.0:
+            raise ValueError(f"quantizer_dropout must lie in [0, 1], got {quantizer_dropout}")
+        self.depth = depth
+        self.min_depth = min_depth
+        self.quantizer_dropout = quantizer_dropout
+        self.seed = seed
+        self.levels = nn.ModuleList(
+            VectorQuantizer(
+                dim=self.code_dim,
+                codebook_size=codebook_size,
+                cosine=cosine,
+                ema=ema,
+                decay=decay,
+                commitment_weight=commitment_weight,
+                codebook_weight=codebook_weight,
+                kmeans_init=kmeans_init,
+                kmeans_iters=kmeans_iters,
+                dead_code_threshold=dead_code_threshold,
+            )
+            for _ in range(depth)
+        )
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @property
+    def codebook_size(self) -> int:
+        return self.levels[0].codebook_size
+
+    def depth_for_step(self, step: int) -> int:
+        """The training depth drawn at training step ``step`` (pure: same seed, same answer)."""
+        # The CPU generator keeps only 32 bits of its seed: fold (seed, step) into them.
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (1 << 32))
+        dropped = torch.rand((), generator=g).item() < self.quantizer_dropout
+        if not dropped:
+            return self.depth
+        return int(torch.randint(self.min_depth, self.depth + 1, (), generator=g))
+
+    def _active_depth(self, depth: int | None) -> int:
+        if self.training:
+            step = int(self.steps)
+            self.steps.add_(1)
+            if depth is None:
+                depth = self.depth_for_step(step)
+        depth = self.depth if depth is None else depth
+        if not 1 <= depth <= self.depth:
+            raise ValueError(f"depth must lie in [1, {self.depth}], got {depth}")
+        return depth
+
+    def forward(self, z: Tensor, depth: int | None = None) -> QuantizerOutput:
+        """Quantize ``z`` (B, N, dim) with ``depth`` levels (None: all, or the drawn depth in training)."""
+        return super().forward(z, depth=depth)
+
+    def quantize(self, h: Tensor, depth: int | None = None) -> QuantizerOutput:
+        """Residual-quantize ``h`` (B, N, code_dim) in code space."""
+        k = self._active_depth(depth)
+        residual, q_sum = h, torch.zeros_like(h)
+        ids, losses, stats = [], [], []
+        for level in self.levels[:k]:
+            out = level.quantize(residual)
+            q = out.z_q.detach()
+            residual = residual - q
+            q_sum = q_sum + q
+            ids.append(out.ids)
+            losses.append(out.loss)
+            stats.append(out.stats)
+        loss = torch.stack(losses).mean()
+        if self.training and torch.is_grad_enabled():
+            # Idle learned codebooks join the graph with zero weight, so DDP needs no find_unused_parameters.
+            idle = [p.sum() for level in self.levels[k:] for p in level.parameters()]
+            if idle:
+                loss = loss + 0.0 * torch.stack(idle).sum()
+        usage = torch.stack([s["usage"] for s in stats])
+        perplexity = torch.stack([s["perplexity"] for s in stats])
+        return QuantizerOutput(
+            z_q=straight_through(h, q_sum),
+            ids=torch.stack(ids, dim=-1),
+            loss=loss,
+            stats={
+                "usage": usage[0],
+                "perplexity": perplexity[0],
+                "usage_mean": usage.mean(),
+                "perplexity_mean": perplexity.mean(),
+                "depth_used": torch.tensor(float(k)),
+            },
+        )
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """Sum of the codes of the first ``ids.shape[-1]`` levels."""
+        return sum(self.levels[j].lookup(ids[..., j]) for j in range(ids.shape[-1]))

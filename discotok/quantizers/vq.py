@@ -1,0 +1,170 @@
+"""Vector quantizer: nearest code in a learned codebook (VQ-VAE / VQGAN / TiTok / LlamaGen)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
+from discotok.quantizers.distributed import all_reduce_sum_, broadcast_, rank
+from discotok.quantizers.search import CodeSearch, kmeans, sample_rows
+from discotok.registry import QUANTIZERS
+
+
+@QUANTIZERS.register("vq")
+class VectorQuantizer(Quantizer):
+    """One codebook of ``codebook_size`` vectors of size ``code_dim``; ids shaped (B, N).
+
+    Args:
+        dim: input/output feature size.
+        codebook_size: number of codes K.
+        code_dim: size of the codes; None means ``dim``, smaller adds Linear projections.
+        cosine: l2-normalise inputs and codes and pick the code of highest cosine.
+        ema: update codes as EMA cluster means (buffers); False learns them as a
+            parameter with the codebook loss ``codebook_weight * ||sg(h) - q||²``.
+        decay, eps: EMA decay and Laplace smoothing of the cluster counts.
+        commitment_weight: weight of ``||h - sg(q)||²``.
+        kmeans_init, kmeans_iters: initialise codes by k-means on the first training batch.
+        dead_code_threshold: in training, codes whose EMA usage count (expected uses per
+            step) falls below this are re-seeded from vectors of the current batch; 0 disables.
+
+    All losses are means over elements. Under DDP the EMA statistics are summed over ranks
+    and k-means / restarts use rank 0's data, so every rank keeps the same codebook.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        codebook_size: int = 1024,
+        code_dim: int | None = None,
+        cosine: bool = False,
+        ema: bool = True,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        commitment_weight: float = 0.25,
+        codebook_weight: float = 1.0,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+    ) -> None:
+        super().__init__(dim, code_dim or dim)
+        if codebook_size < 1:
+            raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must lie in [0, 1), got {decay}")
+        self.num_codes = codebook_size
+        self.cosine = cosine
+        self.ema = ema
+        self.decay = decay
+        self.eps = eps
+        self.commitment_weight = commitment_weight
+        self.codebook_weight = codebook_weight
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.search = CodeSearch()
+
+        init = torch.randn(codebook_size, self.code_dim)
+        if cosine:
+            init = F.normalize(init, dim=-1)
+        if ema:
+            self.register_buffer("codebook", init)
+            self.register_buffer("embed_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+
+    @property
+    def codebook_size(self) -> int:
+        return self.num_codes
+
+    def extra_repr(self) -> str:
+        return (
+            f"codebook_size={self.num_codes}, code_dim={self.code_dim}, cosine={self.cosine}, "
+            f"ema={self.ema}, dead_code_threshold={self.dead_code_threshold}"
+        )
+
+    def codes(self) -> Tensor:
+        """The (K, code_dim) codebook as used for search, detached, normalised if cosine."""
+        codes = self.codebook.detach()
+        return F.normalize(codes, dim=-1) if self.cosine and not self.ema else codes
+
+    def lookup(self, ids: Tensor) -> Tensor:
+        """Code-space vectors for ``ids`` of any shape (normalised if cosine)."""
+        q = F.embedding(ids, self.codebook)
+        return F.normalize(q, dim=-1) if self.cosine and not self.ema else q
+
+    def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
+        """Quantize ``h`` (B, N, code_dim) to its nearest codes."""
+        if kwargs:
+            raise TypeError(f"vq.quantize got unexpected argument(s) {sorted(kwargs)}")
+        b = h.shape[0]
+        if self.cosine:
+            h = F.normalize(h, dim=-1)
+        flat = rearrange(h.detach(), "b n d -> (b n) d").float()
+        if self.training and not bool(self.initted):
+            self._kmeans_init(flat)
+        ids = self.search.nearest(flat, self.codes(), self.cosine)
+        q = rearrange(self.lookup(ids), "(b n) d -> b n d", b=b)
+
+        hf = h.float()
+        loss = self.commitment_weight * F.mse_loss(hf, q.detach())
+        if not self.ema:
+            loss = loss + self.codebook_weight * F.mse_loss(q, hf.detach())
+        if self.training:
+            self._update(flat, ids)
+        ids = rearrange(ids, "(b n) -> b n", b=b)
+        z_q = straight_through(h, q.detach().to(h.dtype))
+        return QuantizerOutput(z_q, ids, loss, codebook_stats(ids, self.num_codes))
+
+    @torch.no_grad()
+    def _kmeans_init(self, flat: Tensor) -> None:
+        """Set the codes to k-means centres of rank 0's batch, the same on every rank."""
+        if rank() == 0:
+            means, counts = kmeans(flat, self.num_codes, self.kmeans_iters, self.search, self.cosine)
+        else:
+            means = flat.new_zeros(self.num_codes, self.code_dim)
+            counts = flat.new_zeros(self.num_codes)
+        broadcast_(means, counts)
+        # Empty clusters count as used once, so the EMA keeps them where k-means left them.
+        counts = counts.clamp(min=1)
+        self.codebook.copy_(means)
+        self.cluster_size.copy_(counts)
+        if self.ema:
+            self.embed_sum.copy_(means * counts.unsqueeze(1))
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _update(self, flat: Tensor, ids: Tensor) -> None:
+        """EMA statistics (summed over ranks), EMA codebook update and dead-code restarts."""
+        counts = torch.bincount(ids, minlength=self.num_codes).float()
+        w = 1.0 - self.decay
+        if self.ema:
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, ids, flat)
+            all_reduce_sum_(counts, sums)
+            self.cluster_size.lerp_(counts, w)
+            self.embed_sum.lerp_(sums, w)
+            n = self.cluster_size.sum()
+            smoothed = (self.cluster_size + self.eps) / (n + self.num_codes * self.eps) * n
+            codes = self.embed_sum / smoothed.unsqueeze(1)
+            self.codebook.copy_(F.normalize(codes, dim=-1) if self.cosine else codes)
+        else:
+            all_reduce_sum_(counts)
+            self.cluster_size.lerp_(counts, w)
+        if self.dead_code_threshold > 0:
+            self._restart_dead(flat)
+
+    @torch.no_grad()
+    def _restart_dead(self, flat: Tensor) -> None:
+        """Re-seed codes used less than ``dead_code_threshold`` from rank 0's batch."""
+        dead = (self.cluster_size < self.dead_code_threshold).nonzero().squeeze(1)
+        if dead.numel() == 0 or flat.shape[0] == 0:
+            return
+        samples = sample_rows(flat, dead.numel()).to(self.codebook.dtype)
+        broadcast_(samples)
+        self.codebook[dead] = samples
+        self.cluster_size[dead] = self.dead_code_threshold
+        if self.ema:
+            self.embed_sum[dead] = samples * self.dead_code_threshold

@@ -1,0 +1,8 @@
+"""Encoders and the assembled ``Tokenizer``."""
+
+from discotok.registry import ENCODERS
+from discotok.tokenizers import grid  # noqa: F401
+from discotok.tokenizers.layout import EncoderOutput, Layout
+from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError, TokenizerOutput, tokenizer_config
+
+__all__ = ["ENCODERS", "EncoderOutput", "Layout", "Tokenizer", "TokenizerLoadError", "TokenizerOutput", "tokenizer_config"]

@@ -1,0 +1,37 @@
+"""The plain description of how an encoder lays its N tokens out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``kind`` is ``grid`` (shape (h, w), N = h*w), ``sequence`` (shape (N,)) or ``frames``."""
+
+    kind: str
+    shape: tuple[int, ...]
+
+    @property
+    def num_tokens(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Layout":
+        return cls(kind=str(d["kind"]), shape=tuple(int(s) for s in d["shape"]))
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns: ``z`` of shape (B, N, D) and its layout."""
+
+    z: Tensor
+    layout: Layout

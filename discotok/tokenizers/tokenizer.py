@@ -1,0 +1,201 @@
+"""The assembled tokenizer: encoder -> quantizer -> decoder, and its on-disk format.
+
+A tokenizer directory holds ``config.json`` (registered component names and plain
+values only) and ``model.safetensors``. Loading never imports or runs anything named
+by the files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+
+from discotok.quantizers.base import Quantizer, QuantizerOutput
+from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError, check_plain
+from discotok.tokenizers.layout import Layout
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "discotok.tokenizer"
+FORMAT_VERSION = 1
+CONFIG_KEYS = {"format", "version", "modality", "image_size", "encoder", "quantizer", "decoder", "metadata"}
+
+
+class TokenizerLoadError(RuntimeError):
+    """A tokenizer directory is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class TokenizerOutput:
+    """One forward pass: reconstruction, encoder output, quantizer output and token layout."""
+
+    x_hat: Tensor
+    z: Tensor
+    quantized: QuantizerOutput
+    layout: Layout
+
+    @property
+    def ids(self) -> Tensor:
+        return self.quantized.ids
+
+
+def validate_config(config: Any) -> dict:
+    """Check a tokenizer config: plain values, known keys, registered component names."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"tokenizer config must be a JSON object, got {type(config).__name__}")
+    check_plain(config, "config")
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise ConfigError(f"config: unknown key(s) {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
+    for role, registry in (("encoder", ENCODERS), ("quantizer", QUANTIZERS), ("decoder", DECODERS)):
+        spec = config.get(role)
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"config: '{role}' must be an object with a registered 'name'")
+        registry.get(spec["name"])
+    size = config.get("image_size")
+    if size is not None and (
+        not isinstance(size, list) or len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)
+    ):
+        raise ConfigError(f"config: 'image_size' must be [height, width], got {size!r}")
+    return config
+
+
+class Tokenizer(nn.Module):
+    """Encoder -> quantizer -> decoder with ``encode``/``decode`` and a safe file format."""
+
+    def __init__(self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module, config: dict) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.quantizer = quantizer
+        self.decoder = decoder
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Tokenizer":
+        """Build from a config of registered names and plain keyword arguments."""
+        config = validate_config(json.loads(json.dumps(config)))
+        config.setdefault("format", FORMAT)
+        config.setdefault("version", FORMAT_VERSION)
+        config.setdefault("modality", "image")
+        encoder = ENCODERS.build(config["encoder"])
+        quantizer = QUANTIZERS.build(config["quantizer"])
+        decoder = DECODERS.build(config["decoder"])
+        return cls(encoder, quantizer, decoder, config)
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        size = self.config.get("image_size")
+        return tuple(size) if size else None
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.quantizer.bits_per_token
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens per input at the configured image size."""
+        return self.default_layout().num_tokens
+
+    def default_layout(self, num_tokens: int | None = None) -> Layout:
+        """The layout used to decode ids that come without one."""
+        if self.image_size is not None and hasattr(self.encoder, "token_layout"):
+            layout = self.encoder.token_layout(self.image_size)
+            if num_tokens is None or layout.num_tokens == num_tokens:
+                return layout
+        if num_tokens is not None:
+            side = round(num_tokens**0.5)
+            if side * side == num_tokens:
+                return Layout("grid", (side, side))
+        raise ValueError(
+            f"cannot infer the token layout of {num_tokens} tokens for image size {self.image_size}; "
+            "pass layout=Layout('grid', (h, w))"
+        )
+
+    def forward(self, x: Tensor, **quantizer_kwargs: Any) -> TokenizerOutput:
+        """Encode, quantize and decode ``x`` (images in [-1, 1], shape (B, 3, H, W))."""
+        enc = self.encoder(x)
+        q = self.quantizer(enc.z, **quantizer_kwargs)
+        return TokenizerOutput(self.decoder(q.z_q, enc.layout), enc.z, q, enc.layout)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, return_layout: bool = False, **quantizer_kwargs: Any):
+        """Images (B, 3, H, W) in [-1, 1] -> ids (B, N) (or (B, N, depth)); optionally the layout."""
+        enc = self.encoder(x)
+        ids = self.quantizer(enc.z, **quantizer_kwargs).ids
+        return (ids, enc.layout) if return_layout else ids
+
+    @torch.no_grad()
+    def decode(self, ids: Tensor, layout: Layout | None = None) -> Tensor:
+        """Ids -> images in [-1, 1]; ids are checked against the codebook first."""
+        self.quantizer.check_ids(ids)
+        layout = layout or self.default_layout(ids.shape[1])
+        if layout.num_tokens != ids.shape[1]:
+            raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
+        device = next(self.parameters()).device
+        z_q = self.quantizer.ids_to_codes(ids.to(device))
+        return self.decoder(z_q, layout).clamp(-1, 1)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` to ``path``; files appear complete or not at all."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+            save_model(self, str(tmp / WEIGHTS_NAME))
+            path.mkdir(exist_ok=True)
+            for name in (WEIGHTS_NAME, CONFIG_NAME):
+                os.replace(tmp / name, path / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Tokenizer":
+        """Load a tokenizer directory written by ``save_pretrained`` (in eval mode)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise TokenizerLoadError(f"tokenizer directory {str(path)!r} does not exist")
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (path / name).is_file():
+                raise TokenizerLoadError(f"{str(path)!r} is not a complete tokenizer directory: {name} is missing")
+        try:
+            config = json.loads((path / CONFIG_NAME).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME} is not valid JSON: {err}") from err
+        try:
+            tok = cls.from_config(config)
+        except (ConfigError, TypeError, ValueError) as err:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME} is refused: {err}") from err
+        try:
+            load_model(tok, str(path / WEIGHTS_NAME), strict=True, device=str(device))
+        except (SafetensorError, RuntimeError, OSError) as err:
+            raise TokenizerLoadError(
+                f"{path / WEIGHTS_NAME} does not hold this tokenizer's weights (incomplete or mismatched): {err}"
+            ) from err
+        return tok.to(device).eval()
+
+
+def tokenizer_config(
+    encoder: dict, quantizer: dict, decoder: dict, image_size: Sequence[int] | None = None, **extra: Any
+) -> dict:
+    """Assemble a tokenizer config dict from component specs."""
+    config = {"encoder": dict(encoder), "quantizer": dict(quantizer), "decoder": dict(decoder), **extra}
+    if image_size is not None:
+        config["image_size"] = [int(s) for s in image_size]
+    return config

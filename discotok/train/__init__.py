@@ -1,0 +1,5 @@
+"""Training: the LightningModule, callbacks and the Hydra entry point."""
+
+from discotok.train.module import TokenizerModule
+
+__all__ = ["TokenizerModule"]

@@ -1,0 +1,118 @@
+"""The Hydra entry point behind ``discotok train``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from discotok.atomic import atomic_path
+from discotok.data import ImageDataModule
+from discotok.tokenizers import tokenizer_config
+from discotok.train.callbacks import ReconstructionGrid
+from discotok.train.module import TokenizerModule
+
+log = logging.getLogger(__name__)
+
+
+def config_dir() -> str:
+    """The ``configs/`` tree: beside the package in a checkout, inside it in an installed wheel."""
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here.parent / "configs", here / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"discotok's configs/ folder was not found beside {here}")
+
+
+def plain(node: Any) -> Any:
+    """A resolved OmegaConf node as plain Python containers."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) -> dict[str, Any]:
+    """The end-of-run numbers: PSNR, codebook usage, perplexity and the bit budget."""
+    tok = module.tokenizer
+    return {
+        "steps": steps,
+        "val_psnr_db": round(float(metrics.get("val/psnr", float("nan"))), 3),
+        "val_codebook_usage": round(float(metrics.get("val/usage", float("nan"))), 4),
+        "val_perplexity": round(float(metrics.get("val/perplexity", float("nan"))), 2),
+        "quantizer": tok.config["quantizer"]["name"],
+        "codebook_size": tok.codebook_size,
+        "tokens_per_image": tok.num_tokens,
+        "bits_per_token": round(tok.bits_per_token, 3),
+        "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1),
+        "image_size": list(tok.image_size),
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one tokenizer from a composed config; write the tokenizer, a grid and a summary."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    data = plain(cfg.data)
+    tok_cfg = tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=data["image_size"])
+    module = TokenizerModule(tok_cfg, loss=plain(cfg.loss), optim=plain(cfg.optim))
+    datamodule = ImageDataModule(**data)
+    trainer = L.Trainer(
+        **plain(cfg.trainer),
+        default_root_dir=out_dir,
+        logger=[CSVLogger(out_dir, name="logs", version=""), TensorBoardLogger(out_dir, name="tensorboard", version="")],
+        callbacks=[ReconstructionGrid(out_dir / "reconstructions.png"), ModelCheckpoint(out_dir / "checkpoints", save_last=True)],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    summary = summarize(module, metrics, trainer.global_step)
+    if trainer.is_global_zero:
+        module.tokenizer.config["metadata"] = {"trained_steps": trainer.global_step, "val_psnr_db": summary["val_psnr_db"]}
+        summary["tokenizer_dir"] = str(module.tokenizer.save_pretrained(out_dir / "tokenizer"))
+        summary["reconstructions"] = str(out_dir / "reconstructions.png")
+        with atomic_path(out_dir / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        print_summary(summary)
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """Print the end-of-run summary as a small table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="discotok train: summary", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    Console(stderr=False).print(table)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    return train(cfg)
+
+
+def rewrite_overrides(argv: list[str]) -> list[str]:
+    """Let ``data=<folder>`` name a folder of images: it becomes ``data=image_folder data.source=<folder>``."""
+    out = []
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("data", "+data") and value and (os.sep in value or Path(value).is_dir()) and "," not in value:
+            out += ["data=image_folder", f"data.source={Path(value).expanduser().resolve()}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    """``discotok train [hydra overrides...]``."""
+    sys.argv = ["discotok train", *rewrite_overrides(argv)]
+    hydra_main()
+    return 0
