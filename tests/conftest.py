@@ -33,7 +33,7 @@ def tiny_tokenizer_config(quantizer: str = "fsq", image_size: int = 32) -> dict:
 def photo_batch() -> torch.Tensor:
     """Eight 32x32 crops of scikit-image's photos, in [-1, 1]."""
     crops = []
-    for img in load_sample_photos("train", short_side=64)[:8]:
+    for img in load_sample_photos(short_side=64)[:8]:
         crops.append(pil_to_tensor(resize_center_crop(img, (32, 32))))
     return torch.stack(crops)
 

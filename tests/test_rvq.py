@@ -42,7 +42,7 @@ def test_oracle_same_ids_as_library_residual_vq() -> None:
         dim=6, num_quantizers=3, codebook_size=64, kmeans_init=False, sync_codebook=False
     ).eval()
     with torch.no_grad():
-        for mine, lib in zip(ours.levels, theirs.layers):
+        for mine, lib in zip(ours.levels, theirs.layers, strict=True):
             lib._codebook.embed.copy_(mine.codebook.unsqueeze(0))
     x = torch.randn(2, 100, 6)
     with torch.no_grad():
@@ -57,7 +57,7 @@ def test_reconstruction_error_does_not_increase_with_depth() -> None:
     x = torch.randn(4, 256, 8)
     rvq = trained_rvq(x, steps=4, depth=4, codebook_size=64)
     errors = [(rvq(x, depth=k).z_q - x).square().mean().item() for k in range(1, 5)]
-    assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:])), errors
+    assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 0.5 * errors[0]
 
 

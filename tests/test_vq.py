@@ -227,3 +227,16 @@ def test_ddp_ranks_keep_identical_codebooks(tmp_path) -> None:
         ranked = torch.load(tmp_path / f"plain{r}.pt")
         for key in ("codebook", "embed_sum", "cluster_size"):
             torch.testing.assert_close(ranked[key], single.state_dict()[key])
+
+
+def test_chunked_search_matches_brute_force_and_reuses_scratch() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(dim=5, codebook_size=4096, kmeans_init=False).eval()
+    z = torch.randn(1, 1000, 5)  # 4096 codes -> 256-row chunks: 3 full chunks and a remainder
+    out = vq(z)
+    brute = (z[0, :, None] - vq.codebook[None]).square().sum(-1).argmin(-1)
+    assert torch.equal(out.ids[0], brute)
+    scratch = vq.search._scratch
+    assert scratch is not None and scratch.numel() <= 1 << 20
+    vq(torch.randn(2, 700, 5))
+    assert vq.search._scratch.data_ptr() == scratch.data_ptr(), "scratch buffer must be reused"

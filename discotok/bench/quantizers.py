@@ -99,10 +99,12 @@ def build_cases() -> list[Case]:
                       _eval_forward(QUANTIZERS.build({"name": "fsq", "dim": 6, "levels": levels}), z),
                       _eval_forward(lib.FSQ(levels=levels, dim=6), z)))
 
-    rvq = QUANTIZERS.build({"name": "rvq", "dim": 16, "depth": 4, "codebook_size": 1024, "kmeans_init": False})
-    lib_rvq = lib.ResidualVQ(dim=16, num_quantizers=4, codebook_size=1024, kmeans_init=False, sync_codebook=False)
+    rvq = QUANTIZERS.build({"name": "rvq", "dim": 16, "depth": 4, "codebook_size": 1024,
+                            "kmeans_init": False})
+    lib_rvq = lib.ResidualVQ(dim=16, num_quantizers=4, codebook_size=1024, kmeans_init=False,
+                             sync_codebook=False)
     with torch.no_grad():
-        for mine, theirs in zip(rvq.levels, lib_rvq.layers):
+        for mine, theirs in zip(rvq.levels, lib_rvq.layers, strict=True):
             theirs._codebook.embed.copy_(mine.codebook.unsqueeze(0))
     z = torch.randn(8, 256, 16, generator=g)
     cases.append(Case("rvq_eval", "RVQ 4 x 1024, eval forward, z (8,256,16)",

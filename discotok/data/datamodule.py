@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
-from discotok.data.sample import load_sample_photos
+from discotok.data.sample import load_sample_photos, split_photos
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def readable_images(folder: str | Path) -> list[Path]:
 class ImageDataModule(L.LightningDataModule):
     """Training crops and validation images from the sample photos or a folder.
 
-    ``source="sample_photos"`` uses scikit-image's bundled photos (two held out for
-    validation); any other value is a folder of images, the last ``val_fraction`` of its
+    ``source="sample_photos"`` uses scikit-image's bundled photos, the right-most
+    ``image_size`` pixels of each held out for validation (tiled); any other value is a folder of images, the last ``val_fraction`` of its
     sorted files held out.
     """
 
@@ -112,7 +112,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.source == "sample_photos":
-            train, val, tile = load_sample_photos("train"), load_sample_photos("val"), True
+            train, val = split_photos(load_sample_photos(), strip=self.image_size[1])
+            tile = True
         else:
             files = readable_images(self.source)
             if len(files) < 2:

@@ -37,12 +37,11 @@ def codebook_stats(ids: Tensor, codebook_size: int) -> dict[str, Tensor]:
     Uses ``unique`` rather than a histogram over every code, so it costs nothing extra
     for very large (2^18 and up) vocabularies.
     """
-    _, counts = torch.unique(ids.detach().reshape(-1), return_counts=True)
-    p = counts.double() / counts.sum()
-    entropy = -(p * p.log()).sum()
+    _, counts = torch.unique(ids.detach().reshape(-1), sorted=False, return_counts=True)
+    p = counts / max(ids.numel(), 1)
     return {
-        "usage": torch.tensor(counts.numel() / codebook_size, dtype=torch.float32),
-        "perplexity": entropy.exp().float(),
+        "usage": torch.full((), counts.numel() / codebook_size),
+        "perplexity": torch.special.entr(p).sum().exp(),
     }
 
 

@@ -52,7 +52,7 @@ class BinaryQuantizer(Quantizer):
         if self.sphere:
             h = F.normalize(h, dim=-1)
         positive = h >= 0
-        q = torch.where(positive, self.code_scale, -self.code_scale).to(h.dtype)
+        q = (positive.to(h.dtype) * 2 - 1) * self.code_scale
         ids = bits_to_ids(positive)
         aux, stats = self.aux_loss(h)
         loss = self.commitment_weight * F.mse_loss(h, q) + aux

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 MAX_BITS = 63
+FLOAT_EXACT_BITS = 24
 
 
 def _shifts(num_bits: int, device: torch.device) -> Tensor:
@@ -25,8 +26,11 @@ def bits_to_ids(bits: Tensor) -> Tensor:
     where it is > 0. Shape (..., num_bits) -> (...).
     """
     shifts = _shifts(bits.shape[-1], bits.device)
-    ones = (bits > 0).long()
-    return torch.bitwise_left_shift(ones, shifts).sum(dim=-1)
+    ones = bits if bits.dtype == torch.bool else bits > 0
+    if bits.shape[-1] <= FLOAT_EXACT_BITS:
+        # sums of distinct powers of two below 2^24 are exact in float32, and a matmul is fast
+        return (ones.float() @ torch.exp2(shifts.float())).long()
+    return torch.bitwise_left_shift(ones.long(), shifts).sum(dim=-1)
 
 
 def ids_to_bits(ids: Tensor, num_bits: int) -> Tensor:

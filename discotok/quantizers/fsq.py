@@ -60,12 +60,25 @@ class FSQ(Quantizer):
     def codebook_size(self) -> int:
         return self._codebook_size
 
+    def _bound_constants(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(half_l, shift, offset) of the bound, float32, computed once per device.
+
+        Kept as a plain attribute rather than float buffers so that casting the model
+        to bf16 cannot round them.
+        """
+        cached = self.__dict__.get("_bound_cache")
+        if cached is None or cached[0].device != self.radix.device:
+            half_l = (self.radix - 1) * (1 + BOUND_EPS) / 2
+            offset = (self.radix % 2 == 0) * 0.5
+            cached = (half_l.float(), torch.atanh(offset / half_l).float(), offset.float())
+            self.__dict__["_bound_cache"] = cached
+        return cached
+
     def bound(self, h: Tensor) -> Tensor:
         """Squash ``h`` per channel (shifted tanh, the library's way) to just beyond the
         integer range [-(L // 2), (L - 1) // 2], so rounding yields exactly L levels."""
-        half_l = (self.radix - 1) * (1 + BOUND_EPS) / 2
-        offset = (self.radix % 2 == 0) * 0.5
-        return torch.tanh(h + torch.atanh(offset / half_l)) * half_l - offset
+        half_l, shift, offset = self._bound_constants()
+        return torch.tanh(h + shift) * half_l - offset
 
     @full_precision
     def quantize(self, h: Tensor) -> QuantizerOutput:

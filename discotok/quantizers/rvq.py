@@ -70,6 +70,8 @@ class ResidualVQ(Quantizer):
             )
             for _ in range(depth)
         )
+        for level in self.levels[1:]:
+            level.search = self.levels[0].search  # levels run one after another: one scratch buffer
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     @property
