@@ -80,7 +80,8 @@ def _target_size(tokenizer: Tokenizer, image_size: int | Sequence[int] | None) -
     size = tokenizer.image_size if image_size is None else image_size
     if size is None:
         raise ExtractError("the tokenizer has no image_size in its config; pass image_size (H, W)")
-    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    size = (size,) if isinstance(size, int) else tuple(int(s) for s in size)
+    size = size * 2 if len(size) == 1 else size
     if len(size) != 2 or min(size) < 1:
         raise ExtractError(f"image_size must be one or two positive ints (H [W]), got {image_size!r}")
     return size

@@ -160,6 +160,13 @@ def test_image_size_override_is_recorded_and_decoded(tok_dir: Path, images: Path
         assert img.size == (48, 64)
 
 
+def test_single_image_size_means_square(tok_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert run_cli(capsys, "encode", str(tok_dir), str(images), "-o", str(out), "--image-size", "64", "--no-progress")[0] == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["image_size"] == [64, 64] and manifest["layout"]["shape"] == [8, 8]
+
+
 @pytest.mark.parametrize(
     ("ids", "expected"),
     [

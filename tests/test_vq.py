@@ -13,6 +13,7 @@ from safetensors.torch import load, save
 
 from discotok.quantizers import QUANTIZERS, codebook_stats
 from discotok.quantizers.vq import VectorQuantizer
+from tests.oracle import assert_same_as_library
 
 torch.set_num_threads(2)
 
@@ -53,12 +54,7 @@ def test_oracle_same_ids_as_vector_quantize_pytorch(cosine: bool) -> None:
     ).eval()
     with torch.no_grad():
         theirs._codebook.embed.copy_(ours.codebook.unsqueeze(0))
-    z = torch.randn(4, 300, 12)
-    with torch.no_grad():
-        q_theirs, ids_theirs, _ = theirs(z)
-        out = ours(z)
-    assert torch.equal(out.ids, ids_theirs)
-    torch.testing.assert_close(out.z_q, q_theirs, rtol=0, atol=1e-6)
+    assert_same_as_library(ours, theirs, torch.randn(4, 300, 12), atol=1e-6)
 
 
 def test_stats_on_hand_built_input() -> None:

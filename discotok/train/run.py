@@ -89,6 +89,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="discotok train: summary", show_header=False)
+    table.add_column("key")
+    table.add_column("value", overflow="fold")
     for key, value in summary.items():
         table.add_row(key, str(value))
     Console(stderr=False).print(table)
