@@ -23,13 +23,14 @@ def run_train(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
-def check_run_dir(run_dir: Path, quantizer: str) -> dict:
+def check_run_dir(run_dir: Path, quantizer: str, steps: int = 2) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["quantizer"] == quantizer and summary["steps"] == 2
+    assert summary["quantizer"] == quantizer and summary["steps"] == steps
     assert summary["val_psnr_db"] > 0 and 0 < summary["val_codebook_usage"] <= 1
     assert summary["bits_per_image"] == pytest.approx(summary["tokens_per_image"] * summary["bits_per_token"], rel=1e-3)
     grid = Image.open(run_dir / "reconstructions.png")
-    assert grid.height == 2 * 32 + 3 * 2  # inputs above reconstructions, 2-px padding
+    side = summary["image_size"][0]
+    assert grid.height == 2 * side + 3 * 2  # inputs above reconstructions, 2-px padding
     tok = Tokenizer.from_pretrained(run_dir / "tokenizer")
     assert tok.config["quantizer"]["name"] == quantizer
     assert (run_dir / ".hydra" / "config.yaml").is_file()
