@@ -232,6 +232,7 @@ def decode_ids(
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
     arr, manifest, ids_path = load_ids(ids_path_or_dir)
     ids, layout = check_ids_array(tokenizer, arr, manifest, ids_path)
+    image_size = (manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
     output_dir = Path(output_dir)
     names = _png_names(manifest, ids.shape[0])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +240,7 @@ def decode_ids(
     bar = tqdm(total=ids.shape[0], desc="decode", unit="img", file=sys.stderr, disable=not progress)
     with bar, torch.inference_mode():
         for start in range(0, ids.shape[0], batch_size):
-            images = tokenizer.decode(ids[start : start + batch_size], layout)
+            images = tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size)
             for row, image in enumerate(images, start):
                 path = output_dir / names[row]
                 with atomic_path(path) as tmp:

@@ -113,6 +113,8 @@ def check_ids_array(
                 f"this tokenizer has {tokenizer.codebook_size}"
             )
         layout = Layout.from_dict(manifest["layout"])
-    if layout.num_tokens != ids.shape[1]:
+    if layout.kind == "sequence" and not 1 <= ids.shape[1] <= layout.num_tokens:
+        raise fail(f"rows hold {ids.shape[1]} tokens; the sequence layout takes a prefix of 1..{layout.num_tokens}")
+    if layout.kind != "sequence" and layout.num_tokens != ids.shape[1]:
         raise fail(f"rows hold {ids.shape[1]} tokens; the {layout.kind} layout {layout.shape} has {layout.num_tokens}")
     return ids, layout

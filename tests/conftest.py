@@ -18,13 +18,29 @@ TINY_QUANTIZERS = {
 }
 
 
-def tiny_tokenizer_config(quantizer: str = "fsq", image_size: int = 32) -> dict:
-    """A grid tokenizer small enough to train a step in well under a second on CPU."""
-    conv = {"latent_dim": LATENT, "channels": 8, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 1}
+ENCODERS = ("grid", "vit", "titok", "flexible")
+DECODER_OF = {"grid": "grid", "vit": "vit", "titok": "titok", "flexible": "titok"}
+TINY_NUM_TOKENS = 16
+
+
+def tiny_tokenizer_config(
+    quantizer: str = "fsq", image_size: int = 32, encoder: str = "grid", **encoder_kwargs
+) -> dict:
+    """A tokenizer small enough to train a step in well under a second on CPU.
+
+    ``encoder`` is ``grid`` (conv, 4x4 tokens at 32x32), ``vit`` (patch 8 grid), ``titok`` or
+    ``flexible`` (16 latent tokens; ``encoder_kwargs`` such as ``causal=True`` go to the encoder).
+    """
+    if encoder == "grid":
+        enc = dec = {"latent_dim": LATENT, "channels": 8, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 1}
+    else:
+        vit = {"latent_dim": LATENT, "image_size": [32, 32], "patch_size": 8, "width": 32, "depth": 2, "heads": 2}
+        tokens = {} if encoder == "vit" else {"num_tokens": encoder_kwargs.pop("num_tokens", TINY_NUM_TOKENS)}
+        enc, dec = {**vit, **tokens}, {**vit, **tokens}
     return {
-        "encoder": {"name": "grid", **conv},
+        "encoder": {"name": encoder, **enc, **encoder_kwargs},
         "quantizer": dict(TINY_QUANTIZERS[quantizer]),
-        "decoder": {"name": "grid", **conv},
+        "decoder": {"name": DECODER_OF[encoder], **dec},
         "image_size": [image_size, image_size],
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from discotok.nn.seeding import step_generator
 from discotok.quantizers.base import Quantizer, QuantizerOutput, straight_through
 from discotok.quantizers.vq import VectorQuantizer
 from discotok.registry import QUANTIZERS
@@ -80,8 +81,7 @@ class ResidualVQ(Quantizer):
 
     def depth_for_step(self, step: int) -> int:
         """The training depth drawn at training step ``step`` (pure: same seed, same answer)."""
-        # The CPU generator keeps only 32 bits of its seed: fold (seed, step) into them.
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (1 << 32))
+        g = step_generator(self.seed, step)
         dropped = torch.rand((), generator=g).item() < self.quantizer_dropout
         if not dropped:
             return self.depth

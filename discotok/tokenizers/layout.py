@@ -9,7 +9,10 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Layout:
-    """``kind`` is ``grid`` (shape (h, w), N = h*w), ``sequence`` (shape (N,)) or ``frames``."""
+    """``kind`` is ``grid`` (shape (h, w), N = h*w), ``sequence`` (shape (N,)) or ``frames``.
+
+    A ``sequence`` of N tokens is ordered: any prefix of 1..N of its tokens decodes.
+    """
 
     kind: str
     shape: tuple[int, ...]
@@ -31,7 +34,12 @@ class Layout:
 
 @dataclass
 class EncoderOutput:
-    """What an encoder returns: ``z`` of shape (B, N, D) and its layout."""
+    """What an encoder returns: ``z`` of shape (B, N, D) and its layout.
+
+    ``keep`` (B,), set by nested-dropout encoders in training: sample b's decoder sees
+    only its first ``keep[b]`` tokens, the rest replaced by the decoder's mask token.
+    """
 
     z: Tensor
     layout: Layout
+    keep: Tensor | None = None

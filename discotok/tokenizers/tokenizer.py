@@ -7,6 +7,7 @@ by the files.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from discotok.quantizers.base import Quantizer, QuantizerOutput
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError, check_plain
-from discotok.tokenizers.layout import Layout
+from discotok.tokenizers.layout import EncoderOutput, Layout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -71,6 +72,11 @@ def validate_config(config: Any) -> dict:
     return config
 
 
+def accepts(module: nn.Module, argument: str) -> bool:
+    """Whether ``module.forward`` takes a keyword argument named ``argument``."""
+    return argument in inspect.signature(module.forward).parameters
+
+
 class Tokenizer(nn.Module):
     """Encoder -> quantizer -> decoder with ``encode``/``decode`` and a safe file format."""
 
@@ -112,10 +118,17 @@ class Tokenizer(nn.Module):
         return self.default_layout().num_tokens
 
     def default_layout(self, num_tokens: int | None = None) -> Layout:
-        """The layout used to decode ids that come without one."""
-        if self.image_size is not None and hasattr(self.encoder, "token_layout"):
-            layout = self.encoder.token_layout(self.image_size)
+        """The layout used to decode ids that come without one.
+
+        A sequence layout ``Layout("sequence", (N,))`` serves any token count 1..N (a prefix).
+        """
+        size = self.image_size or getattr(self.encoder, "image_size", None)
+        if size is not None and hasattr(self.encoder, "token_layout"):
+            layout = self.encoder.token_layout(size)
             if num_tokens is None or layout.num_tokens == num_tokens:
+                return layout
+            if layout.kind == "sequence":
+                check_prefix_length(num_tokens, layout.num_tokens, "the token count of ids")
                 return layout
         if num_tokens is not None:
             side = round(num_tokens**0.5)
@@ -130,25 +143,65 @@ class Tokenizer(nn.Module):
         """Encode, quantize and decode ``x`` (images in [-1, 1], shape (B, 3, H, W))."""
         enc = self.encoder(x)
         q = self.quantizer(enc.z, **quantizer_kwargs)
-        return TokenizerOutput(self.decoder(q.z_q, enc.layout), enc.z, q, enc.layout)
+        x_hat = self._decode(q.z_q, enc.layout, keep=enc.keep, image_size=x.shape[-2:])
+        return TokenizerOutput(x_hat, enc.z, q, enc.layout)
+
+    def _decode(
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, image_size: Sequence[int] | None = None
+    ) -> Tensor:
+        """Run the decoder, passing ``keep`` and ``image_size`` to decoders that take them."""
+        kwargs: dict[str, Any] = {}
+        if keep is not None:
+            if not accepts(self.decoder, "keep"):
+                raise ValueError(
+                    f"the encoder drew nested-dropout prefix lengths but decoder "
+                    f"{self.config['decoder']['name']!r} cannot mask tokens (no 'keep' argument)"
+                )
+            kwargs["keep"] = keep
+        if image_size is not None and accepts(self.decoder, "image_size"):
+            kwargs["image_size"] = tuple(int(s) for s in image_size)
+        return self.decoder(z_q, layout, **kwargs)
+
+    def _encode_prefix(self, x: Tensor, num_tokens: int) -> EncoderOutput:
+        """The first ``num_tokens`` tokens of a sequence encoder's output."""
+        if accepts(self.encoder, "num_tokens"):
+            return self.encoder(x, num_tokens=num_tokens)
+        enc = self.encoder(x)
+        if enc.layout.kind != "sequence":
+            raise ValueError(f"num_tokens selects a prefix of a 1-D (sequence) tokenizer; this one has {enc.layout}")
+        check_prefix_length(num_tokens, enc.z.shape[1], "num_tokens")
+        return EncoderOutput(enc.z[:, :num_tokens], enc.layout)
 
     @torch.no_grad()
-    def encode(self, x: Tensor, return_layout: bool = False, **quantizer_kwargs: Any):
-        """Images (B, 3, H, W) in [-1, 1] -> ids (B, N) (or (B, N, depth)); optionally the layout."""
-        enc = self.encoder(x)
+    def encode(
+        self, x: Tensor, return_layout: bool = False, num_tokens: int | None = None, **quantizer_kwargs: Any
+    ):
+        """Images (B, 3, H, W) in [-1, 1] -> ids (B, N) (or (B, N, depth)); optionally the layout.
+
+        ``num_tokens=k`` (sequence tokenizers): the first k ids, k in 1..N.
+        """
+        enc = self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
         ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
     @torch.no_grad()
-    def decode(self, ids: Tensor, layout: Layout | None = None) -> Tensor:
-        """Ids -> images in [-1, 1]; ids are checked against the codebook first."""
+    def decode(
+        self, ids: Tensor, layout: Layout | None = None, image_size: Sequence[int] | None = None
+    ) -> Tensor:
+        """Ids -> images in [-1, 1]; ids are checked against the codebook first.
+
+        For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
+        ``image_size`` (H, W) overrides the output size of decoders that take one.
+        """
         self.quantizer.check_ids(ids)
         layout = layout or self.default_layout(ids.shape[1])
-        if layout.num_tokens != ids.shape[1]:
+        if layout.kind == "sequence":
+            check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
+        elif layout.num_tokens != ids.shape[1]:
             raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
         device = next(self.parameters()).device
         z_q = self.quantizer.ids_to_codes(ids.to(device))
-        return self.decoder(z_q, layout).clamp(-1, 1)
+        return self._decode(z_q, layout, image_size=image_size).clamp(-1, 1)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``path``; files appear complete or not at all."""
@@ -189,6 +242,12 @@ class Tokenizer(nn.Module):
                 f"{path / WEIGHTS_NAME} does not hold this tokenizer's weights (incomplete or mismatched): {err}"
             ) from err
         return tok.to(device).eval()
+
+
+def check_prefix_length(k: int, n: int, what: str) -> None:
+    """``ValueError`` unless a prefix length ``k`` lies in 1..n."""
+    if not 1 <= int(k) <= n:
+        raise ValueError(f"{what} must lie in 1..{n} (a prefix of the N = {n} tokens), got {k}")
 
 
 def tokenizer_config(
