@@ -236,3 +236,15 @@ def test_chunked_search_matches_brute_force_and_reuses_scratch() -> None:
     assert scratch is not None and scratch.numel() <= 1 << 20
     vq(torch.randn(2, 700, 5))
     assert vq.search._scratch.data_ptr() == scratch.data_ptr(), "scratch buffer must be reused"
+
+
+def test_search_after_inference_mode_still_trains() -> None:
+    """A scratch made under inference_mode (e.g. validation) must not break the next training step."""
+    vq = VectorQuantizer(dim=5, codebook_size=64, kmeans_init=False)
+    with torch.inference_mode():
+        vq.eval()(torch.randn(2, 10, 5))
+    vq.train()
+    z = torch.randn(2, 10, 5, requires_grad=True)
+    out = vq(z)
+    (out.z_q.sum() + out.loss).backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHES = {"quantizers": "discotok.bench.quantizers"}
+BENCHES = {"quantizers": "discotok.bench.quantizers", "titok": "discotok.bench.titok"}
 
 
 def main(argv: list[str]) -> int:

@@ -118,9 +118,9 @@ def build_cases() -> list[Case]:
     return cases
 
 
-def time_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds after ``WARMUP`` untimed calls."""
-    for _ in range(WARMUP):
+def time_ms(fn: Callable[[], object], repeats: int, warmup: int = WARMUP) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
@@ -171,9 +171,21 @@ def environment() -> dict:
     }
 
 
-def _child_env(allocator: str) -> dict[str, str]:
+def child_env(allocator: str) -> dict[str, str]:
+    """This process's environment with the glibc malloc variables of ``allocator``."""
     env = {k: v for k, v in os.environ.items() if k not in TUNED_ENV}
     return {**env, **TUNED_ENV} if allocator == "tuned" else env
+
+
+def run_child(module: str, args: list[str], allocator: str) -> dict:
+    """Run ``python -m module *args --json OUT`` under ``allocator``; return the JSON it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        cmd = [sys.executable, "-m", module, *args, "--json", str(out)]
+        proc = subprocess.run(cmd, env=child_env(allocator), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench child for allocator {allocator!r} failed:\n{proc.stderr[-4000:]}")
+        return json.loads(out.read_text())
 
 
 def run_quantizer_bench(
@@ -182,14 +194,8 @@ def run_quantizer_bench(
     """Run the cases once per allocator, each in a fresh child process; print and save a table."""
     rows = []
     for allocator in allocators:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "rows.json"
-            cmd = [sys.executable, "-m", "discotok.bench.quantizers", "--allocator", allocator,
-                   "--repeats", str(repeats), "--json", str(out)]
-            proc = subprocess.run(cmd, env=_child_env(allocator), capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench child for allocator {allocator!r} failed:\n{proc.stderr[-4000:]}")
-            rows += json.loads(out.read_text())["rows"]
+        args = ["--allocator", allocator, "--repeats", str(repeats)]
+        rows += run_child("discotok.bench.quantizers", args, allocator)["rows"]
     print(format_table(rows))
     if json_path is not None:
         write_json(json_path, rows)

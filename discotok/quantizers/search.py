@@ -37,7 +37,14 @@ class CodeSearch:
         budget = GPU_BUDGET if device.type == "cuda" else CPU_BUDGET
         rows = max(1, min(rows, budget // num_codes))
         s = self._scratch
-        if s is None or s.device != device or s.shape[1] != num_codes or s.shape[0] < rows:
+        stale = (
+            s is None
+            or s.device != device
+            or s.shape[1] != num_codes
+            or s.shape[0] < rows
+            or s.is_inference() != torch.is_inference_mode_enabled()
+        )
+        if stale:
             s = self._scratch = torch.empty(rows, num_codes, device=device, dtype=torch.float32)
         return s
 

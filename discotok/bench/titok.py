@@ -1,0 +1,197 @@
+"""``discotok bench titok``: the TiTok configs' encode, decode and training step beside the reference.
+
+Each (allocator, config) pair runs in its own child process
+(``python -m discotok.bench.titok --child --configs NAME --allocator X --json OUT``) so that
+glibc's malloc setting and the peak-RSS reading (``ru_maxrss``) belong to that one config.
+A child composes ``experiment=NAME`` with Hydra, builds the tokenizer with random init at the
+config's image size and times, with ``threads`` torch threads (median of ``repeats`` after one
+warm-up): ``encode`` and ``decode(ids)`` in eval/inference mode, and one training step (train-mode
+forward, MSE + quantizer loss, backward, AdamW on the whole tokenizer). Our decoder ends in a
+linear patch head, so its ViT decoder *is* the full decode: there is no separate pixel decoder.
+The reference figures are bytedance/1d-tokenizer's, from issue 3. A benchmark, never a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, time_ms, write_json
+from discotok.tokenizers.tokenizer import Tokenizer, tokenizer_config
+
+CONFIGS = ("titok_s128", "titok_b64", "titok_l32")
+# bytedance/1d-tokenizer at 256x256, batch 8, 2 threads (issue 3): params in millions
+# (encoder+quantizer, ViT decoder), encode / ViT decoder / full decode img/s, train s/img, peak GB.
+REFERENCE = {
+    "titok_s128": {"enc_params_m": 25.9, "dec_params_m": 27.0, "encode_img_s": 6.96, "vit_decode_img_s": 6.66,
+                   "full_decode_img_s": 0.64, "train_s_per_img": 9.5, "peak_gb": 8.9},
+    "titok_b64": {"enc_params_m": 86.0, "dec_params_m": 88.1, "encode_img_s": 2.61, "vit_decode_img_s": 2.56,
+                  "full_decode_img_s": 0.59, "train_s_per_img": 9.9, "peak_gb": 10.8},
+    "titok_l32": {"enc_params_m": 303.5, "dec_params_m": 306.8, "encode_img_s": 0.85, "vit_decode_img_s": 0.79,
+                  "full_decode_img_s": 0.41, "train_s_per_img": 12.8, "peak_gb": 16.8},
+}
+PIXEL_HEAD = "linear patch head (no pixel decoder): ViT decoder = full decode"
+
+
+def build_tokenizer(experiment: str, seed: int = 0) -> tuple[Tokenizer, tuple[int, int]]:
+    """Compose ``experiment=NAME`` with Hydra and build its tokenizer (random init) and image size."""
+    from hydra import compose, initialize_config_dir
+
+    from discotok.train.run import config_dir, plain
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    size = tuple(int(s) for s in plain(cfg.data)["image_size"])
+    torch.manual_seed(seed)
+    tok = Tokenizer.from_config(
+        tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=size)
+    )
+    return tok, size
+
+
+def num_params(*modules: torch.nn.Module) -> int:
+    """Total parameter count of ``modules``."""
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def peak_rss_gb() -> float:
+    """This process's resident-set high-water mark in GB (10^9 bytes; Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def _train_step(tok: Tokenizer, x: torch.Tensor) -> Callable[[], object]:
+    opt = torch.optim.AdamW(tok.parameters(), lr=1e-4)
+
+    def run() -> object:
+        tok.train()
+        out = tok(x)
+        loss = F.mse_loss(out.x_hat, x) + out.quantized.loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return run
+
+
+def _timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """The training step's s/img and peak GB, then encode and decode img/s (eval, inference mode).
+
+    Training comes first: the VQ search caches a scratch buffer, and one made under
+    inference mode cannot be written outside it. Compiled modules get two warm-ups (recompiles).
+    """
+    b = x.shape[0]
+    train_ms = time_ms(_train_step(tok, x), repeats, warmup)
+    peak_gb = peak_rss_gb()
+    tok.eval()
+    with torch.inference_mode():
+        ids = tok.encode(x)
+        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup)
+        decode_ms = time_ms(lambda: tok.decode(ids), repeats, warmup)
+    return {"encode_img_s": 1e3 * b / encode_ms, "decode_img_s": 1e3 * b / decode_ms,
+            "train_s_per_img": train_ms / 1e3 / b, "peak_gb": peak_gb}
+
+
+def measure(
+    experiment: str, batch_size: int = 8, repeats: int = 3, threads: int = 2, compile: bool = False
+) -> dict:
+    """Time one config in this process; one result row (peak memory: this process's, after training)."""
+    torch.set_num_threads(threads)
+    tok, size = build_tokenizer(experiment)
+    x = torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    compiled = "off"
+    if compile:
+        tok.encoder.compile()
+        tok.decoder.compile()
+        try:
+            timings = _timings(tok, x, repeats, warmup=2)
+            compiled = "on"
+        except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
+            compiled = f"failed, eager used ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            print(f"torch.compile failed for {experiment}; timing eager instead: {compiled}", file=sys.stderr)
+            tok, _ = build_tokenizer(experiment)
+    if compiled != "on":
+        timings = _timings(tok, x, repeats)
+    return {
+        "config": experiment, "allocator": allocator_in_effect(), "compile": compiled, "threads": threads,
+        "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
+        "enc_params_m": num_params(tok.encoder, tok.quantizer) / 1e6, "dec_params_m": num_params(tok.decoder) / 1e6,
+        **timings, "pixel_head": PIXEL_HEAD,
+    }
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A markdown table of our figures with the reference's in brackets and the ratios."""
+
+    def cell(ours: float, ref: float | None, fmt: str, ratio: float | None = None) -> str:
+        if ref is None:
+            return format(ours, fmt)
+        return f"{ours:{fmt}} ({ref:{fmt}}) {ratio if ratio is not None else ours / ref:.2f}x"
+
+    head = ("| config | allocator | compile | params M enc+q / dec (ref) | encode img/s (ref) ours/ref "
+            "| ViT dec img/s (ref) ours/ref | full dec img/s (ref) ours/ref "
+            "| train s/img (ref) ref/ours | peak GB (ref) ours/ref |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        ref = REFERENCE.get(r["config"], {})
+        params = f"{r['enc_params_m']:.1f} / {r['dec_params_m']:.1f}"
+        if ref:
+            params += f" ({ref['enc_params_m']:.1f} / {ref['dec_params_m']:.1f})"
+        train_ref = ref.get("train_s_per_img")
+        lines.append("| " + " | ".join([
+            r["config"], r["allocator"], r["compile"].split(" (")[0], params,
+            cell(r["encode_img_s"], ref.get("encode_img_s"), ".2f"),
+            cell(r["decode_img_s"], ref.get("vit_decode_img_s"), ".2f"),
+            cell(r["decode_img_s"], ref.get("full_decode_img_s"), ".2f"),
+            cell(r["train_s_per_img"], train_ref, ".3f", train_ref / r["train_s_per_img"] if train_ref else None),
+            cell(r["peak_gb"], ref.get("peak_gb"), ".1f"),
+        ]) + " |")
+    notes = [f"Ours: {PIXEL_HEAD}; training step trains the whole tokenizer (MSE + quantizer loss, AdamW).",
+             "Reference: bytedance/1d-tokenizer (issue 3); full decode adds its 30.7 M MaskGIT-VQGAN pixel "
+             "decoder, its training step is decoder side; its memory is the default-malloc run's."]
+    notes += [f"{r['config']} ({r['allocator']}): torch.compile {r['compile']}" for r in rows
+              if r["compile"].startswith("failed")]
+    return "\n".join(lines + [""] + notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``discotok bench titok [--configs ...] [--batch-size 8] [--repeats 3] [--threads 2]
+    [--allocator default|tuned|both] [--compile] [--json PATH]``."""
+    parser = argparse.ArgumentParser(prog="discotok bench titok", description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="experiment configs to time")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported) after one warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
+                        help="glibc malloc setting (each config and setting in its own process)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    common = ["--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+    common += ["--compile"] if args.compile else []
+    if args.child:
+        rows = [measure(name, args.batch_size, args.repeats, args.threads, args.compile) for name in args.configs]
+        Path(args.json).write_text(json.dumps({"rows": rows}))
+        return 0
+    rows = []
+    for allocator in ALLOCATORS if args.allocator == "both" else (args.allocator,):
+        for name in args.configs:
+            child = ["--child", "--configs", name, "--allocator", allocator, *common]
+            rows += run_child("discotok.bench.titok", child, allocator)["rows"]
+            print(f"done: {name} ({allocator})", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
