@@ -94,3 +94,4 @@ class Registry:
 QUANTIZERS = Registry("quantizer")
 ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
+DISCRIMINATORS = Registry("discriminator")

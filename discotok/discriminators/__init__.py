@@ -1,0 +1,6 @@
+"""Discriminators for adversarial training, built by registered name (``DISCRIMINATORS``)."""
+
+from discotok.discriminators.base import DiscriminatorOutput
+from discotok.registry import DISCRIMINATORS
+
+__all__ = ["DISCRIMINATORS", "DiscriminatorOutput"]
