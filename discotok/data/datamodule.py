@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
 from discotok.data.sample import load_sample_photos, split_photos
+from discotok.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ def readable_images(folder: str | Path) -> list[Path]:
     return good
 
 
+@DATAMODULES.register("images")
 class ImageDataModule(L.LightningDataModule):
     """Training crops and validation images from the sample photos or a folder.
 

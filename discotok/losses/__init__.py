@@ -1,5 +1,7 @@
-"""Training losses: reconstruction now; perceptual, adversarial and spectral terms join here."""
+"""Training losses, built by registered name (``LOSSES``): reconstruction now; perceptual,
+adversarial and spectral terms join here."""
 
 from discotok.losses.reconstruction import ReconstructionLoss
+from discotok.registry import LOSSES
 
-__all__ = ["ReconstructionLoss"]
+__all__ = ["LOSSES", "ReconstructionLoss"]

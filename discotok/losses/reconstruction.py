@@ -5,9 +5,12 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discotok.registry import LOSSES
 
+
+@LOSSES.register("pixel")
 class ReconstructionLoss(nn.Module):
-    """``l1_weight * |x_hat - x| + l2_weight * (x_hat - x)^2``, means over all elements."""
+    """Images: ``l1_weight * |x_hat - x| + l2_weight * (x_hat - x)^2``, means over all elements."""
 
     def __init__(self, l1_weight: float = 1.0, l2_weight: float = 0.0) -> None:
         super().__init__()

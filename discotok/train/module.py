@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from discotok.losses import ReconstructionLoss
+from discotok.losses import LOSSES
 from discotok.metrics import CodebookUsage, psnr
 from discotok.tokenizers import Tokenizer
 
@@ -28,8 +28,9 @@ class TokenizerModule(L.LightningModule):
     """Reconstruction + quantizer loss; perceptual and adversarial terms slot in beside them.
 
     ``tokenizer`` is a tokenizer config (registered names, plain values); ``loss`` holds
-    ``l1_weight``, ``l2_weight``, ``quantizer_weight``; ``optim`` holds ``lr``, ``betas``,
-    ``weight_decay``, ``warmup_steps``, ``min_lr_ratio``.
+    ``reconstruction`` (a ``LOSSES`` spec, e.g. ``{"name": "pixel", "l1_weight": 1.0}``) and
+    ``quantizer_weight`` (configs/loss/); ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
+    ``warmup_steps``, ``min_lr_ratio``.
     """
 
     def __init__(self, tokenizer: dict, loss: dict | None = None, optim: dict | None = None) -> None:
@@ -38,7 +39,9 @@ class TokenizerModule(L.LightningModule):
         self.tokenizer = Tokenizer.from_config(tokenizer)
         loss = dict(loss or {})
         self.quantizer_weight = float(loss.pop("quantizer_weight", 1.0))
-        self.reconstruction = ReconstructionLoss(**loss)
+        self.reconstruction = LOSSES.build(loss.pop("reconstruction", {"name": "pixel"}))
+        if loss:
+            raise ValueError(f"unknown loss setting(s) {sorted(loss)}; expected reconstruction, quantizer_weight")
         self.optim = {"lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1}
         self.optim.update(optim or {})
         self.val_usage: CodebookUsage | None = None

@@ -17,7 +17,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
-from discotok.data import ImageDataModule
+from discotok.data import datamodule  # noqa: F401  (registers the image datamodule)
+from discotok.registry import DATAMODULES
 from discotok.tokenizers import tokenizer_config
 from discotok.train.callbacks import ReconstructionGrid
 from discotok.train.module import TokenizerModule
@@ -63,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     data = plain(cfg.data)
     tok_cfg = tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=data["image_size"])
     module = TokenizerModule(tok_cfg, loss=plain(cfg.loss), optim=plain(cfg.optim))
-    datamodule = ImageDataModule(**data)
+    datamodule = DATAMODULES.build(data)
     trainer = L.Trainer(
         **plain(cfg.trainer),
         default_root_dir=out_dir,
