@@ -236,3 +236,12 @@ def test_corrupt_bytes_inside_a_tar_are_skipped(tokenizer: Tokenizer, tmp_path: 
         sink.write({"__key__": "bad", "png": buf.getvalue()[:40]})
     report = extract(tokenizer, tmp_path / "s.tar", tmp_path / "o", progress=False, workers=0)
     assert report.num_encoded == 1 and [s["source"] for s in report.skipped] == ["s.tar/bad"]
+
+
+def test_ids_of_another_tokenizer_are_refused_before_decoding(reference: Path, tmp_path: Path) -> None:
+    config = tiny_tokenizer_config("vq")
+    config["quantizer"] = {**config["quantizer"], "codebook_size": 256}  # fsq's ids (< 125) all lie in range
+    other = Tokenizer.from_config(config).eval()
+    with pytest.raises(ExtractError, match="ids were made with codebook size 125, this tokenizer has 256"):
+        decode_ids(other, reference, tmp_path / "png", progress=False)
+    assert not (tmp_path / "png").exists()
