@@ -236,6 +236,7 @@ def test_corrupt_bytes_inside_a_tar_are_skipped(tokenizer: Tokenizer, tmp_path: 
         sink.write({"__key__": "bad", "png": buf.getvalue()[:40]})
     report = extract(tokenizer, tmp_path / "s.tar", tmp_path / "o", progress=False, workers=0)
     assert report.num_encoded == 1 and [s["source"] for s in report.skipped] == ["s.tar/bad"]
+    assert "corrupt" in report.skipped[0]["error"] or "cannot read image" in report.skipped[0]["error"]
 
 
 def test_ids_of_another_tokenizer_are_refused_before_decoding(reference: Path, tmp_path: Path) -> None:

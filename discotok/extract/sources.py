@@ -59,6 +59,12 @@ class SourceItem:
     size: int | None = None
     stamp: tuple[int, int] = (0, 0)
     problem: str | None = None
+    member: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What errors call the item: its file, or ``shard.tar/member.png``."""
+        return self.path if self.member is None else f"{self.path}/{self.member}"
 
     def read_bytes(self) -> bytes | None:
         """The member's bytes for a tar item; None for a plain file (readers open the path)."""
@@ -143,7 +149,7 @@ def _tar_items(tar_path: Path) -> list[SourceItem]:
             exts = sorted(_sample_key(m.name)[1] for m in members)
             items.append(SourceItem(full_key, str(tar_path), stamp=stamp, problem=f"no image member in sample (has {exts})"))
         else:
-            items.append(SourceItem(full_key, str(tar_path), image.offset_data, image.size, stamp))
+            items.append(SourceItem(full_key, str(tar_path), image.offset_data, image.size, stamp, member=image.name))
     return items
 
 
@@ -209,7 +215,7 @@ class ImageReader:
         self.size = tuple(int(s) for s in size)
 
     def load(self, item: SourceItem) -> Tensor:
-        return load_image_tensor(item.path if item.offset is None else item.key, self.size, item.read_bytes())
+        return load_image_tensor(item.name, self.size, item.read_bytes())
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
         return torch.stack(tensors), {}
