@@ -19,7 +19,7 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     outputs = {i: cell.get("outputs", []) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
     text = "".join(o.get("text", "") for cell in outputs.values() for o in cell)
     assert "re-run wrote [] - done before: [0, 1, 2]" in text
-    assert "warnings: ['rFID over 4 images" in text
+    assert "warnings: ['rFID over 3 images" in text
     images = [o for cell in outputs.values() for o in cell if "image/png" in o.get("data", {})]
     assert len(images) == 3  # the decode grid, the rate-distortion plot, the evaluation grid
     assert (tmp_path / "quickstart" / "eval" / "report.json").is_file()
