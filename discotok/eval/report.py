@@ -50,6 +50,7 @@ def plot_rate_distortion(results: list[dict], path: Path) -> Path:
         ax.set_xlabel("bits per pixel")
         ax.set_ylabel(title)
         ax.set_xscale("log")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("rate-distortion")
@@ -66,10 +67,11 @@ def plot_quality_vs_k(name: str, results: list[dict], path: Path) -> Path:
     for ax, (key, title) in zip(axes, panels):
         ax.plot(ks, [r[key] for r in results], marker="o")
         ax.set_xscale("log", base=2)
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.set_xlabel("tokens k")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(f"{name}: quality against the number of tokens")
+    fig.suptitle(f"{name}: quality against the number of tokens", y=1.04)
     _save(fig, path)
     return path
 
