@@ -1,4 +1,4 @@
-"""``discotok train | encode | decode | bench``.
+"""``discotok train | encode | decode | eval | bench``.
 
 Each subcommand lives in its own module and takes the remaining arguments; ``train``
 passes them to Hydra, so overrides, ``-m`` sweeps and ``--cfg job`` work as in any
@@ -13,9 +13,10 @@ USAGE = """usage: discotok <command> [args...]
 
 commands:
   train    train a tokenizer (Hydra overrides, e.g. quantizer=fsq; -m for sweeps)
-  encode   images in a folder -> ids file + manifest
-  decode   ids file -> PNG images
-  bench    benchmarks (e.g. `discotok bench quantizers`)
+  encode   images (folders, lists of paths, WebDataset shards) -> sharded ids + manifest
+  decode   ids -> PNG images
+  eval     PSNR, SSIM, LPIPS, rFID/pFID, codebook usage, bit rates, timings -> report + plots
+  bench    benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
 
 `discotok <command> --help` tells more."""
 
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         from discotok.extract import encode_main as run
     elif command == "decode":
         from discotok.extract import decode_main as run
+    elif command == "eval":
+        from discotok.eval.cli import eval_main as run
     elif command == "bench":
         from discotok.bench import main as run
     else:

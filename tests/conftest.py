@@ -54,6 +54,14 @@ def photo_batch() -> torch.Tensor:
     return torch.stack(crops)
 
 
+@pytest.fixture(scope="session")
+def inception_path(tmp_path_factory: pytest.TempPathFactory):
+    """A randomly initialised network of the FID InceptionV3's architecture (no real weights offline)."""
+    from discotok.metrics.fid import random_inception_weights
+
+    return random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.safetensors")
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

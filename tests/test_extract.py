@@ -18,7 +18,7 @@ from skimage import data as skdata
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.data.images import load_image_tensor
-from discotok.extract import ExtractError, decode_ids, encode_folder
+from discotok.extract import ExtractError, decode_ids, extract
 
 CONFIG = {
     "encoder": {"name": "grid", "latent_dim": 4, "channels": 8, "channel_mult": [1, 2, 2, 2]},
@@ -72,6 +72,11 @@ def encoded(tok_dir: Path, images: Path, tmp_path_factory: pytest.TempPathFactor
     return out
 
 
+def all_ids(folder: Path) -> np.ndarray:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return np.concatenate([np.load(folder / shard["file"]) for shard in manifest["shards"]])
+
+
 def leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
 
@@ -84,9 +89,10 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 def test_encode_manifest_rows_and_skipped(encoded: Path, images: Path, tokenizer: Tokenizer) -> None:
     manifest = json.loads((encoded / "manifest.json").read_text())
-    ids = np.load(encoded / "ids.npy")
+    ids = all_ids(encoded)
     assert ids.dtype == np.int64 and ids.shape == (len(GOOD), NUM_TOKENS)
-    assert manifest["ids_shape"] == list(ids.shape) and manifest["ids_file"] == "ids.npy"
+    assert manifest["ids_shape"] == list(ids.shape) and manifest["version"] == 2
+    assert manifest["shards"] == [{"file": "ids-00000.npy", "rows": 4, "first_row": 0, "sha256": manifest["shards"][0]["sha256"]}]
     assert manifest["codebook_size"] == 125 and manifest["depth"] is None
     assert manifest["bits_per_token"] == pytest.approx(np.log2(125))
     assert manifest["layout"] == {"kind": "grid", "shape": [4, 4]}
@@ -107,7 +113,7 @@ def test_encode_reports_skipped_on_stderr_exit_3(tok_dir: Path, images: Path, tm
     rc, out, err = run_cli(capsys, "encode", str(tok_dir), str(images), "-o", str(tmp_path / "o"), "--no-progress")
     assert rc == 3
     assert "skipped broken.png: " in err and "skipped notes.txt: not an image file" in err
-    assert "encoded 4 images, skipped 2" in out and "ids.npy" in out and "manifest.json" in out
+    assert "encoded 4 of 6 inputs, skipped 2" in out and "(4, 16) ids in 1 shard(s)" in out and "manifest.json" in out
 
 
 def test_encode_clean_folder_exits_0_and_ignores_its_own_output(tok_dir: Path, tmp_path: Path, capsys) -> None:
@@ -116,12 +122,12 @@ def test_encode_clean_folder_exits_0_and_ignores_its_own_output(tok_dir: Path, t
         small(skdata.astronaut()).save(src / "a.png")
         for _ in range(2):  # the rerun must not take ids.npy / manifest.json as inputs
             rc, out, _ = run_cli(capsys, "encode", str(tok_dir), str(src), "-o", str(target), "--no-progress")
-            assert rc == 0 and "encoded 1 images, skipped 0" in out
+            assert rc == 0 and "encoded 1 of 1 inputs, skipped 0" in out
             assert json.loads((target / "manifest.json").read_text())["skipped"] == []
 
 
 def test_progress_bar_goes_to_stderr(tokenizer: Tokenizer, images: Path, tmp_path: Path, capsys) -> None:
-    report = encode_folder(tokenizer, images, tmp_path / "o", batch_size=2, progress=True)
+    report = extract(tokenizer, images, tmp_path / "o", batch_size=2, progress=True, workers=0)
     assert report.num_encoded == 4 and len(report.skipped) == 2
     captured = capsys.readouterr()
     assert "encode" in captured.err and "6/6" in captured.err and captured.out == ""
@@ -135,10 +141,10 @@ def test_decode_round_trip(encoded: Path, tok_dir: Path, tokenizer: Tokenizer, t
     for name in names:
         with Image.open(tmp_path / "png" / name) as img:
             assert img.size == (32, 32) and img.mode == "RGB"
-    # Decoding the .npy file directly finds the manifest beside it; re-encoding the PNGs works.
-    paths = decode_ids(tokenizer, encoded / "ids.npy", tmp_path / "png2", progress=False)
+    # Decoding the shard file directly finds the manifest beside it; re-encoding the PNGs works.
+    paths = decode_ids(tokenizer, encoded / "ids-00000.npy", tmp_path / "png2", progress=False)
     assert [p.name for p in paths] == names
-    report = encode_folder(tokenizer, tmp_path / "png", tmp_path / "again", progress=False)
+    report = extract(tokenizer, tmp_path / "png", tmp_path / "again", progress=False, workers=0)
     assert report.ids_shape == (4, NUM_TOKENS) and report.skipped == []
     assert leftovers(tmp_path) == []
 
@@ -190,9 +196,16 @@ def test_bad_ids_refused_before_decoding(tok_dir: Path, tmp_path: Path, capsys, 
 def test_ids_not_matching_their_manifest_are_refused(encoded: Path, tokenizer: Tokenizer, tmp_path: Path) -> None:
     folder = tmp_path / "copy"
     folder.mkdir()
-    (folder / "manifest.json").write_text((encoded / "manifest.json").read_text())
-    np.save(folder / "ids.npy", np.load(encoded / "ids.npy")[:2])
-    with pytest.raises(ExtractError, match=r"ids.npy: shape \(2, 16\) does not match the manifest's ids_shape"):
+    manifest = json.loads((encoded / "manifest.json").read_text())
+    del manifest["shards"][0]["sha256"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    np.save(folder / "ids-00000.npy", all_ids(encoded)[:2])
+    with pytest.raises(ExtractError, match=r"manifest.json: shape \(2, 16\) does not match the manifest's ids_shape"):
+        decode_ids(tokenizer, folder, tmp_path / "png", progress=False)
+    # With the hash in place, a changed shard file is caught before its shape is even read.
+    manifest["shards"][0]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExtractError, match=r"ids-00000.npy: contents changed since manifest.json was written"):
         decode_ids(tokenizer, folder, tmp_path / "png", progress=False)
     assert not (tmp_path / "png").exists()
 
@@ -228,13 +241,13 @@ def test_config_with_target_is_refused_without_running_it(
 
 def test_missing_input_and_unencodable_folder_exit_1(tok_dir: Path, tmp_path: Path, capsys) -> None:
     rc, _, err = run_cli(capsys, "encode", str(tok_dir), str(tmp_path / "none"), "-o", str(tmp_path / "o"))
-    assert rc == 1 and "input folder" in err and "does not exist" in err
+    assert rc == 1 and "input" in err and "does not exist" in err
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.txt").write_text("text")
     rc, _, err = run_cli(capsys, "encode", str(tok_dir), str(junk), "-o", str(tmp_path / "o"))
-    assert rc == 1 and "skipped a.txt: not an image file" in err and "none of the 1 files" in err
-    assert not (tmp_path / "o").exists()
+    assert rc == 1 and "skipped a.txt: not an image file" in err and "none of the 1 inputs" in err
+    assert not (tmp_path / "o" / "manifest.json").exists()
 
 
 def test_depth_refused_for_a_quantizer_without_depth(tok_dir: Path, images: Path, tmp_path: Path, capsys) -> None:
@@ -242,21 +255,17 @@ def test_depth_refused_for_a_quantizer_without_depth(tok_dir: Path, images: Path
     assert rc == 1 and "'fsq' has no depth" in err
 
 
-def test_failed_write_keeps_previous_output(
-    encoded: Path, tokenizer: Tokenizer, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_failed_shard_write_leaves_no_partial_file(
+    tokenizer: Tokenizer, images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "out"
-    encode_folder(tokenizer, images, out, progress=False)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-
     def dying_save(file, arr, **kwargs) -> None:
         file.write(b"\x93NUMPY half")
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "save", dying_save)
     with pytest.raises(OSError, match="disk full"):
-        encode_folder(tokenizer, images, out, image_size=64, progress=False)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        extract(tokenizer, images, tmp_path / "out", progress=False, workers=0)
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_console_script(tok_dir: Path, images: Path, tmp_path: Path) -> None:
@@ -264,7 +273,7 @@ def test_console_script(tok_dir: Path, images: Path, tmp_path: Path) -> None:
     cmd = [str(script), "encode", str(tok_dir), str(images), "-o", str(tmp_path / "o"), "--no-progress"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
-    assert "skipped notes.txt" in result.stderr and (tmp_path / "o" / "ids.npy").is_file()
+    assert "skipped notes.txt" in result.stderr and (tmp_path / "o" / "ids-00000.npy").is_file()
 
 
 def test_rvq_depth_option(images: Path, tmp_path: Path, capsys) -> None:
@@ -274,7 +283,7 @@ def test_rvq_depth_option(images: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "o"
     assert run_cli(capsys, "encode", tok, str(images), "-o", str(out), "--depth", "2", "--no-progress")[0] == 3
     manifest = json.loads((out / "manifest.json").read_text())
-    assert np.load(out / "ids.npy").shape == (4, NUM_TOKENS, 2)
+    assert all_ids(out).shape == (4, NUM_TOKENS, 2)
     assert manifest["depth"] == 2 and manifest["bits_per_token"] == 8.0 and manifest["encode_options"] == {"depth": 2}
     assert run_cli(capsys, "decode", tok, str(out), "-o", str(tmp_path / "png"), "--no-progress")[0] == 0
     assert len(list((tmp_path / "png").glob("*.png"))) == 4

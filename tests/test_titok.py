@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from discotok import Layout, Tokenizer
-from discotok.extract import ExtractError, decode_ids, encode_folder
+from discotok.extract import ExtractError, decode_ids, extract
 from discotok.registry import ENCODERS
 from discotok.tokenizers.flexible import prefix_causal_mask
 from tests.conftest import LATENT, TINY_NUM_TOKENS, tiny_tokenizer_config
@@ -143,10 +143,10 @@ def test_folder_round_trip_keeps_the_encoded_size_and_takes_prefixes(photo_batch
     (tmp_path / "in").mkdir()
     for i, x in enumerate(photo_batch[:2]):
         Image.fromarray(x.add(1).mul(127.5).byte().permute(1, 2, 0).numpy()).save(tmp_path / "in" / f"{i}.png")
-    encode_folder(tok, tmp_path / "in", tmp_path / "ids", image_size=48, progress=False)
+    extract(tok, tmp_path / "in", tmp_path / "ids", image_size=48, progress=False, workers=0)
     written = decode_ids(tok, tmp_path / "ids", tmp_path / "out", progress=False)
     assert [Image.open(p).size for p in written] == [(48, 48), (48, 48)]
-    ids = np.load(tmp_path / "ids" / "ids.npy")
+    ids = np.load(tmp_path / "ids" / "ids-00000.npy")
     np.save(tmp_path / "prefix.npy", ids[:, :3])
     assert len(decode_ids(tok, tmp_path / "prefix.npy", tmp_path / "out3", progress=False)) == 2
     np.save(tmp_path / "long.npy", np.concatenate([ids, ids], axis=1))

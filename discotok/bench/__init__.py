@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 
-BENCHES = {"quantizers": "discotok.bench.quantizers", "titok": "discotok.bench.titok"}
+BENCHES = {
+    "tokenizer": "discotok.bench.tokenizer",
+    "quantizers": "discotok.bench.quantizers",
+    "titok": "discotok.bench.titok",
+}
 
 
 def main(argv: list[str]) -> int:

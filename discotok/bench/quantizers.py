@@ -118,14 +118,23 @@ def build_cases() -> list[Case]:
     return cases
 
 
-def time_ms(fn: Callable[[], object], repeats: int, warmup: int = WARMUP) -> float:
-    """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed calls."""
+def time_ms(
+    fn: Callable[[], object], repeats: int, warmup: int = WARMUP, device: torch.device | None = None
+) -> float:
+    """Median wall time of ``fn`` in milliseconds after ``warmup`` untimed calls (CUDA synchronised on ``device``)."""
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return 1e3 * statistics.median(times)
 

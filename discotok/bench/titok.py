@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, time_ms, write_json
-from discotok.tokenizers.tokenizer import Tokenizer, tokenizer_config
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, write_json
+from discotok.bench.tokenizer import compose_tokenizer, num_params, timings
+from discotok.tokenizers.tokenizer import Tokenizer
 
 CONFIGS = ("titok_s128", "titok_b64", "titok_l32")
 # bytedance/1d-tokenizer at 256x256, batch 8, 2 threads (issue 3): params in millions
@@ -42,61 +41,7 @@ PIXEL_HEAD = "linear patch head (no pixel decoder): ViT decoder = full decode"
 
 def build_tokenizer(experiment: str, seed: int = 0) -> tuple[Tokenizer, tuple[int, int]]:
     """Compose ``experiment=NAME`` with Hydra and build its tokenizer (random init) and image size."""
-    from hydra import compose, initialize_config_dir
-
-    from discotok.train.run import config_dir, plain
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
-    size = tuple(int(s) for s in plain(cfg.data)["image_size"])
-    torch.manual_seed(seed)
-    tok = Tokenizer.from_config(
-        tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=size)
-    )
-    return tok, size
-
-
-def num_params(*modules: torch.nn.Module) -> int:
-    """Total parameter count of ``modules``."""
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
-def peak_rss_gb() -> float:
-    """This process's resident-set high-water mark in GB (10^9 bytes; Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-
-
-def _train_step(tok: Tokenizer, x: torch.Tensor) -> Callable[[], object]:
-    opt = torch.optim.AdamW(tok.parameters(), lr=1e-4)
-
-    def run() -> object:
-        tok.train()
-        out = tok(x)
-        loss = F.mse_loss(out.x_hat, x) + out.quantized.loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    return run
-
-
-def _timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """The training step's s/img and peak GB, then encode and decode img/s (eval, inference mode).
-
-    Training comes first: the VQ search caches a scratch buffer, and one made under
-    inference mode cannot be written outside it. Compiled modules get two warm-ups (recompiles).
-    """
-    b = x.shape[0]
-    train_ms = time_ms(_train_step(tok, x), repeats, warmup)
-    peak_gb = peak_rss_gb()
-    tok.eval()
-    with torch.inference_mode():
-        ids = tok.encode(x)
-        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup)
-        decode_ms = time_ms(lambda: tok.decode(ids), repeats, warmup)
-    return {"encode_img_s": 1e3 * b / encode_ms, "decode_img_s": 1e3 * b / decode_ms,
-            "train_s_per_img": train_ms / 1e3 / b, "peak_gb": peak_gb}
+    return compose_tokenizer([f"experiment={experiment}"], seed)
 
 
 def measure(
@@ -111,19 +56,19 @@ def measure(
         tok.encoder.compile()
         tok.decoder.compile()
         try:
-            timings = _timings(tok, x, repeats, warmup=2)
+            figures = timings(tok, x, repeats, warmup=2)
             compiled = "on"
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back to eager
             compiled = f"failed, eager used ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
             print(f"torch.compile failed for {experiment}; timing eager instead: {compiled}", file=sys.stderr)
             tok, _ = build_tokenizer(experiment)
     if compiled != "on":
-        timings = _timings(tok, x, repeats)
+        figures = timings(tok, x, repeats)
     return {
         "config": experiment, "allocator": allocator_in_effect(), "compile": compiled, "threads": threads,
         "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
         "enc_params_m": num_params(tok.encoder, tok.quantizer) / 1e6, "dec_params_m": num_params(tok.decoder) / 1e6,
-        **timings, "pixel_head": PIXEL_HEAD,
+        **figures, "pixel_head": PIXEL_HEAD,
     }
 
 

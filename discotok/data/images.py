@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,14 +36,16 @@ def iter_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path
             yield p
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
+def load_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
     """Open ``path`` as an RGB PIL image (grayscale, palette, 16-bit and RGBA converted).
 
-    RGBA is composited on white so transparent regions do not turn black.
+    RGBA is composited on white so transparent regions do not turn black. With ``data``
+    the image is decoded from those bytes (e.g. a member of a tar shard) and ``path``
+    only names it in errors.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as err:
@@ -85,6 +88,6 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
 
 
-def load_image_tensor(path: str | os.PathLike, size: Sequence[int]) -> Tensor:
-    """Load ``path``, resize-and-centre-crop to ``size``, return (3, H, W) in [-1, 1]."""
-    return pil_to_tensor(resize_center_crop(load_image(path), size))
+def load_image_tensor(path: str | os.PathLike, size: Sequence[int], data: bytes | None = None) -> Tensor:
+    """Load ``path`` (or ``data`` named ``path``), resize-and-centre-crop to ``size``, return (3, H, W) in [-1, 1]."""
+    return pil_to_tensor(resize_center_crop(load_image(path, data), size))

@@ -1,6 +1,6 @@
-"""Metrics: image quality and codebook usage over whole datasets."""
+"""Metrics: image quality, Fréchet distance and codebook usage over whole datasets."""
 
 from discotok.metrics.codebook import CodebookUsage
-from discotok.metrics.image import psnr
+from discotok.metrics.image import psnr, ssim
 
-__all__ = ["CodebookUsage", "psnr"]
+__all__ = ["CodebookUsage", "psnr", "ssim"]

@@ -1,0 +1,106 @@
+"""What ``discotok eval`` writes besides ``report.json``: a markdown table, PNG plots and reconstruction grids.
+
+Plots use matplotlib's object API (``Figure``), never pyplot, so no GUI backend is touched
+(safe in notebooks and headless jobs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from discotok.atomic import atomic_path
+
+COLUMNS = (
+    ("tokenizer", "tokenizer", "{}"), ("label", "point", "{}"), ("tokens_per_image", "tokens", "{}"),
+    ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_pixel", "bpp", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"),
+    ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"), ("rfid", "rFID", "{:.2f}"), ("pfid", "pFID", "{:.2f}"),
+    ("codebook_usage", "usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
+    ("encode_images_per_s", "enc img/s", "{:.1f}"), ("decode_images_per_s", "dec img/s", "{:.1f}"),
+)
+QUALITY = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("rfid", "rFID"), ("pfid", "pFID"))
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def save_grid(rows: list[Tensor], path: Path) -> Path:
+    """One row per tensor (N, 3, H, W) in [-1, 1] (originals first, then reconstructions), as a PNG."""
+    images = torch.cat([r.float().cpu() for r in rows]).add(1).div(2).clamp(0, 1)
+    with atomic_path(path) as tmp:
+        save_image(make_grid(images, nrow=rows[0].shape[0], padding=2), tmp, format="png")
+    return path
+
+
+def plot_rate_distortion(results: list[dict], path: Path) -> Path:
+    """PSNR (and LPIPS, when measured) against bits per pixel, one line per tokenizer."""
+    panels = [(k, t) for k, t in (("psnr", "PSNR (dB)"), ("lpips", "LPIPS")) if any(k in r for r in results)]
+    fig = Figure(figsize=(5.2 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels):
+        for name in dict.fromkeys(r["tokenizer"] for r in results):
+            mine = sorted((r for r in results if r["tokenizer"] == name and key in r), key=lambda r: r["bits_per_pixel"])
+            ax.plot([r["bits_per_pixel"] for r in mine], [r[key] for r in mine], marker="o", label=name)
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(title)
+        ax.set_xscale("log")
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("rate-distortion")
+    _save(fig, path)
+    return path
+
+
+def plot_quality_vs_k(name: str, results: list[dict], path: Path) -> Path:
+    """Each measured quality figure against the number of tokens k of a flexible tokenizer."""
+    panels = [(k, t) for k, t in QUALITY if k in results[0]]
+    fig = Figure(figsize=(3.6 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    ks = [r["tokens_per_image"] for r in results]
+    for ax, (key, title) in zip(axes, panels):
+        ax.plot(ks, [r[key] for r in results], marker="o")
+        ax.set_xscale("log", base=2)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        ax.set_xlabel("tokens k")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(f"{name}: quality against the number of tokens", y=1.04)
+    _save(fig, path)
+    return path
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The results as a markdown table; columns not measured are left out."""
+    cols = [c for c in COLUMNS if any(c[0] in r for r in results)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(report: dict, path: Path) -> Path:
+    """``report.md``: the table, the protocol, skipped inputs and warnings."""
+    protocol = report["protocol"]
+    lines = ["# discotok eval", "", markdown_table(report["results"]), "", "## Protocol", ""]
+    for key, value in protocol.items():
+        if isinstance(value, dict):
+            lines.append(f"- **{key}**:")
+            lines += [f"  - {k}: {v}" for k, v in value.items()]
+        else:
+            lines.append(f"- **{key}**: {value}")
+    lines += ["", f"Set fingerprint: `{report['set_fingerprint']}`", ""]
+    if report["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    if report["skipped"]:
+        lines += ["## Skipped inputs", ""] + [f"- {s['source']}: {s['error']}" for s in report["skipped"]] + [""]
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,151 @@
+"""``discotok encode`` and ``discotok decode``: argument parsing, one-line errors, exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+
+from discotok.extract.decode import decode_ids
+from discotok.extract.encode import describe_report, extract
+from discotok.io import FORMATS
+from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
+
+EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
+EXIT_HELP = """exit status:
+  0  everything succeeded
+  1  error, as one line on stderr: tokenizer directory missing, incomplete or refused,
+     missing input, bad ids, options the tokenizer does not take
+  2  bad command-line usage
+"""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def device_arg(text: str) -> str:
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("CUDA is not available on this machine")
+    return str(device)
+
+
+def make_parser(prog: str, description: str, exit_help: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=exit_help, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="items per batch (default 16)")
+    parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run_command(
+    prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int], argv: Sequence[str]
+) -> int:
+    """Parse ``argv`` and run ``body``; expected failures become one line on stderr and exit 1."""
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    try:
+        return body(args)
+    except (TokenizerLoadError, ValueError, OSError) as err:
+        for item in getattr(err, "skipped", []):
+            print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+        message = " ".join(str(err).split())
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _encode_command(args: argparse.Namespace) -> int:
+    prog = "discotok encode"
+    if args.image_size is not None and len(args.image_size) > 2:
+        raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
+    report = extract(
+        args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
+        batch_size=args.batch_size, image_size=args.image_size, num_tokens=args.num_tokens, depth=args.depth,
+        recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
+        strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
+        device=args.device if args.devices == 1 else "cpu",
+    )
+    if report.rank != 0:
+        return EXIT_OK
+    for item in report.skipped:
+        print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+    print(describe_report(report))
+    return EXIT_SKIPPED if report.skipped else EXIT_OK
+
+
+def encode_main(argv: Sequence[str]) -> int:
+    """``discotok encode TOKENIZER_DIR INPUT... -o OUTPUT_DIR``; returns the exit status."""
+    prog = "discotok encode"
+    parser = make_parser(
+        prog,
+        "Encode every input into OUTPUT_DIR: ids in shards (ids-00000.npy, ...) and manifest.json\n"
+        "(row -> source, skipped inputs, token layout). Re-running the same command resumes:\n"
+        "finished shards are kept. Images are converted to RGB, resized to cover the image size\n"
+        "and centre cropped.",
+        EXIT_HELP + "  3  some inputs were skipped (listed on stderr with the reason and in the manifest)\n",
+    )
+    parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
+    parser.add_argument("inputs", metavar="INPUT", nargs="+",
+                        help="folder (searched recursively), text file of paths, WebDataset .tar shards or a "
+                             "brace pattern such as 'data-{000..009}.tar'")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR", help="for the ids shards and manifest.json")
+    parser.add_argument("--format", choices=FORMATS, default="npy",
+                        help="npy arrays, safetensors, or WebDataset tars with each sample's ids under its key")
+    parser.add_argument("--shard-size", type=positive_int, default=1000, help="inputs per shard (default 1000)")
+    parser.add_argument(
+        "--image-size", type=positive_int, nargs="+", metavar=("H", "W"), help="default: the tokenizer's image size"
+    )
+    parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
+    parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
+    parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (0: in process)")
+    parser.add_argument("--devices", type=positive_int, default=1,
+                        help="processes, one per device, through Lightning DDP (default 1: no Lightning)")
+    parser.add_argument("--accelerator", default="auto", help="with --devices > 1: gpu, cpu or auto")
+    parser.add_argument("--strategy", default="ddp", help="with --devices > 1: Lightning strategy (default ddp)")
+    parser.add_argument("--overwrite", action="store_true", help="re-encode every shard, even one of another run")
+    add_common(parser)
+    return run_command(prog, parser, _encode_command, argv)
+
+
+def _decode_command(args: argparse.Namespace) -> int:
+    tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
+    paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"decoded {len(paths)} images into {args.output}")
+    return EXIT_OK
+
+
+def decode_main(argv: Sequence[str]) -> int:
+    """``discotok decode TOKENIZER_DIR IDS -o OUTPUT_DIR``; returns the exit status."""
+    prog = "discotok decode"
+    parser = make_parser(
+        prog,
+        "Decode ids (the folder written by `discotok encode`, or one ids file: .npy, .safetensors,\n"
+        ".tar) into one PNG per row. All ids are checked against the tokenizer before anything is decoded.",
+        EXIT_HELP,
+    )
+    parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
+    parser.add_argument("ids", metavar="IDS", help="the folder written by `discotok encode`, or one ids file")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR", help="where the PNGs go")
+    add_common(parser)
+    return run_command(prog, parser, _decode_command, argv)
