@@ -1,7 +1,7 @@
 """discotok: discrete tokenizers of images and audio."""
 
 from discotok import decoders, quantizers  # noqa: F401  (register components)
-from discotok import extract  # callable: discotok.extract(tokenizer, source, output_dir, ...)
+from discotok.extraction import extract
 from discotok.quantizers import QuantizerOutput
 from discotok.registry import ConfigError
 from discotok.tokenizers import Layout, Tokenizer, TokenizerLoadError

@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         from discotok.train.run import main as run
     elif command == "encode":
-        from discotok.extract import encode_main as run
+        from discotok.extraction import encode_main as run
     elif command == "decode":
-        from discotok.extract import decode_main as run
+        from discotok.extraction import decode_main as run
     elif command == "eval":
         from discotok.eval.cli import eval_main as run
     elif command == "bench":

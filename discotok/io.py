@@ -11,7 +11,7 @@ used to resume a killed run). Shard formats, rows in item order:
   (WebDataset splits a sample key at the first dot of the file name).
 
 Manifest version 2 lists the shards; version 1 (a single ``ids.npy``, written by earlier
-releases) is still read. Readers never unpickle. Writers live in ``discotok.extract``,
+releases) is still read. Readers never unpickle. Writers live in ``discotok.extraction``,
 each file through ``discotok.atomic.atomic_path`` (temporary name, then ``os.replace``).
 """
 

@@ -18,7 +18,7 @@ from skimage import data as skdata
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.data.images import load_image_tensor
-from discotok.extract import ExtractError, decode_ids, extract
+from discotok.extraction import ExtractError, decode_ids, extract
 
 CONFIG = {
     "encoder": {"name": "grid", "latent_dim": 4, "channels": 8, "channel_mult": [1, 2, 2, 2]},

@@ -18,8 +18,8 @@ from skimage import data as skdata
 
 import discotok
 from discotok import Tokenizer
-from discotok.extract import ExtractError, decode_ids, extract
-from discotok.extract import shards as shards_module
+from discotok.extraction import ExtractError, decode_ids, extract
+from discotok.extraction import shards as shards_module
 from discotok.io import load_ids
 from tests.conftest import tiny_tokenizer_config
 
@@ -210,7 +210,7 @@ def test_version_1_output_still_decodes(tokenizer: Tokenizer, reference: Path, t
 
 def test_the_package_is_callable(tokenizer: Tokenizer, folder: Path, tmp_path: Path) -> None:
     report = discotok.extract(tokenizer, folder / "b", tmp_path / "o", progress=False, workers=0)
-    assert report.num_encoded == 5 and discotok.extract.decode_ids is decode_ids
+    assert report.num_encoded == 5 and discotok.extraction.decode_ids is decode_ids
 
 
 def test_two_process_ddp_run_equals_a_single_process_run(tok_dir: Path, folder: Path, reference: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from discotok import Layout, Tokenizer
-from discotok.extract import ExtractError, decode_ids, extract
+from discotok.extraction import ExtractError, decode_ids, extract
 from discotok.registry import ENCODERS
 from discotok.tokenizers.flexible import prefix_causal_mask
 from tests.conftest import LATENT, TINY_NUM_TOKENS, tiny_tokenizer_config

@@ -132,7 +132,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench tokenizer TARGET... [--batch-size 8] [--repeats 5] [--device cpu] [--json PATH]``."""
-    from discotok.extract.cli import device_arg
+    from discotok.extraction.cli import device_arg
 
     parser = argparse.ArgumentParser(prog="discotok bench tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="*", metavar="TARGET",

@@ -34,8 +34,8 @@ from tqdm import tqdm
 from discotok.atomic import atomic_path
 from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, LPIPSMetric, Metric, PSNRMetric, SSIMMetric
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_grid, write_markdown
-from discotok.extract.encode import make_reader
-from discotok.extract.sources import ItemDataset, Source, collate_items, open_source
+from discotok.extraction.encode import make_reader
+from discotok.extraction.sources import ItemDataset, Source, collate_items, open_source
 from discotok.metrics.fid import FEATURE_DIM, INCEPTION_FILE, FeatureStats, default_inception_path, features_of
 from discotok.metrics.fid import load_inception, weights_sha256
 from discotok.quantizers.perturb import perturb_ids

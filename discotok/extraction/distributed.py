@@ -3,7 +3,7 @@
 Each rank encodes the shards ``rank, rank + world_size, ...`` that are not done yet (its own
 data loader, built after the processes start) and writes them itself through the shared
 ``ShardWriter``; all ranks meet at a barrier, then rank 0 merges the manifest
-(``discotok.extract.encode.extract``). Works on GPUs (NCCL) and CPU processes (gloo).
+(``discotok.extraction.encode.extract``). Works on GPUs (NCCL) and CPU processes (gloo).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from discotok.extract.shards import ShardBatches, ShardPlan, ShardWriter
-from discotok.extract.sources import ItemDataset, Reader, collate_items, encode_batch
+from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter
+from discotok.extraction.sources import ItemDataset, Reader, collate_items, encode_batch
 from discotok.tokenizers.tokenizer import Tokenizer
 
 

@@ -1,7 +1,7 @@
 """``discotok.extract``: inputs -> sharded ids + ``manifest.json``, resumable, on one device or many.
 
 One device runs a plain loop; several (``devices=2``, GPUs or CPU processes) run Lightning's
-``Trainer.predict`` with a prediction-writer callback (``discotok.extract.distributed``): each
+``Trainer.predict`` with a prediction-writer callback (``discotok.extraction.distributed``): each
 rank encodes and writes its own shards (round robin), then rank 0 writes the one merged
 manifest. Both paths share the item list, the shard plan and the shard writer, so their
 outputs are identical.
@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from discotok.extract.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
-from discotok.extract.sources import ImageReader, ItemDataset, Reader, collate_items, encode_batch, open_source
+from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
+from discotok.extraction.sources import ImageReader, ItemDataset, Reader, collate_items, encode_batch, open_source
 from discotok.io import MANIFEST_NAME, ExtractError
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -177,7 +177,7 @@ def extract(
         written = _run_local(plan, pending, tokenizer, reader, options, batch_size, workers, progress)
         rank = 0
     else:
-        from discotok.extract.distributed import run_distributed
+        from discotok.extraction.distributed import run_distributed
 
         written, rank = run_distributed(plan, tokenizer, reader, options, batch_size, workers, progress,
                                         devices=devices, accelerator=accelerator, strategy=strategy, overwrite=overwrite)

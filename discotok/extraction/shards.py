@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from discotok.atomic import atomic_path
-from discotok.extract.sources import SourceItem
+from discotok.extraction.sources import SourceItem
 from discotok.io import (
     FORMATS,
     IDS_NAME,

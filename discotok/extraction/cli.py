@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from discotok.extract.decode import decode_ids
-from discotok.extract.encode import describe_report, extract
+from discotok.extraction.decode import decode_ids
+from discotok.extraction.encode import describe_report, extract
 from discotok.io import FORMATS
 from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
 
