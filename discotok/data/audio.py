@@ -72,9 +72,14 @@ def convert_channels(wave: Tensor, channels: int, name: str | os.PathLike = "aud
     raise AudioLoadError(name, f"has {have} channels; cannot convert to {channels} (only to mono, or mono to any)")
 
 
-def _read(source: str | os.PathLike | BinaryIO, name: str | os.PathLike) -> tuple[np.ndarray, int]:
+def _read(
+    source: str | os.PathLike | BinaryIO, name: str | os.PathLike, start: float, duration: float | None
+) -> tuple[np.ndarray, int]:
     try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            rate = f.samplerate
+            f.seek(min(int(start * rate), f.frames))
+            data = f.read(-1 if duration is None else int(round(duration * rate)), dtype="float32", always_2d=True)
     except sf.LibsndfileError as err:
         suffix = Path(str(name)).suffix.lower()
         kind = "corrupt or unsupported audio file" if suffix in AUDIO_EXTENSIONS else "not an audio file"
@@ -84,23 +89,35 @@ def _read(source: str | os.PathLike | BinaryIO, name: str | os.PathLike) -> tupl
     return data, int(rate)
 
 
+def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
+    """soundfile's header information (rate, channels, frames); ``AudioLoadError`` when unreadable."""
+    try:
+        return sf.info(str(path))
+    except sf.LibsndfileError as err:
+        raise AudioLoadError(path, f"corrupt or unsupported audio file ({err.error_string})") from None
+    except (RuntimeError, OSError) as err:
+        raise AudioLoadError(path, f"cannot read audio ({err})") from None
+
+
 def load_audio(
     path: str | os.PathLike | BinaryIO,
     sample_rate: int,
     channels: int,
     min_samples: int = 1,
     name: str | os.PathLike | None = None,
+    start: float = 0.0,
+    duration: float | None = None,
 ) -> tuple[Tensor, AudioInfo]:
     """Read ``path`` (a file or a binary file object) as float32 (channels, T) at ``sample_rate``.
 
     Raises ``AudioLoadError`` naming the file for an unreadable, corrupt, empty, non-finite or
     too-short (fewer than ``min_samples`` after resampling) input. ``name`` labels a file object
-    in errors and in ``AudioInfo.path``.
+    in errors and in ``AudioInfo.path``. ``start`` / ``duration`` (seconds) read only a part.
     """
     if sample_rate <= 0 or channels <= 0:
         raise ValueError(f"sample_rate and channels must be positive, got {sample_rate} and {channels}")
     name = str(name if name is not None else path if not isinstance(path, io.IOBase) else "<stream>")
-    data, rate = _read(path, name)
+    data, rate = _read(path, name, start, duration)
     frames, have = data.shape
     if frames == 0:
         raise AudioLoadError(name, "empty audio file (no samples)")
@@ -118,6 +135,16 @@ def load_audio(
         )
     info = AudioInfo(name, rate, have, frames, sample_rate, channels, wave.shape[-1], resampled, have != channels)
     return wave.contiguous(), info
+
+
+def resample_clips(clips: list[Tensor], orig_rate: int, new_rate: int) -> list[Tensor]:
+    """Resample many (C, T) clips of one rate in a single batched call (the filter is built once)."""
+    if orig_rate == new_rate or not clips:
+        return list(clips)
+    longest = max(c.shape[-1] for c in clips)
+    batch = torch.stack([torch.nn.functional.pad(c, (0, longest - c.shape[-1])) for c in clips])
+    out = resample(batch, orig_rate, new_rate)
+    return [o[:, : -(-c.shape[-1] * new_rate // orig_rate)].contiguous() for o, c in zip(out, clips, strict=True)]
 
 
 def save_audio(path: str | os.PathLike, wave: Tensor, sample_rate: int, subtype: str | None = None) -> Path:
