@@ -149,3 +149,17 @@ def test_speech_default_renders_held_out_sentences(speech_cache):
     waves, lengths = next(iter(dm.val_dataloader()))
     assert lengths.min() > AUDIO_RATE  # whole sentences, over a second each
     assert np.isfinite(waves.numpy()).all() and waves.abs().max() > 0.05
+
+
+def test_data_folder_shortcut_picks_audio_or_images(tmp_path, speech_clips):
+    from discotok.train.run import rewrite_overrides
+
+    for i in range(3):
+        save_audio(tmp_path / "clips" / f"{i}.flac", speech_clips[i], AUDIO_RATE)
+    (tmp_path / "clips" / "notes.txt").write_text("x")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(b"")
+    clips, photos = tmp_path / "clips", tmp_path / "photos"
+    assert rewrite_overrides([f"data={clips}", "experiment=audio_tiny"]) == [
+        "data=audio_folder", f"data.source={clips}", "experiment=audio_tiny"]
+    assert rewrite_overrides([f"data={photos}"]) == ["data=image_folder", f"data.source={photos}"]

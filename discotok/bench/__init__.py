@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHES = {"quantizers": "discotok.bench.quantizers", "titok": "discotok.bench.titok"}
+BENCHES = {"quantizers": "discotok.bench.quantizers", "titok": "discotok.bench.titok", "audio": "discotok.bench.audio"}
 
 
 def main(argv: list[str]) -> int:

@@ -126,13 +126,25 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     return train(cfg)
 
 
+def holds_audio(folder: Path, look_at: int = 200) -> bool:
+    """Whether most of the first ``look_at`` files under ``folder`` have audio extensions."""
+    from discotok.data.audio import AUDIO_EXTENSIONS
+
+    if not folder.is_dir():
+        return False
+    files = [p for _, p in zip(range(look_at), (p for p in folder.rglob("*") if p.is_file()))]
+    return sum(p.suffix.lower() in AUDIO_EXTENSIONS for p in files) * 2 > len(files) > 0
+
+
 def rewrite_overrides(argv: list[str]) -> list[str]:
-    """Let ``data=<folder>`` name a folder of images: it becomes ``data=image_folder data.source=<folder>``."""
+    """Let ``data=<folder>`` name a folder: ``data=image_folder data.source=<folder>``, or
+    ``data=audio_folder ...`` when the folder holds mostly audio files."""
     out = []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("data", "+data") and value and (os.sep in value or Path(value).is_dir()) and "," not in value:
-            out += ["data=image_folder", f"data.source={Path(value).expanduser().resolve()}"]
+            folder = Path(value).expanduser().resolve()
+            out += [f"data={'audio_folder' if holds_audio(folder) else 'image_folder'}", f"data.source={folder}"]
         else:
             out.append(arg)
     return out
