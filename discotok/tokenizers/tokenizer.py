@@ -307,6 +307,8 @@ class Tokenizer(nn.Module):
         if depth is not None:
             quantizer_kwargs["depth"] = self._depth(depth)
         if self.modality == "audio":
+            if num_tokens is not None:
+                raise ValueError("num_tokens selects a prefix of 1-D image tokenizers; cut the waveform instead")
             x, lengths, _ = self._prepare_audio(x, lengths)
             enc = self.encoder(x, lengths=lengths)
         else:
