@@ -71,3 +71,16 @@ def test_gan_steps_on_speech_move_the_hinge_losses(speech_clips):
     fake.grad = None
     fm.backward()
     assert torch.isfinite(fm) and fm > 0 and fake.grad.abs().sum() > 0
+
+
+def test_discriminator_config_builds():
+    """configs/discriminator/multi.yaml (mpd + msstft at their published sizes) composes and runs."""
+    from hydra import compose, initialize_config_dir
+
+    from discotok.train.run import config_dir, plain
+
+    with initialize_config_dir(config_dir(), version_base=None):
+        cfg = compose("train", overrides=["experiment=audio_tiny", "+discriminator=multi"])
+    spec = plain(cfg.discriminator)
+    assert [part["name"] for part in spec["discriminators"]] == ["mpd", "msstft"]
+    assert len(DISCRIMINATORS.build(spec)(torch.randn(1, 1, 4096)).logits) == 10
