@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +67,44 @@ def inception_path(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+AUDIO_RATE = 16000
+
+
+def tiny_audio_config(
+    quantizer: str = "rvq", causal: bool = False, sequence: str = "lstm", decoder: str = "audio", channels: int = 1
+) -> dict:
+    """A waveform tokenizer (hop 64 at 16 kHz, widths 4..32) that trains a step in well under a second."""
+    conv = {"latent_dim": LATENT, "channels": 4, "ratios": [4, 4, 4], "sequence": sequence, "sequence_layers": 1,
+            "sequence_heads": 2, "causal": causal}
+    if decoder == "audio":
+        dec = {"name": "audio", **conv, "out_channels": channels}
+    else:
+        dec = {"name": "vocos", "latent_dim": LATENT, "out_channels": channels, "hop_length": 64, "n_fft": 256,
+               "width": 32, "hidden": 64, "depth": 2}
+    return {
+        "modality": "audio", "sample_rate": AUDIO_RATE, "channels": channels,
+        "encoder": {"name": "audio", **conv, "in_channels": channels},
+        "quantizer": dict(TINY_QUANTIZERS[quantizer]),
+        "decoder": dec,
+    }
+
+
+@pytest.fixture(scope="session")
+def speech_cache(tmp_path_factory) -> Path:
+    """A cache folder for the rendered espeak-ng speech, shared by the whole session."""
+    return tmp_path_factory.mktemp("speech")
+
+
+@pytest.fixture(scope="session")
+def speech_clips(speech_cache) -> list[torch.Tensor]:
+    """Eight real speech clips (1, T) at 16 kHz of different lengths: espeak-ng speech when it is
+    installed, else the synthetic tones, chirps and noise of the embedded default."""
+    from discotok.data.audio import load_audio, resample_clips
+    from discotok.data.speech import espeak_binary, espeak_clips, synthetic_clips
+
+    if espeak_binary() is None:
+        return synthetic_clips(AUDIO_RATE, count=8)
+    paths = espeak_clips(speech_cache)[:8]
+    return resample_clips([load_audio(p, 22050, 1)[0] for p in paths], 22050, AUDIO_RATE)

@@ -8,6 +8,7 @@ BENCHES = {
     "tokenizer": "discotok.bench.tokenizer",
     "quantizers": "discotok.bench.quantizers",
     "titok": "discotok.bench.titok",
+    "audio": "discotok.bench.audio",
 }
 
 

@@ -18,19 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from discotok.quantizers.base import Quantizer, QuantizerOutput
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError, check_plain
+from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
 from discotok.tokenizers.layout import EncoderOutput, Layout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "discotok.tokenizer"
 FORMAT_VERSION = 1
-CONFIG_KEYS = {"format", "version", "modality", "image_size", "encoder", "quantizer", "decoder", "metadata"}
+CONFIG_KEYS = {
+    "format", "version", "modality", "image_size", "sample_rate", "channels", "encoder", "quantizer", "decoder",
+    "metadata",
+}
+MODALITIES = ("image", "audio")
 
 
 class TokenizerLoadError(RuntimeError):
@@ -69,6 +75,14 @@ def validate_config(config: Any) -> dict:
         not isinstance(size, list) or len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)
     ):
         raise ConfigError(f"config: 'image_size' must be [height, width], got {size!r}")
+    modality = config.get("modality", "image")
+    if modality not in MODALITIES:
+        raise ConfigError(f"config: 'modality' must be one of {MODALITIES}, got {modality!r}")
+    if modality == "audio":
+        for key in ("sample_rate", "channels"):
+            value = config.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config: an audio tokenizer needs a positive integer '{key}', got {value!r}")
     return config
 
 
@@ -97,7 +111,69 @@ class Tokenizer(nn.Module):
         encoder = ENCODERS.build(config["encoder"])
         quantizer = QUANTIZERS.build(config["quantizer"])
         decoder = DECODERS.build(config["decoder"])
+        if config["modality"] == "audio":
+            check_audio_parts(encoder, decoder, config["channels"])
         return cls(encoder, quantizer, decoder, config)
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"audio"``."""
+        return self.config.get("modality", "image")
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Audio: samples per second of the waveforms the tokenizer takes and returns."""
+        return self.config.get("sample_rate")
+
+    @property
+    def channels(self) -> int | None:
+        """Audio: channels of the waveforms (1 mono, 2 stereo)."""
+        return self.config.get("channels")
+
+    @property
+    def hop_length(self) -> int:
+        """Audio: samples per frame (token position)."""
+        self._require_audio("hop_length")
+        return self.encoder.hop_length
+
+    @property
+    def frames_per_second(self) -> float:
+        """Audio: token positions per second of audio."""
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames that ``num_samples`` samples encode to: ceil(num_samples / hop) (int or tensor)."""
+        hop = self.hop_length
+        if isinstance(num_samples, Tensor):
+            return torch.div(num_samples + hop - 1, hop, rounding_mode="floor")
+        return -(-int(num_samples) // hop)
+
+    def bits_per_second(self, depth: int | None = None) -> float:
+        """Audio: the bit rate of ids at ``depth`` levels (None: all) of a residual quantizer."""
+        return self.frames_per_second * self.quantizer.bits_per_token / (self.quantizer.depth or 1) * self._depth(depth)
+
+    @property
+    def bit_rates(self) -> dict[int, float]:
+        """Audio: bits per second at each depth 1..depth (a single-level quantizer: ``{1: rate}``)."""
+        if not self.quantizer.depth:
+            return {1: self.bits_per_second()}
+        return {k: self.bits_per_second(k) for k in range(1, self.quantizer.depth + 1)}
+
+    def _depth(self, depth: int | None) -> int:
+        if depth is None:
+            return self.quantizer.depth or 1
+        if not self.quantizer.depth:
+            raise ValueError(
+                f"depth selects a bit rate of a residual quantizer; quantizer "
+                f"{self.config['quantizer']['name']!r} has a single level (pass depth=None)"
+            )
+        if not 1 <= int(depth) <= self.quantizer.depth:
+            raise ValueError(f"depth must lie in 1..{self.quantizer.depth}, got {depth}")
+        return int(depth)
+
+    def _require_audio(self, what: str) -> None:
+        if self.modality != "audio":
+            raise ValueError(f"{what} belongs to audio tokenizers; this one is a {self.modality} tokenizer")
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -114,7 +190,9 @@ class Tokenizer(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens per input at the configured image size."""
+        """Tokens per input at the configured image size (audio: use ``num_frames(num_samples)``)."""
+        if self.modality == "audio":
+            raise ValueError("an audio tokenizer has no fixed token count; use num_frames(num_samples)")
         return self.default_layout().num_tokens
 
     def default_layout(self, num_tokens: int | None = None) -> Layout:
@@ -122,6 +200,10 @@ class Tokenizer(nn.Module):
 
         A sequence layout ``Layout("sequence", (N,))`` serves any token count 1..N (a prefix).
         """
+        if self.modality == "audio":
+            if num_tokens is None:
+                raise ValueError("an audio tokenizer's layout follows the ids: Layout('frames', (N,))")
+            return Layout("frames", (int(num_tokens),))
         size = self.image_size or getattr(self.encoder, "image_size", None)
         if size is not None and hasattr(self.encoder, "token_layout"):
             layout = self.encoder.token_layout(size)
@@ -139,17 +221,46 @@ class Tokenizer(nn.Module):
             "pass layout=Layout('grid', (h, w))"
         )
 
-    def forward(self, x: Tensor, **quantizer_kwargs: Any) -> TokenizerOutput:
-        """Encode, quantize and decode ``x`` (images in [-1, 1], shape (B, 3, H, W))."""
+    def forward(self, x: Tensor, lengths: Tensor | None = None, **quantizer_kwargs: Any) -> TokenizerOutput:
+        """Encode, quantize and decode ``x``: images (B, 3, H, W) in [-1, 1], or waveforms (B, C, T).
+
+        Audio: T is zero-padded to whole hops and ``x_hat`` cut back to T samples; with
+        ``lengths`` (B,) valid samples, ``x_hat`` is zero past each item's length.
+        """
+        if self.modality == "audio":
+            return self._forward_audio(x, lengths, **quantizer_kwargs)
+        if lengths is not None:
+            raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
         enc = self.encoder(x)
         q = self.quantizer(enc.z, **quantizer_kwargs)
         x_hat = self._decode(q.z_q, enc.layout, keep=enc.keep, image_size=x.shape[-2:])
         return TokenizerOutput(x_hat, enc.z, q, enc.layout)
 
+    def _forward_audio(self, x: Tensor, lengths: Tensor | None, **quantizer_kwargs: Any) -> TokenizerOutput:
+        padded, lengths, frames = self._prepare_audio(x, lengths)
+        enc = self.encoder(padded, lengths=lengths)
+        q = self.quantizer(enc.z, **quantizer_kwargs)
+        x_hat = self._decode(q.z_q, enc.layout, lengths=frames)[..., : x.shape[-1]]
+        return TokenizerOutput(mask_past(x_hat, lengths), enc.z, q, enc.layout)
+
+    def _prepare_audio(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Check a waveform batch, zero-pad it to whole hops; lengths and valid frames per item."""
+        check_audio_batch(x, self.channels)
+        total = x.shape[-1]
+        if lengths is not None:
+            lengths = check_lengths(lengths, x.shape[0], total).to(x.device)
+        padded = F.pad(x, (0, self.num_frames(total) * self.hop_length - total))
+        return padded, lengths, None if lengths is None else self.num_frames(lengths)
+
     def _decode(
-        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, image_size: Sequence[int] | None = None
+        self,
+        z_q: Tensor,
+        layout: Layout,
+        keep: Tensor | None = None,
+        image_size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> Tensor:
-        """Run the decoder, passing ``keep`` and ``image_size`` to decoders that take them."""
+        """Run the decoder, passing ``keep``, ``image_size`` and ``lengths`` to decoders that take them."""
         kwargs: dict[str, Any] = {}
         if keep is not None:
             if not accepts(self.decoder, "keep"):
@@ -160,6 +271,8 @@ class Tokenizer(nn.Module):
             kwargs["keep"] = keep
         if image_size is not None and accepts(self.decoder, "image_size"):
             kwargs["image_size"] = tuple(int(s) for s in image_size)
+        if lengths is not None and accepts(self.decoder, "lengths"):
+            kwargs["lengths"] = lengths
         return self.decoder(z_q, layout, **kwargs)
 
     def _encode_prefix(self, x: Tensor, num_tokens: int) -> EncoderOutput:
@@ -174,26 +287,58 @@ class Tokenizer(nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, x: Tensor, return_layout: bool = False, num_tokens: int | None = None, **quantizer_kwargs: Any
+        self,
+        x: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        depth: int | None = None,
+        return_layout: bool = False,
+        num_tokens: int | None = None,
+        **quantizer_kwargs: Any,
     ):
-        """Images (B, 3, H, W) in [-1, 1] -> ids (B, N) (or (B, N, depth)); optionally the layout.
+        """Inputs -> ids (B, N) (or (B, N, depth)); optionally the layout too.
 
-        ``num_tokens=k`` (sequence tokenizers): the first k ids, k in 1..N.
+        Images (B, 3, H, W) in [-1, 1]; ``num_tokens=k`` (sequence tokenizers): the first k ids.
+        Waveforms (B, C, T) at ``sample_rate``, zero-padded to whole hops: N = num_frames(T);
+        ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
+        ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
+        ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
         """
-        enc = self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
+        if depth is not None:
+            quantizer_kwargs["depth"] = self._depth(depth)
+        if self.modality == "audio":
+            if num_tokens is not None:
+                raise ValueError("num_tokens selects a prefix of 1-D image tokenizers; cut the waveform instead")
+            x, lengths, _ = self._prepare_audio(x, lengths)
+            enc = self.encoder(x, lengths=lengths)
+        else:
+            if lengths is not None:
+                raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
+            enc = self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
         ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
     @torch.no_grad()
     def decode(
-        self, ids: Tensor, layout: Layout | None = None, image_size: Sequence[int] | None = None
+        self,
+        ids: Tensor,
+        layout: Layout | None = None,
+        image_size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> Tensor:
-        """Ids -> images in [-1, 1]; ids are checked against the codebook first.
+        """Ids -> images or waveforms in [-1, 1]; ids are checked against the codebook first.
 
         For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
         ``image_size`` (H, W) overrides the output size of decoders that take one.
+        Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
+        (as given to ``encode``) zero each item past its length, and padded frames never reach
+        an item's valid samples (exactly so for the ``audio`` decoder).
         """
         self.quantizer.check_ids(ids)
+        if self.modality == "audio":
+            return self._decode_audio(ids, layout, lengths)
+        if lengths is not None:
+            raise ValueError("lengths belongs to audio tokenizers")
         layout = layout or self.default_layout(ids.shape[1])
         if layout.kind == "sequence":
             check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
@@ -202,6 +347,19 @@ class Tokenizer(nn.Module):
         device = next(self.parameters()).device
         z_q = self.quantizer.ids_to_codes(ids.to(device))
         return self._decode(z_q, layout, image_size=image_size).clamp(-1, 1)
+
+    def _decode_audio(self, ids: Tensor, layout: Layout | None, lengths: Tensor | None) -> Tensor:
+        n = ids.shape[1]
+        layout = layout or self.default_layout(n)
+        if layout != Layout("frames", (n,)):
+            raise ValueError(f"audio ids of {n} frames need the layout Layout('frames', ({n},)), got {layout}")
+        device = next(self.parameters()).device
+        frames = None
+        if lengths is not None:
+            lengths = check_lengths(lengths, ids.shape[0], n * self.hop_length).to(device)
+            frames = self.num_frames(lengths)
+        z_q = self.quantizer.ids_to_codes(ids.to(device))
+        return mask_past(self._decode(z_q, layout, lengths=frames), lengths).clamp(-1, 1)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``path``; files appear complete or not at all."""
@@ -253,7 +411,8 @@ def check_prefix_length(k: int, n: int, what: str) -> None:
 def tokenizer_config(
     encoder: dict, quantizer: dict, decoder: dict, image_size: Sequence[int] | None = None, **extra: Any
 ) -> dict:
-    """Assemble a tokenizer config dict from component specs."""
+    """Assemble a tokenizer config dict from component specs (audio: ``modality="audio",
+    sample_rate=..., channels=...`` in ``extra``)."""
     config = {"encoder": dict(encoder), "quantizer": dict(quantizer), "decoder": dict(decoder), **extra}
     if image_size is not None:
         config["image_size"] = [int(s) for s in image_size]

@@ -10,8 +10,10 @@ import torch
 from torch import Tensor
 
 from discotok.losses import LOSSES
-from discotok.metrics import CodebookUsage, psnr
+from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, stft_distance
 from discotok.tokenizers import Tokenizer
+
+EXAMPLES = {"image": 8, "audio": 4}
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -46,7 +48,8 @@ class TokenizerModule(L.LightningModule):
         self.optim.update(optim or {})
         self.val_usage: CodebookUsage | None = None
         self.val_examples: tuple[Tensor, Tensor] | None = None
-        self.val_psnr: list[Tensor] = []
+        self.val_example_lengths: Tensor | None = None
+        self.val_scores: dict[str, list[Tensor]] = {}
 
     def forward(self, x: Tensor) -> Any:
         return self.tokenizer(x)
@@ -64,21 +67,35 @@ class TokenizerModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_usage = CodebookUsage(self.tokenizer.codebook_size)
         self.val_examples = None
-        self.val_psnr = []
+        self.val_scores = {}
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        out = self.tokenizer(batch)
-        rec, _ = self.reconstruction(out.x_hat, batch)
-        self.val_psnr.append(psnr(out.x_hat, batch))
-        self.val_usage.update(out.ids)
+    def validation_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Images (B, 3, H, W): PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR, mel and STFT distances."""
+        x, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
+        out = self.tokenizer(x) if lengths is None else self.tokenizer(x, lengths=lengths)
+        rec, _ = self.reconstruction(out.x_hat, x)
+        if self.tokenizer.modality == "audio":
+            rate = self.tokenizer.sample_rate
+            scores = {"si_snr": si_snr(out.x_hat, x, lengths), "mel_distance": mel_distance(out.x_hat, x, rate, lengths),
+                      "stft_distance": stft_distance(out.x_hat, x, lengths)}
+            frames = None if lengths is None else self.tokenizer.num_frames(lengths).tolist()
+            self.val_usage.update(out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None])
+        else:
+            scores = {"psnr": psnr(out.x_hat, x)}
+            self.val_usage.update(out.ids)
+        for name, value in scores.items():
+            self.val_scores.setdefault(name, []).append(value)
         if self.val_examples is None:
-            self.val_examples = (batch[:8].cpu(), out.x_hat[:8].clamp(-1, 1).cpu())
+            k = EXAMPLES[self.tokenizer.modality]
+            self.val_examples = (x[:k].cpu(), out.x_hat[:k].clamp(-1, 1).cpu())
+            self.val_example_lengths = None if lengths is None else lengths[:k].cpu()
         self.log("val/loss", rec, prog_bar=False)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.val_psnr:
+        if not self.val_scores:
             return
-        self.log("val/psnr", torch.cat(self.val_psnr).mean(), prog_bar=True)
+        for name, values in self.val_scores.items():
+            self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"))
         usage = self.val_usage.compute()
         self.log("val/usage", usage["usage"], prog_bar=True)
         self.log("val/perplexity", usage["perplexity"])

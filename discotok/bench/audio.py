@@ -1,0 +1,135 @@
+"""``discotok bench audio``: real-time factor of encode and decode of 10 s of audio, per allocator.
+
+Each (allocator, config) pair runs in its own child process
+(``python -m discotok.bench.audio --child --configs NAME --allocator X --json OUT``), since glibc
+reads its malloc settings at start. A child composes ``experiment=NAME`` (default ``encodec_24k``:
+the EnCodec-like 24 kHz model, RVQ 8 x 1024, LSTM), builds it with random weights (the cost
+does not depend on the weights), and times with ``threads`` torch threads, in eval and
+inference mode, the median of ``repeats`` runs after one warm-up of: ``encode`` of one
+``seconds``-long clip (espeak-ng speech when installed, else synthetic audio, at the model's
+rate) and ``decode`` of its ids. RTF = compute seconds / audio seconds (below 1: faster than
+real time). ``--device cuda`` times on a GPU (synchronised). A benchmark, never a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, time_ms, write_json
+from discotok.bench.titok import num_params
+from discotok.tokenizers.tokenizer import Tokenizer
+
+CONFIGS = ("encodec_24k",)
+
+
+def build_tokenizer(experiment: str, seed: int = 0) -> Tokenizer:
+    """Compose ``experiment=NAME`` with Hydra and build its audio tokenizer with random weights."""
+    from hydra import compose, initialize_config_dir
+
+    from discotok.train.run import config_dir, tokenizer_spec
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", "data.source=unused"])
+    torch.manual_seed(seed)
+    tok = Tokenizer.from_config(tokenizer_spec(cfg))
+    if tok.modality != "audio":
+        raise ValueError(f"experiment {experiment!r} is not an audio tokenizer")
+    return tok
+
+
+def speech_clip(sample_rate: int, channels: int, seconds: float) -> torch.Tensor:
+    """(1, channels, seconds * rate): espeak-ng sentences back to back, else synthetic clips."""
+    from discotok.data.audio import load_audio, resample_clips
+    from discotok.data.speech import espeak_binary, espeak_clips, synthetic_clips
+
+    if espeak_binary() is not None:
+        clips = resample_clips([load_audio(p, 22050, 1)[0] for p in espeak_clips()], 22050, sample_rate)
+    else:
+        clips = synthetic_clips(sample_rate)
+    wave = torch.cat(clips, dim=-1)[:, : int(seconds * sample_rate)]
+    return wave.expand(channels, -1)[None].contiguous()
+
+
+def measure(
+    experiment: str, seconds: float = 10.0, repeats: int = 5, threads: int = 2, device: str = "cpu"
+) -> dict:
+    """Time encode and decode of one clip in this process; one result row."""
+    torch.set_num_threads(threads)
+    tok = build_tokenizer(experiment).to(device).eval()
+    x = speech_clip(tok.sample_rate, tok.channels, seconds).to(device)
+
+    def synced(fn):
+        def run() -> object:
+            out = fn()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            return out
+
+        return run
+
+    with torch.inference_mode():
+        ids = tok.encode(x)
+        encode_ms = time_ms(synced(lambda: tok.encode(x)), repeats, warmup=1)
+        decode_ms = time_ms(synced(lambda: tok.decode(ids)), repeats, warmup=1)
+    return {
+        "config": experiment, "allocator": allocator_in_effect(), "device": device, "threads": threads,
+        "seconds": seconds, "sample_rate": tok.sample_rate, "repeats": repeats,
+        "params_m": num_params(tok) / 1e6, "frames": int(ids.shape[1]), "bits_per_second": tok.bits_per_second(),
+        "encode_ms": encode_ms, "decode_ms": decode_ms,
+        "encode_rtf": encode_ms / 1e3 / seconds, "decode_rtf": decode_ms / 1e3 / seconds,
+    }
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A markdown table: config, allocator, device, encode/decode ms, RTF and times faster than real time."""
+    head = "| config | allocator | device | threads | audio s | encode ms | encode RTF | decode ms | decode RTF |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {r['allocator']} | {r['device']} | {r['threads']} | {r['seconds']:g} "
+            f"| {r['encode_ms']:.0f} | {r['encode_rtf']:.3f} ({1 / r['encode_rtf']:.1f}x real time) "
+            f"| {r['decode_ms']:.0f} | {r['decode_rtf']:.3f} ({1 / r['decode_rtf']:.1f}x real time) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``discotok bench audio [--configs encodec_24k] [--seconds 10] [--repeats 5] [--threads 2]
+    [--allocator default|tuned|both] [--device cpu|cuda] [--json PATH]``."""
+    parser = argparse.ArgumentParser(prog="discotok bench audio", description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="audio experiment configs to time")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the clip encoded and decoded")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
+                        help="glibc malloc setting (each config and setting in its own process)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        rows = [measure(name, args.seconds, args.repeats, args.threads, args.device) for name in args.configs]
+        Path(args.json).write_text(json.dumps({"rows": rows}))
+        return 0
+    common = ["--seconds", str(args.seconds), "--repeats", str(args.repeats), "--threads", str(args.threads),
+              "--device", args.device]
+    rows = []
+    for allocator in ALLOCATORS if args.allocator == "both" else (args.allocator,):
+        for name in args.configs:
+            child = ["--child", "--configs", name, "--allocator", allocator, *common]
+            rows += run_child("discotok.bench.audio", child, allocator)["rows"]
+            print(f"done: {name} ({allocator})", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``audio``: the SEANet-style waveform decoder mirroring the ``audio`` encoder (EnCodec / DAC).
+
+A conv stem from ``latent_dim`` to the bottleneck width, the optional sequence model, then per
+ratio (in the given order, [8, 5, 4, 2]: upsample by 8 first) a transposed convolution
+(kernel 2r, stride r) that halves the width followed by residual units, and a final
+convolution to ``out_channels``. N frames decode to exactly N * hop samples. ``causal=True``
+pads on the left and trims transposed convolutions on the right: sample t depends on frames
+<= t / hop only, so a prefix of the ids decodes to a prefix of the waveform.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from discotok.nn.conv1d import Conv1d, ConvTranspose1d, ResidualUnit, length_mask
+from discotok.nn.conv1d import activation as make_activation
+from discotok.nn.sequence import SequenceModel
+from discotok.registry import DECODERS
+from discotok.tokenizers.layout import Layout
+
+
+def check_frames(z_q: Tensor, layout: Layout, name: str) -> None:
+    """``ValueError`` unless ``layout`` is a frame layout of ``z_q``'s N tokens."""
+    if layout.kind != "frames" or layout.num_tokens != z_q.shape[1]:
+        raise ValueError(f"{name} decoder needs a frames layout of {z_q.shape[1]} tokens, got {layout}")
+
+
+@DECODERS.register("audio")
+class AudioDecoder(nn.Module):
+    """Frames (B, N, latent_dim) -> waveforms (B, out_channels, N * hop_length)."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        out_channels: int = 1,
+        channels: int = 32,
+        ratios: Sequence[int] = (8, 5, 4, 2),
+        dilations: Sequence[int] = (1,),
+        kernel_size: int = 7,
+        last_kernel_size: int = 7,
+        residual_kernel_size: int = 3,
+        compress: int = 2,
+        activation: str = "elu",
+        sequence: str = "lstm",
+        sequence_layers: int = 2,
+        sequence_heads: int = 8,
+        causal: bool = False,
+    ) -> None:
+        super().__init__()
+        if not ratios or any(int(r) < 1 for r in ratios):
+            raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        self.out_channels = out_channels
+        self.ratios = [int(r) for r in ratios]
+        self.hop_length = math.prod(self.ratios)
+        width = channels * 2 ** len(self.ratios)
+        self.stem = Conv1d(latent_dim, width, kernel_size, causal=causal)
+        self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
+        self.stages = nn.ModuleList()
+        for r in self.ratios:
+            stage = nn.Module()
+            stage.act = make_activation(activation, width)
+            stage.up = ConvTranspose1d(width, width // 2, 2 * r, stride=r, causal=causal)
+            stage.stride = r
+            width //= 2
+            stage.units = nn.ModuleList(
+                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal) for d in dilations
+            )
+            self.stages.append(stage)
+        self.act = make_activation(activation, width)
+        self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal)
+
+    def forward(self, z_q: Tensor, layout: Layout, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` (B,) valid frames per item: frames past them never reach the valid samples."""
+        check_frames(z_q, layout, "audio")
+        valid = None if lengths is None else lengths.to(z_q.device).long()
+        h = rearrange(z_q, "b n d -> b d n")
+        mask = length_mask(valid, h.shape[-1])
+        h = self.sequence(self.stem(h, mask), valid)
+        for stage in self.stages:
+            h = stage.up(stage.act(h), mask)
+            if valid is not None:
+                valid = valid * stage.stride
+                mask = length_mask(valid, h.shape[-1])
+            for unit in stage.units:
+                h = unit(h, mask)
+        return self.head(self.act(h), mask)
+
