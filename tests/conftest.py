@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -52,6 +54,21 @@ def photo_batch() -> torch.Tensor:
     for img in load_sample_photos(short_side=64)[:8]:
         crops.append(pil_to_tensor(resize_center_crop(img, (32, 32))))
     return torch.stack(crops)
+
+
+@pytest.fixture(scope="session")
+def vgg16_random_weights(tmp_path_factory) -> Path:
+    """A randomly initialised VGG16 feature stack saved like torchvision's file (``features.*`` keys).
+
+    Stands in for ``vgg16-397923af.pth``, which cannot be downloaded here: LPIPS loads it
+    through the real loading code.
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
+    return path
 
 
 @pytest.fixture(autouse=True)
