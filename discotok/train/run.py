@@ -6,24 +6,28 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
 from discotok.data import datamodule  # noqa: F401  (registers the image datamodule)
 from discotok.registry import DATAMODULES
 from discotok.tokenizers import tokenizer_config
-from discotok.train.callbacks import ReconstructionGrid
+from discotok.train.callbacks import CodebookHistogram, ReconstructionGrid
+from discotok.train.launch import launch, processes_to_start
 from discotok.train.module import TokenizerModule
+from discotok.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
+LOGGER_KEYS = {"csv", "tensorboard", "wandb"}
 
 
 def config_dir() -> str:
@@ -41,42 +45,100 @@ def plain(node: Any) -> Any:
 
 
 def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) -> dict[str, Any]:
-    """The end-of-run numbers: PSNR, codebook usage, perplexity and the bit budget."""
+    """The end-of-run numbers: PSNR, codebook usage, perplexity, LPIPS and the bit budget."""
     tok = module.tokenizer
-    return {
+    summary = {
         "steps": steps,
         "val_psnr_db": round(float(metrics.get("val/psnr", float("nan"))), 3),
         "val_codebook_usage": round(float(metrics.get("val/usage", float("nan"))), 4),
         "val_perplexity": round(float(metrics.get("val/perplexity", float("nan"))), 2),
+    }
+    if "val/lpips" in metrics:
+        summary["val_lpips"] = round(float(metrics["val/lpips"]), 4)
+    return summary | {
         "quantizer": tok.config["quantizer"]["name"],
         "codebook_size": tok.codebook_size,
         "tokens_per_image": tok.num_tokens,
         "bits_per_token": round(tok.bits_per_token, 3),
         "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1),
         "image_size": list(tok.image_size),
+        "ema_weights": module.ema is not None,
     }
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one tokenizer from a composed config; write the tokenizer, a grid and a summary."""
+def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
+    """CSV and TensorBoard (each switchable), and Weights & Biases when ``spec["wandb"]`` is set."""
+    unknown = set(spec) - LOGGER_KEYS
+    if unknown:
+        raise ValueError(f"unknown logger setting(s) {sorted(unknown)}; expected {sorted(LOGGER_KEYS)}")
+    loggers: list[Logger] = []
+    if spec.get("csv", True):
+        loggers.append(CSVLogger(out_dir, name="logs", version=""))
+    if spec.get("tensorboard", True):
+        loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    if spec.get("wandb"):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ImportError('logger=wandb needs the wandb package: pip install "discotok[wandb]"') from None
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(out_dir), **spec["wandb"]))
+    return loggers
+
+
+def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path) -> list[L.Callback]:
+    """Reconstruction grid, codebook-usage picture, checkpoints and, when shown, the rich progress bar."""
+    callbacks: list[L.Callback] = [
+        ReconstructionGrid(out_dir / "reconstructions.png"),
+        CodebookHistogram(out_dir / "codebook_usage.png"),
+        ModelCheckpoint(out_dir / "checkpoints", save_last=True),
+    ]
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Train one tokenizer from a composed config; write the tokenizer, pictures, a summary.
+
+    With ``trainer.strategy: ddp`` on one node, one process per device runs this (see
+    ``discotok.train.launch``). ``callbacks`` are added to the trainer's own (tests, scripts).
+    """
     out_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
+    processes = processes_to_start(plain(cfg.trainer))
+    if processes == 1:
+        return train_process(cfg, out_dir, callbacks)
+    launch(processes, train_process, cfg, out_dir, tuple(callbacks))
+    return json.loads((out_dir / "summary.json").read_text())
+
+
+def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """The training of one process (one DDP rank): fit, validate, and on rank 0 export and summarize."""
     L.seed_everything(cfg.seed, workers=True)
     data = plain(cfg.data)
     tok_cfg = tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=data["image_size"])
-    module = TokenizerModule(tok_cfg, loss=plain(cfg.loss), optim=plain(cfg.optim))
+    module = TokenizerModule(tok_cfg, loss=plain(cfg.loss), optim=plain(cfg.optim), ema=plain(cfg.ema))
+    ckpt_path = resume_checkpoint(cfg.resume, module)
     datamodule = DATAMODULES.build(data)
+    trainer_cfg = plain(cfg.trainer)
     trainer = L.Trainer(
-        **plain(cfg.trainer),
+        **trainer_cfg,
         default_root_dir=out_dir,
-        logger=[CSVLogger(out_dir, name="logs", version=""), TensorBoardLogger(out_dir, name="tensorboard", version="")],
-        callbacks=[ReconstructionGrid(out_dir / "reconstructions.png"), ModelCheckpoint(out_dir / "checkpoints", save_last=True)],
+        logger=build_loggers(plain(cfg.logger), out_dir),
+        callbacks=[*build_callbacks(trainer_cfg, out_dir), *callbacks],
     )
-    trainer.fit(module, datamodule=datamodule)
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     summary = summarize(module, metrics, trainer.global_step)
     if trainer.is_global_zero:
-        module.tokenizer.config["metadata"] = {"trained_steps": trainer.global_step, "val_psnr_db": summary["val_psnr_db"]}
-        summary["tokenizer_dir"] = str(module.tokenizer.save_pretrained(out_dir / "tokenizer"))
+        tok = module.export_tokenizer()
+        tok.config["metadata"] = {"trained_steps": trainer.global_step, "val_psnr_db": summary["val_psnr_db"]}
+        summary["tokenizer_dir"] = str(tok.save_pretrained(out_dir / "tokenizer"))
         summary["reconstructions"] = str(out_dir / "reconstructions.png")
         with atomic_path(out_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
