@@ -109,15 +109,15 @@ def test_gan_run_steps_both_optimizers_with_clipping_and_schedules(photo_batch, 
     module = gan_module(start_step=1, adaptive_weight=True, lecam_weight=0.01)
     assert not module.automatic_optimization
     d_before = [p.clone() for p in module.adversarial.discriminator.parameters()]
-    trainer = fit(module, photo_batch, 3, tmp_path)
-    assert trainer.global_step == 3  # training iterations, not optimizer steps
+    trainer = fit(module, photo_batch, 2, tmp_path)
+    assert trainer.global_step == 2  # training iterations, not optimizer steps
     opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in module.optimizers())
-    assert opt_g.state[next(iter(module.tokenizer.parameters()))]["step"] == 3
-    assert opt_d.state[next(iter(module.adversarial.discriminator.parameters()))]["step"] == 2  # from start_step 1
+    assert opt_g.state[next(iter(module.tokenizer.parameters()))]["step"] == 2
+    assert opt_d.state[next(iter(module.adversarial.discriminator.parameters()))]["step"] == 1  # from start_step 1
     assert any(not torch.equal(a, b) for a, b in zip(d_before, module.adversarial.discriminator.parameters()))
-    assert module.clipped.count(id(opt_g)) == 3 and module.clipped.count(id(opt_d)) == 2
-    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * warmup_cosine(3, 2, 3, 0.1))
-    assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 * warmup_cosine(2, 2, 2, 0.1))
+    assert module.clipped.count(id(opt_g)) == 2 and module.clipped.count(id(opt_d)) == 1
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * warmup_cosine(2, 2, 2, 0.1))
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(1e-4 * warmup_cosine(1, 2, 1, 0.1))
     logged = trainer.callback_metrics
     assert {"train/d_hinge", "train/g_adversarial", "train/adversarial_weight", "train/d_lecam"} <= set(logged)
     assert logged["train/adversarial_weight"] > 0
@@ -126,7 +126,7 @@ def test_gan_run_steps_both_optimizers_with_clipping_and_schedules(photo_batch, 
 def test_discriminator_waits_for_its_start_step(photo_batch, tmp_path):
     module = gan_module(start_step=5)
     d_before = [p.clone() for p in module.adversarial.discriminator.parameters()]
-    fit(module, photo_batch, 2, tmp_path)
+    fit(module, photo_batch, 1, tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(d_before, module.adversarial.discriminator.parameters()))
     assert "train/d_hinge" not in module.trainer.callback_metrics
 

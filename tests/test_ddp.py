@@ -42,16 +42,16 @@ def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
         "encoder.k_distribution=uniform", "quantizer.codebook_size=16", "quantizer.depth=3",
         "quantizer.quantizer_dropout=1.0", f"quantizer.dead_code_threshold={THRESHOLD}",
         "data.image_size=[32,32]", "data.batch_size=4", "data.val_samples=4",
-        "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=1",
+        "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "ema.decay=0.9", f"+output_dir={tmp_path / 'run'}",
     ]
     with initialize_config_dir(config_dir(), version_base=None):
         cfg = compose("train", overrides=overrides)
     summary = train(cfg, callbacks=[RankRecorder(tmp_path)])
-    assert summary["steps"] == 6 and (tmp_path / "run" / "tokenizer" / "model.safetensors").is_file()
+    assert summary["steps"] == 4 and (tmp_path / "run" / "tokenizer" / "model.safetensors").is_file()
 
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert len(rank0) == len(rank1) == 6
+    assert len(rank0) == len(rank1) == 4
     for step, (a, b) in enumerate(zip(rank0, rank1)):
         assert a["batch"] != b["batch"], f"step {step}: both ranks trained on the same data"
         assert a["depth"] == b["depth"] and a["keep"] == b["keep"], f"step {step}: random draws differ"

@@ -169,7 +169,15 @@ class ImageDataModule(L.LightningDataModule):
         start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         stream = SampleStream(self.train_set, self.batch_size, start, rank, world)
-        return DataLoader(stream, self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            stream, self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            generator=self.generator(),
+        )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, generator=self.generator())
+
+    def generator(self) -> torch.Generator:
+        """The loaders' own generator: starting an iterator draws a seed from it, not from the global
+        generator, so a resumed run's random draws (dead-code restarts...) stay those of the uninterrupted run."""
+        return torch.Generator().manual_seed(self.seed)

@@ -32,6 +32,11 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def adversarial_enabled(spec: dict | None) -> bool:
+    """Whether a loss config's ``adversarial`` block is on (not null, a weight above 0)."""
+    return bool(spec) and max(float(spec.get("weight", 0.1)), float(spec.get("feature_matching_weight", 0.0))) > 0
+
+
 def perceptual_specs(spec: dict | list | None) -> list[dict]:
     """The ``perceptual`` loss block as a list of ``{"name", "weight", ...}`` (null or weight 0: none)."""
     specs = [] if spec is None else [spec] if isinstance(spec, dict) else list(spec)
@@ -44,8 +49,9 @@ class TokenizerModule(L.LightningModule):
     ``tokenizer`` is a tokenizer config (registered names, plain values). ``loss`` holds
     (configs/loss/): ``reconstruction`` — a ``LOSSES`` spec, e.g. ``{"name": "pixel"}``;
     ``perceptual`` — null, one ``LOSSES`` spec with a ``weight`` (``lpips``,
-    ``timm_perceptual``) or a list of them; ``adversarial`` — null or the keyword arguments
-    of ``AdversarialLoss`` (discriminator spec, weights, start step, its optimizer);
+    ``timm_perceptual``; weight 0 = off) or a list of them; ``adversarial`` — null or the
+    keyword arguments of ``AdversarialLoss`` (discriminator spec, weights, start step, its
+    optimizer), off while its weights are 0;
     ``quantizer_weight``. ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
     ``warmup_steps``, ``min_lr_ratio`` and ``grad_clip`` (max gradient norm, null = off).
     ``ema`` holds ``decay`` (0 or null: no EMA) and ``start_step``: with it, validation runs
@@ -74,7 +80,7 @@ class TokenizerModule(L.LightningModule):
         self.perceptual_weights = [float(s.pop("weight", 1.0)) for s in specs]
         self.perceptual = nn.ModuleList(LOSSES.build(s) for s in specs)
         adversarial = loss.get("adversarial")
-        self.adversarial = AdversarialLoss(**adversarial) if adversarial else None
+        self.adversarial = AdversarialLoss(**adversarial) if adversarial_enabled(adversarial) else None
         if self.adversarial is not None and self.adversarial.adaptive and not hasattr(self.tokenizer.decoder, "last_layer"):
             raise ValueError(
                 f"adversarial.adaptive_weight needs a decoder with a last_layer; "

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from discotok.train.module import TokenizerModule
+from discotok.train.module import TokenizerModule, adversarial_enabled
 
 LAST = "last.ckpt"
 
@@ -46,7 +46,7 @@ def resume_checkpoint(resume: str | None, module: TokenizerModule) -> str | None
     path = find_checkpoint(str(resume))
     saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("hyper_parameters", {})
     changed = differences(saved.get("tokenizer"), module.hparams["tokenizer"])
-    saved_gan = bool((saved.get("loss") or {}).get("adversarial"))
+    saved_gan = adversarial_enabled((saved.get("loss") or {}).get("adversarial"))
     if saved_gan != (module.adversarial is not None):
         changed.append("loss.adversarial (on/off)")
     if changed:

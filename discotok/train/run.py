@@ -50,7 +50,7 @@ def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) ->
     summary = {
         "steps": steps,
         "val_psnr_db": round(float(metrics.get("val/psnr", float("nan"))), 3),
-        "val_codebook_usage": round(float(metrics.get("val/usage", float("nan"))), 4),
+        "val_codebook_usage": round(float(metrics.get("val/usage", float("nan"))), 6),
         "val_perplexity": round(float(metrics.get("val/perplexity", float("nan"))), 2),
     }
     if "val/lpips" in metrics:
