@@ -5,12 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from discotok.discriminators import DISCRIMINATORS, DiscriminatorOutput
 from discotok.losses import AdversarialLoss
-from discotok.losses.adversarial import adaptive_weight
+from discotok.losses.adversarial import adaptive_weight, hinge_d_loss
 from discotok.train.module import TokenizerModule, warmup_cosine
 from tests.conftest import tiny_tokenizer_config
 
@@ -29,7 +30,7 @@ class WaveDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:
         logits, features = [], []
         for i, (conv, head) in enumerate(self.scales):
-            h = torch.nn.functional.leaky_relu(conv(nn.functional.avg_pool1d(x, 2) if i else x), 0.2)
+            h = F.leaky_relu(conv(F.avg_pool1d(x, 2) if i else x), 0.2)
             logits.append(head(h))
             features.append([h])
         return DiscriminatorOutput(logits, features)
@@ -73,8 +74,6 @@ def test_discriminator_gradient_comes_from_its_own_loss_only():
     total.backward()
     both = [p.grad.clone() for p in adv.discriminator.parameters()]
     adv.zero_grad()
-    from discotok.losses.adversarial import hinge_d_loss
-
     hinge_d_loss(adv.discriminator(x), adv.discriminator(x_hat.detach())).backward()
     assert all(torch.allclose(a, p.grad) for a, p in zip(both, adv.discriminator.parameters()))
 

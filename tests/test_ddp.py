@@ -1,5 +1,5 @@
-"""Two-process DDP on CPU (gloo, trainer=ddp_sim): every rank holds the same codebooks and draws the
-same random depths and prefix lengths, while reading different data."""
+"""Two-process DDP on CPU (gloo, trainer=ddp_sim), with a GAN and EMA: every rank holds the same
+codebooks and draws the same random depths and prefix lengths, while reading different data."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class RankRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         buffers = {k: v.clone() for k, v in module.tokenizer.quantizer.state_dict().items()}
+        buffers["lecam_ema"] = module.adversarial.lecam_ema.clone()
         self.steps.append({**self.drawn, "buffers": buffers, "batch": batch.sum().item()})
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -44,6 +45,8 @@ def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
         "data.image_size=[32,32]", "data.batch_size=4", "data.val_samples=4",
         "trainer.max_steps=4", "trainer.val_check_interval=4", "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false", "ema.decay=0.9", f"+output_dir={tmp_path / 'run'}",
+        "loss.adversarial.weight=0.1", "loss.adversarial.discriminator.channels=8", "loss.adversarial.discriminator.num_layers=2",
+        "loss.adversarial.start_step=2", "loss.adversarial.lecam_weight=0.1",
     ]
     with initialize_config_dir(config_dir(), version_base=None):
         cfg = compose("train", overrides=overrides)
@@ -58,6 +61,7 @@ def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
         for key in a["buffers"]:
             assert torch.equal(a["buffers"][key], b["buffers"][key]), f"step {step}: {key} differs across ranks"
     assert all(s["buffers"]["levels.0.initted"] for s in rank0)  # k-means ran at the first step
+    assert (rank0[-1]["buffers"]["lecam_ema"] != 0).all() and (rank0[1]["buffers"]["lecam_ema"] == 0).all()
     assert len({s["depth"] for s in rank0}) > 1 and len({tuple(s["keep"]) for s in rank0}) > 1
     restarts = sum(int((s["buffers"][f"levels.{j}.cluster_size"] == THRESHOLD).sum()) for s in rank0 for j in range(3))
     assert restarts > 0, "no dead code was restarted: the test would not exercise the broadcast"

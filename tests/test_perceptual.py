@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import timm
 import torch
@@ -11,6 +13,7 @@ from discotok.losses import LOSSES, LPIPS, MissingWeightsError
 from discotok.losses.perceptual import VGG16_FILE, VGG16_STAGE_ENDS
 from discotok.train.module import TokenizerModule
 from tests.conftest import tiny_tokenizer_config
+from tests.test_train_cli import DISCOTOK
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def test_missing_vgg_weights_say_where_to_put_them(tmp_path):
     message = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     assert str(missing) in message and VGG16_FILE in message
-    assert "loss.perceptual.vgg_weights=" in message and "loss.perceptual=null" in message
+    assert "loss.perceptual.vgg_weights=" in message and "loss.perceptual.weight=0" in message
 
 
 def test_a_training_run_with_lpips_stops_at_start_up_without_weights(tmp_path):
@@ -64,6 +67,18 @@ def test_a_training_run_with_lpips_stops_at_start_up_without_weights(tmp_path):
         TokenizerModule(tiny_tokenizer_config("fsq"), loss=loss)
     off = TokenizerModule(tiny_tokenizer_config("fsq"), loss={"perceptual": {**loss["perceptual"], "weight": 0.0}})
     assert len(off.perceptual) == 0
+
+
+def test_discotok_train_stops_at_start_up_without_vgg_weights(tmp_path):
+    missing = tmp_path / VGG16_FILE
+    proc = subprocess.run(
+        [*DISCOTOK, "train", "loss=vqgan", "experiment=smoke", f"loss.perceptual.vgg_weights={missing}",
+         f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1
+    assert f"discotok train: error: weights file '{missing}' does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_lpips_weights_stay_out_of_checkpoints(vgg16_random_weights):

@@ -30,7 +30,7 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILE}"
 # torchvision's vgg16().features ends relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 at these indices
 VGG16_STAGE_ENDS = (4, 9, 16, 23, 30)
 VGG16_STAGE_CHANNELS = (64, 128, 256, 512, 512)
-SWITCH_OFF = "or switch the perceptual loss off with loss.perceptual=null"
+SWITCH_OFF = "or switch the perceptual loss off with loss.perceptual.weight=0"
 
 
 class MissingWeightsError(FileNotFoundError):

@@ -36,7 +36,8 @@ def processes_to_start(trainer: dict[str, Any]) -> int:
         return len(devices)
     if devices in (-1, "-1", "auto"):
         accelerator = str(trainer.get("accelerator", "auto"))
-        return torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else os.cpu_count() or 1
+        count = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else os.cpu_count()
+        return max(1, count or 1)
     return int(devices)
 
 

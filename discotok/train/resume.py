@@ -12,6 +12,10 @@ from discotok.train.module import TokenizerModule, adversarial_enabled
 LAST = "last.ckpt"
 
 
+class ResumeError(ValueError):
+    """``resume=`` names no checkpoint, or one of another model."""
+
+
 def find_checkpoint(resume: str) -> Path:
     """The checkpoint that ``resume`` names: a ``.ckpt`` file, or a run directory's ``checkpoints/last.ckpt``."""
     path = Path(resume).expanduser()
@@ -19,9 +23,9 @@ def find_checkpoint(resume: str) -> Path:
         for candidate in (path / "checkpoints" / LAST, path / LAST):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(f"resume={resume}: the run directory has no checkpoints/{LAST}")
+        raise ResumeError(f"resume={resume}: the run directory has no checkpoints/{LAST}")
     if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no such checkpoint file or run directory")
+        raise ResumeError(f"resume={resume}: no such checkpoint file or run directory")
     return path
 
 
@@ -36,7 +40,7 @@ def differences(saved: Any, current: Any, where: str = "") -> list[str]:
 
 
 def resume_checkpoint(resume: str | None, module: TokenizerModule) -> str | None:
-    """The checkpoint to resume from (None: a fresh run); ``ValueError`` if it holds another model.
+    """The checkpoint to resume from (None: a fresh run); ``ResumeError`` if there is none or it holds another model.
 
     A run resumes with the tokenizer and the optimizers it was started with: the tokenizer
     config and whether adversarial training is on must match the checkpoint's.
@@ -50,7 +54,7 @@ def resume_checkpoint(resume: str | None, module: TokenizerModule) -> str | None
     if saved_gan != (module.adversarial is not None):
         changed.append("loss.adversarial (on/off)")
     if changed:
-        raise ValueError(
+        raise ResumeError(
             f"resume={resume}: {path} was trained with a different configuration ({', '.join(changed)}); "
             "resume with the overrides of the original run"
         )

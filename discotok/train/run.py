@@ -19,12 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
 from discotok.data import datamodule  # noqa: F401  (registers the image datamodule)
-from discotok.registry import DATAMODULES
+from discotok.losses import MissingWeightsError
+from discotok.registry import DATAMODULES, ConfigError
 from discotok.tokenizers import tokenizer_config
 from discotok.train.callbacks import CodebookHistogram, ReconstructionGrid
 from discotok.train.launch import launch, processes_to_start
 from discotok.train.module import TokenizerModule
-from discotok.train.resume import resume_checkpoint
+from discotok.train.resume import ResumeError, resume_checkpoint
 
 log = logging.getLogger(__name__)
 LOGGER_KEYS = {"csv", "tensorboard", "wandb"}
@@ -161,7 +162,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def hydra_main(cfg: DictConfig) -> dict[str, Any]:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except (ConfigError, MissingWeightsError, ResumeError) as err:  # a setting to fix: the message, no traceback
+        print(f"discotok train: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def rewrite_overrides(argv: list[str]) -> list[str]:
