@@ -16,9 +16,9 @@ from discotok import Tokenizer
 DISCOTOK = [sys.executable, "-m", "discotok.cli"]
 
 
-def run_train(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+def run_train(*overrides: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([*DISCOTOK, "train", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([*DISCOTOK, "train", *overrides], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
