@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from discotok.train.resume import ResumeError
 from discotok.train.run import config_dir, train
 
-STEPS = 6
+STEPS = 4
 TINY_GAN = [
     "experiment=smoke", "quantizer.codebook_size=64", "quantizer.dead_code_threshold=1.0", "ema.decay=0.8",
     "loss.adversarial.weight=0.5", "loss.adversarial.discriminator.channels=8",

@@ -91,6 +91,7 @@ class TokenizerModule(L.LightningModule):
         ema = dict(ema or {})
         self.ema = TokenizerEMA(self.tokenizer, **ema) if ema.get("decay") else None
         self.ema_step = -1
+        self.validated_at = -1  # the step of the last validation
         self.val_usage: CodebookUsage | None = None
         self.val_examples: tuple[Tensor, Tensor] | None = None
         self.val_psnr: list[Tensor] = []
@@ -186,6 +187,8 @@ class TokenizerModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.val_psnr:
             return
+        if not self.trainer.sanity_checking:
+            self.validated_at = self.global_step
         self.log("val/psnr", torch.cat(self.val_psnr).mean(), prog_bar=True, sync_dist=True)
         if is_distributed():
             gathered: list[Any] = [None] * dist.get_world_size()

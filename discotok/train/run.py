@@ -134,7 +134,10 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
         with atomic_path(out_dir / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if module.validated_at == trainer.global_step:  # fit ended with a validation of the final weights
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    else:
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     summary = summarize(module, metrics, trainer.global_step)
     if trainer.is_global_zero:
         tok = module.export_tokenizer()
