@@ -64,6 +64,21 @@ def inception_path(tmp_path_factory: pytest.TempPathFactory):
     return random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.safetensors")
 
 
+@pytest.fixture(scope="session")
+def vgg16_random_weights(tmp_path_factory) -> Path:
+    """A randomly initialised VGG16 feature stack saved like torchvision's file (``features.*`` keys).
+
+    Stands in for ``vgg16-397923af.pth``, which cannot be downloaded here: LPIPS loads it
+    through the real loading code.
+    """
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -1,12 +1,16 @@
-"""The transformer experiment configs: published sizes compose, tiny ones train from the CLI."""
+"""The experiment configs: published sizes and recipes compose, tiny ones train from the CLI."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
 
 from discotok import Tokenizer
-from discotok.train.run import config_dir, plain
+from discotok.train.run import config_dir, plain, train
 from discotok.tokenizers import tokenizer_config
 from tests.test_train_cli import check_run_dir, run_train
 
@@ -71,3 +75,55 @@ def test_flexible_tiny_trains_from_the_cli(tmp_path):
     assert summary["tokens_per_image"] == 32 and summary["image_size"] == [32, 32]
     tok = Tokenizer.from_pretrained(tmp_path / "run" / "tokenizer")
     assert tok.config["encoder"]["name"] == "flexible" and tok.config["encoder"]["causal"] is True
+
+
+GAN_RECIPES = {
+    # name: (encoder, tokens, quantizer, codebook size, reconstruction l1/l2, adversarial weight, start step)
+    "vqgan_f16": ("grid", 256, "vq", 16384, (0.0, 1.0), 0.5, 20000),
+    "titok_s128": ("titok", 128, "vq", 4096, (0.0, 1.0), 0.1, 200000),
+    "open_magvit2": ("grid", 256, "lfq", 2**18, (1.0, 0.0), 0.1, 0),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(GAN_RECIPES))
+def test_published_recipes_train_with_perceptual_and_adversarial_losses(experiment):
+    cfg = composed(experiment)
+    encoder, tokens, quantizer, size, (l1, l2), weight, start = GAN_RECIPES[experiment]
+    tok = build(cfg)
+    assert (cfg["encoder"]["name"], tok.num_tokens, cfg["quantizer"]["name"], tok.codebook_size) == (encoder, tokens, quantizer, size)
+    loss = cfg["loss"]
+    assert (loss["reconstruction"]["l1_weight"], loss["reconstruction"]["l2_weight"]) == (l1, l2)
+    assert loss["perceptual"]["name"] == "lpips" and loss["perceptual"]["weight"] == 1.0
+    adv = loss["adversarial"]
+    assert adv["discriminator"]["name"] == "patch" and (adv["weight"], adv["start_step"]) == (weight, start)
+    assert cfg["ema"]["decay"] > 0.99 and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["data"]["image_size"] == [256, 256]
+
+
+def test_vqgan_f16_is_llamagen_vq16():
+    cfg = composed("vqgan_f16")
+    q = cfg["quantizer"]
+    assert (q["code_dim"], q["cosine"], q["ema"], cfg["encoder"]["channel_mult"]) == (8, True, False, [1, 1, 2, 2, 4])
+    assert composed("open_magvit2")["loss"]["adversarial"]["lecam_weight"] == 0.05
+
+
+@pytest.mark.parametrize("experiment, quantizer", [("open_magvit2_tiny", "lfq"), ("titok_s128_tiny", "vq"), ("vqgan_f16_tiny", "vq")])
+def test_tiny_recipes_train(experiment, quantizer, tmp_path, vgg16_random_weights):
+    """The three recipes at CPU size: perceptual + adversarial + EMA for two steps, the EMA weights exported."""
+    run_dir = tmp_path / "run"
+    with initialize_config_dir(config_dir(), version_base=None):
+        cfg = compose("train", overrides=[
+            f"experiment={experiment}", f"loss.perceptual.vgg_weights={vgg16_random_weights}",
+            "trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+            "loss.adversarial.start_step=1", "data.batch_size=2", "data.val_samples=2",
+            "trainer.enable_progress_bar=false", f"+output_dir={run_dir}",
+        ])
+    summary = train(cfg)
+    assert summary == json.loads((run_dir / "summary.json").read_text())
+    check_run_dir(run_dir, quantizer, steps=2, hydra=False)
+    assert summary["ema_weights"] and summary["val_lpips"] > 0
+    metrics = (run_dir / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/d_hinge" in metrics and "train/lpips" in metrics
+    ema = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    saved = load_file(run_dir / "tokenizer" / "model.safetensors")
+    assert all(torch.equal(v, ema[f"ema.average.module.{k}"]) for k, v in saved.items())

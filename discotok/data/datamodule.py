@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
@@ -21,26 +22,56 @@ log = logging.getLogger(__name__)
 
 
 class RandomCrops(Dataset):
-    """``length`` random resized crops (with horizontal flips) drawn from ``images``.
+    """Random resized crops (with horizontal flips) of ``images``; sample ``i`` is a pure function of ``(seed, i)``.
 
     ``images`` holds PIL images or paths (loaded on access). ``crop_scale`` is the range of
-    the crop's area as a fraction of the image's.
+    the crop's area as a fraction of the image's. Any non-negative index is valid, so the
+    same index gives the same sample in every process, worker and resumed run.
     """
 
-    def __init__(self, images: Sequence, image_size: Sequence[int], length: int, crop_scale: Sequence[float]) -> None:
+    def __init__(self, images: Sequence, image_size: Sequence[int], crop_scale: Sequence[float], seed: int = 0) -> None:
         self.images = list(images)
-        self.length = length
+        self.seed = seed
         self.transform = v2.Compose(
             [v2.RandomResizedCrop(tuple(image_size), scale=tuple(crop_scale), antialias=True), v2.RandomHorizontalFlip()]
         )
 
-    def __len__(self) -> int:
-        return self.length
-
     def __getitem__(self, index: int) -> Tensor:
-        item = self.images[int(torch.randint(len(self.images), ()))]
-        img = item if isinstance(item, Image.Image) else load_image(item)
-        return pil_to_tensor(self.transform(img))
+        with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator: seed it per sample
+            torch.manual_seed(sample_seed(self.seed, index))
+            item = self.images[int(torch.randint(len(self.images), ()))]
+            img = item if isinstance(item, Image.Image) else load_image(item)
+            return pil_to_tensor(self.transform(img))
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The generator seed of sample ``index`` of a stream seeded by ``seed`` (32 bits: all the CPU generator keeps)."""
+    return (seed * 0x9E3779B9 + index * 0x85EBCA6B + 1) % (1 << 32)
+
+
+class SampleStream(IterableDataset):
+    """An endless, resumable, rank-aware stream over a dataset indexed 0, 1, 2, ...
+
+    Global batch ``b`` holds samples ``b * world_size * batch_size`` onwards; rank ``r`` takes
+    its ``r``-th slice of ``batch_size``. Iteration starts at batch ``start_batch`` (the
+    batches a resumed run has already trained on). DataLoader workers take whole batches
+    in turn, so with any number of workers the stream yields the same samples in the same order.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.start_batch = start_batch
+        self.rank = rank
+        self.world_size = world_size
+
+    def __iter__(self) -> Iterator[Tensor]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for batch in itertools.count(self.start_batch + worker, workers):
+            first = (batch * self.world_size + self.rank) * self.batch_size
+            for index in range(first, first + self.batch_size):
+                yield self.dataset[index]
 
 
 class CenterCrops(Dataset):
@@ -89,6 +120,11 @@ class ImageDataModule(L.LightningDataModule):
     ``source="sample_photos"`` uses scikit-image's bundled photos, the right-most
     ``image_size`` pixels of each held out for validation (tiled); any other value is a folder of images, the last ``val_fraction`` of its
     sorted files held out.
+
+    Training reads an endless stream of random crops in which sample ``i`` depends only on
+    ``(seed, i)``: under DDP every rank reads its own samples, and a resumed run (the stream
+    starts at the batch its checkpoint reached) sees exactly the batches the uninterrupted
+    run would have. The training length is ``trainer.max_steps``.
     """
 
     def __init__(
@@ -97,20 +133,20 @@ class ImageDataModule(L.LightningDataModule):
         image_size: Sequence[int] = (64, 64),
         batch_size: int = 16,
         num_workers: int = 0,
-        train_samples: int = 4096,
         val_samples: int = 64,
         val_fraction: float = 0.1,
         crop_scale: Sequence[float] = (0.06, 0.4),
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = source
         self.image_size = tuple(image_size)
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.train_samples = train_samples
         self.val_samples = val_samples
         self.val_fraction = val_fraction
         self.crop_scale = tuple(crop_scale)
+        self.seed = seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.source == "sample_photos":
@@ -122,16 +158,26 @@ class ImageDataModule(L.LightningDataModule):
                 raise ValueError(f"data folder {self.source!r} holds {len(files)} readable image(s); need at least 2")
             n_val = max(1, round(len(files) * self.val_fraction))
             train, val, tile = files[:-n_val], files[-n_val:], False
-        self.train_set = RandomCrops(train, self.image_size, self.train_samples, self.crop_scale)
+        self.train_set = RandomCrops(train, self.image_size, self.crop_scale, self.seed)
         val_set = CenterCrops(val, self.image_size, tile)
         keep = torch.linspace(0, len(val_set) - 1, min(self.val_samples, len(val_set))).round().long().tolist()
         self.val_set = torch.utils.data.Subset(val_set, keep)
 
     def train_dataloader(self) -> DataLoader:
+        """The endless training stream, for this rank, from the batch a resumed run has reached."""
+        trainer = self.trainer
+        start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        stream = SampleStream(self.train_set, self.batch_size, start, rank, world)
         return DataLoader(
-            self.train_set, self.batch_size, num_workers=self.num_workers, drop_last=True,
-            persistent_workers=self.num_workers > 0,
+            stream, self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            generator=self.generator(),
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, generator=self.generator())
+
+    def generator(self) -> torch.Generator:
+        """The loaders' own generator: starting an iterator draws a seed from it, not from the global
+        generator, so a resumed run's random draws (dead-code restarts...) stay those of the uninterrupted run."""
+        return torch.Generator().manual_seed(self.seed)

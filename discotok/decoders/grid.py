@@ -37,6 +37,11 @@ class GridDecoder(nn.Module):
         layers += [group_norm(width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The weight of the output convolution (VQGAN's adaptive adversarial weight measures gradients there)."""
+        return self.net[-1].weight
+
     def forward(self, z_q: Tensor, layout: Layout) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, H, W)."""
         if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:

@@ -63,6 +63,11 @@ class TiTokDecoder(nn.Module):
         dropped = torch.arange(n, device=z_q.device) >= limit[:, None]
         return torch.where(dropped[..., None], self.mask_token.to(h.dtype), h) + self.latent_pos_embed
 
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The weight of the linear patch head (VQGAN's adaptive adversarial weight measures gradients there)."""
+        return self.head.proj.weight
+
     def forward(
         self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, image_size: Sequence[int] | None = None
     ) -> Tensor:

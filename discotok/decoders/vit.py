@@ -35,6 +35,11 @@ class ViTDecoder(nn.Module):
         self.head = PatchHead(width, out_channels, patch_size)
         self.apply(init_vit_weights)
 
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The weight of the linear patch head (VQGAN's adaptive adversarial weight measures gradients there)."""
+        return self.head.proj.weight
+
     def forward(self, z_q: Tensor, layout: Layout) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, h*p, w*p)."""
         if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:

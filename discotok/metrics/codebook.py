@@ -23,14 +23,22 @@ class CodebookUsage:
         ids = ids.detach().cpu()
         levels = ids.reshape(-1, ids.shape[-1] if ids.ndim == 3 else 1)
         for level in range(levels.shape[1]):
-            if level == len(self.seen):
-                self.seen.append(torch.empty(0, dtype=torch.long))
-                self.counts.append(torch.empty(0, dtype=torch.long))
-            values, counts = torch.unique(levels[:, level], return_counts=True)
-            merged, inverse = torch.unique(torch.cat([self.seen[level], values]), return_inverse=True)
-            total = torch.zeros(merged.numel(), dtype=torch.long)
-            total.index_add_(0, inverse, torch.cat([self.counts[level], counts]))
-            self.seen[level], self.counts[level] = merged, total
+            self._add(level, *torch.unique(levels[:, level], return_counts=True))
+
+    def merge(self, other: CodebookUsage) -> None:
+        """Add another histogram's counts (e.g. another DDP rank's) to this one."""
+        for level, (seen, counts) in enumerate(zip(other.seen, other.counts)):
+            self._add(level, seen, counts)
+
+    def _add(self, level: int, values: Tensor, counts: Tensor) -> None:
+        """Add ``counts`` of the ids ``values`` to one level's sparse histogram."""
+        if level == len(self.seen):
+            self.seen.append(torch.empty(0, dtype=torch.long))
+            self.counts.append(torch.empty(0, dtype=torch.long))
+        merged, inverse = torch.unique(torch.cat([self.seen[level], values]), return_inverse=True)
+        total = torch.zeros(merged.numel(), dtype=torch.long)
+        total.index_add_(0, inverse, torch.cat([self.counts[level], counts]))
+        self.seen[level], self.counts[level] = merged, total
 
     def compute(self) -> dict[str, float]:
         """Mean over levels of the fraction of codes used and of the perplexity."""

@@ -36,6 +36,15 @@ def all_reduce_sum_(*tensors: Tensor) -> None:
         offset += t.numel()
 
 
+def all_reduce_mean_(*tensors: Tensor) -> None:
+    """Average ``tensors`` in place over all ranks, in one collective call."""
+    if not is_distributed():
+        return
+    all_reduce_sum_(*tensors)
+    for t in tensors:
+        t.div_(dist.get_world_size())
+
+
 def broadcast_(*tensors: Tensor, src: int = 0) -> None:
     """Overwrite ``tensors`` in place on every rank with rank ``src``'s values."""
     if not is_distributed():

@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from discotok.nn.seeding import step_generator
 from discotok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from discotok.quantizers.precision import full_precision
 from discotok.quantizers.vq import VectorQuantizer
 from discotok.registry import QUANTIZERS
 
@@ -102,6 +103,7 @@ class ResidualVQ(Quantizer):
         """Quantize ``z`` (B, N, dim) with ``depth`` levels (None: all, or the drawn depth in training)."""
         return super().forward(z, depth=depth)
 
+    @full_precision
     def quantize(self, h: Tensor, depth: int | None = None) -> QuantizerOutput:
         """Residual-quantize ``h`` (B, N, code_dim) in code space."""
         k = self._active_depth(depth)

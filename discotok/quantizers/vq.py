@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.quantizers.distributed import all_reduce_sum_, broadcast_, rank
+from discotok.quantizers.precision import full_precision
 from discotok.quantizers.search import CodeSearch, kmeans, sample_rows
 from discotok.registry import QUANTIZERS
 
@@ -96,6 +97,7 @@ class VectorQuantizer(Quantizer):
         q = F.embedding(ids, self.codebook)
         return F.normalize(q, dim=-1) if self.cosine and not self.ema else q
 
+    @full_precision
     def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
         """Quantize ``h`` (B, N, code_dim) to its nearest codes."""
         if kwargs:

@@ -7,13 +7,20 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+import torch.distributed as dist
+from torch import Tensor, nn
 
-from discotok.losses import LOSSES
+from discotok.losses import LOSSES, AdversarialLoss
 from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, stft_distance
+from discotok.quantizers.distributed import is_distributed
 from discotok.tokenizers import Tokenizer
+from discotok.train.ema import TokenizerEMA
 
-EXAMPLES = {"image": 8, "audio": 4}
+LOSS_KEYS = ("reconstruction", "perceptual", "adversarial", "quantizer_weight")
+EXAMPLES = {"image": 8, "audio": 4}  # validation examples kept for the grid / example wavs
+OPTIM_DEFAULTS = {
+    "lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1, "grad_clip": None,
+}
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -26,26 +33,66 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class TokenizerModule(L.LightningModule):
-    """Reconstruction + quantizer loss; perceptual and adversarial terms slot in beside them.
+def adversarial_enabled(spec: dict | None) -> bool:
+    """Whether a loss config's ``adversarial`` block is on (not null, a weight above 0)."""
+    return bool(spec) and max(float(spec.get("weight", 0.1)), float(spec.get("feature_matching_weight", 0.0))) > 0
 
-    ``tokenizer`` is a tokenizer config (registered names, plain values); ``loss`` holds
-    ``reconstruction`` (a ``LOSSES`` spec, e.g. ``{"name": "pixel", "l1_weight": 1.0}``) and
-    ``quantizer_weight`` (configs/loss/); ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
-    ``warmup_steps``, ``min_lr_ratio``.
+
+def perceptual_specs(spec: dict | list | None) -> list[dict]:
+    """The ``perceptual`` loss block as a list of ``{"name", "weight", ...}`` (null or weight 0: none)."""
+    specs = [] if spec is None else [spec] if isinstance(spec, dict) else list(spec)
+    return [dict(s) for s in specs if float(s.get("weight", 1.0)) > 0]
+
+
+class TokenizerModule(L.LightningModule):
+    """Reconstruction, perceptual, adversarial and quantizer losses for any tokenizer.
+
+    ``tokenizer`` is a tokenizer config (registered names, plain values). ``loss`` holds
+    (configs/loss/): ``reconstruction`` — a ``LOSSES`` spec, e.g. ``{"name": "pixel"}``;
+    ``perceptual`` — null, one ``LOSSES`` spec with a ``weight`` (``lpips``,
+    ``timm_perceptual``; weight 0 = off) or a list of them; ``adversarial`` — null or the
+    keyword arguments of ``AdversarialLoss`` (discriminator spec, weights, start step, its
+    optimizer), off while its weights are 0;
+    ``quantizer_weight``. ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
+    ``warmup_steps``, ``min_lr_ratio`` and ``grad_clip`` (max gradient norm, null = off).
+    ``ema`` holds ``decay`` (0 or null: no EMA) and ``start_step``: with it, validation runs
+    on the EMA weights and ``export_tokenizer`` returns them.
+
+    Without an adversarial block this is plain automatic optimization. With one it is
+    Lightning's manual optimization with two AdamW optimizers (tokenizer, discriminator),
+    each with the warm-up + cosine schedule and gradient clipping; one backward pass per
+    step serves both, and only the tokenizer's step advances ``trainer.global_step``, so
+    ``max_steps`` counts training iterations.
     """
 
-    def __init__(self, tokenizer: dict, loss: dict | None = None, optim: dict | None = None) -> None:
+    def __init__(
+        self, tokenizer: dict, loss: dict | None = None, optim: dict | None = None, ema: dict | None = None
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer.from_config(tokenizer)
         loss = dict(loss or {})
-        self.quantizer_weight = float(loss.pop("quantizer_weight", 1.0))
-        self.reconstruction = LOSSES.build(loss.pop("reconstruction", {"name": "pixel"}))
-        if loss:
-            raise ValueError(f"unknown loss setting(s) {sorted(loss)}; expected reconstruction, quantizer_weight")
-        self.optim = {"lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1}
-        self.optim.update(optim or {})
+        unknown = sorted(set(loss) - set(LOSS_KEYS))
+        if unknown:
+            raise ValueError(f"unknown loss setting(s) {unknown}; expected {', '.join(LOSS_KEYS)}")
+        self.quantizer_weight = float(loss.get("quantizer_weight", 1.0))
+        self.reconstruction = LOSSES.build(loss.get("reconstruction") or {"name": "pixel"})
+        specs = perceptual_specs(loss.get("perceptual"))
+        self.perceptual_weights = [float(s.pop("weight", 1.0)) for s in specs]
+        self.perceptual = nn.ModuleList(LOSSES.build(s) for s in specs)
+        adversarial = loss.get("adversarial")
+        self.adversarial = AdversarialLoss(**adversarial) if adversarial_enabled(adversarial) else None
+        if self.adversarial is not None and self.adversarial.adaptive and not hasattr(self.tokenizer.decoder, "last_layer"):
+            raise ValueError(
+                f"adversarial.adaptive_weight needs a decoder with a last_layer; "
+                f"decoder {tokenizer['decoder']['name']!r} has none (use a fixed weight)"
+            )
+        self.automatic_optimization = self.adversarial is None
+        self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
+        ema = dict(ema or {})
+        self.ema = TokenizerEMA(self.tokenizer, **ema) if ema.get("decay") else None
+        self.ema_step = -1
+        self.validated_at = -1  # the step of the last validation
         self.val_usage: CodebookUsage | None = None
         self.val_examples: tuple[Tensor, Tensor] | None = None
         self.val_example_lengths: Tensor | None = None
@@ -54,31 +101,93 @@ class TokenizerModule(L.LightningModule):
     def forward(self, x: Tensor) -> Any:
         return self.tokenizer(x)
 
+    def export_tokenizer(self) -> Tokenizer:
+        """The tokenizer to validate and to save: the EMA weights when EMA is on, else the live ones."""
+        return self.ema.tokenizer if self.ema is not None else self.tokenizer
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None and self.global_step != self.ema_step:  # once per optimizer step
+            self.ema.update(self.tokenizer, self.global_step)
+            self.ema_step = self.global_step
+
+    def reconstruction_loss(self, x_hat: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Reconstruction plus weighted perceptual losses (the generator's "nll") and their parts."""
+        loss, parts = self.reconstruction(x_hat, x)
+        for weight, perceptual in zip(self.perceptual_weights, self.perceptual):
+            value, more = perceptual(x_hat, x)
+            loss = loss + weight * value
+            parts = {**parts, **more}
+        return loss, parts
+
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         out = self.tokenizer(batch)
-        rec, parts = self.reconstruction(out.x_hat, batch)
-        loss = rec + self.quantizer_weight * out.quantized.loss
+        nll, parts = self.reconstruction_loss(out.x_hat, batch)
+        loss = nll + self.quantizer_weight * out.quantized.loss
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in parts.items()})
         self.log("train/quantizer_loss", out.quantized.loss.detach())
         self.log_dict({f"train/{k}": v.float() for k, v in out.quantized.stats.items()}, prog_bar=False)
+        if self.adversarial is not None:
+            self.adversarial_step(batch, out.x_hat, nll, loss)
         return loss
+
+    def adversarial_step(self, x: Tensor, x_hat: Tensor, nll: Tensor, loss: Tensor) -> None:
+        """One manual step of both players: a single backward, then each optimizer with its clipping and schedule."""
+        opt_g, opt_d = self.optimizers()
+        sched_g, sched_d = self.lr_schedulers()
+        step = self.global_step
+        last_layer = getattr(self.tokenizer.decoder, "last_layer", None)
+        adv, parts = self.adversarial(x, x_hat, nll, step, last_layer)
+        self.log_dict({f"train/{k}": v for k, v in parts.items()})
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss + adv)
+        self.clip(opt_g)
+        opt_g.step()
+        sched_g.step()
+        if self.adversarial.active(step):
+            self.clip(opt_d)
+            # the raw optimizer: Lightning counts every LightningOptimizer step in global_step
+            # (two per GAN iteration, Lightning issue #17958); only the tokenizer's step counts here
+            opt_d.optimizer.step()
+            sched_d.step()
+
+    def clip(self, optimizer: Any) -> None:
+        if self.optim["grad_clip"]:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.optim["grad_clip"]), gradient_clip_algorithm="norm")
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None) -> None:
+        """Automatic optimization: clip to the trainer's setting, else to ``optim.grad_clip``."""
+        if gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm)
+        else:
+            self.clip(optimizer)
+
+    def on_fit_start(self) -> None:
+        precision = str(self.trainer.precision)
+        if self.adversarial is not None and precision.startswith("16"):
+            raise ValueError(
+                f"adversarial training runs in 32-bit or bf16-mixed precision, not {precision!r} "
+                "(two optimizers cannot share Lightning's fp16 gradient scaler); use trainer.precision=bf16-mixed"
+            )
 
     def on_validation_epoch_start(self) -> None:
         self.val_usage = CodebookUsage(self.tokenizer.codebook_size)
         self.val_examples = None
+        self.val_example_lengths = None
         self.val_scores = {}
 
     def validation_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
         """Images (B, 3, H, W): PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR, mel and STFT distances."""
         x, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        out = self.tokenizer(x) if lengths is None else self.tokenizer(x, lengths=lengths)
-        rec, _ = self.reconstruction(out.x_hat, x)
-        if self.tokenizer.modality == "audio":
-            rate = self.tokenizer.sample_rate
+        tok = self.export_tokenizer()
+        out = tok(x) if lengths is None else tok(x, lengths=lengths)
+        rec, parts = self.reconstruction_loss(out.x_hat, x)
+        if tok.modality == "audio":
+            rate = tok.sample_rate
             scores = {"si_snr": si_snr(out.x_hat, x, lengths), "mel_distance": mel_distance(out.x_hat, x, rate, lengths),
                       "stft_distance": stft_distance(out.x_hat, x, lengths)}
-            frames = None if lengths is None else self.tokenizer.num_frames(lengths).tolist()
+            frames = None if lengths is None else tok.num_frames(lengths).tolist()
             self.val_usage.update(out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None])
         else:
             scores = {"psnr": psnr(out.x_hat, x)}
@@ -86,31 +195,63 @@ class TokenizerModule(L.LightningModule):
         for name, value in scores.items():
             self.val_scores.setdefault(name, []).append(value)
         if self.val_examples is None:
-            k = EXAMPLES[self.tokenizer.modality]
+            k = EXAMPLES[tok.modality]
             self.val_examples = (x[:k].cpu(), out.x_hat[:k].clamp(-1, 1).cpu())
             self.val_example_lengths = None if lengths is None else lengths[:k].cpu()
-        self.log("val/loss", rec, prog_bar=False)
+        self.log("val/loss", rec, prog_bar=False, sync_dist=True)
+        self.log_dict({f"val/{k}": v for k, v in parts.items() if k not in ("l1", "l2")}, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_scores:
             return
+        if not self.trainer.sanity_checking:
+            self.validated_at = self.global_step
         for name, values in self.val_scores.items():
-            self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"))
+            self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"), sync_dist=True)
+        if is_distributed():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.val_usage)
+            for other in gathered[1:] if dist.get_rank() == 0 else []:
+                self.val_usage.merge(other)
         usage = self.val_usage.compute()
-        self.log("val/usage", usage["usage"], prog_bar=True)
-        self.log("val/perplexity", usage["perplexity"])
+        self.log("val/usage", usage["usage"], prog_bar=True, rank_zero_only=True)
+        self.log("val/perplexity", usage["perplexity"], rank_zero_only=True)
 
-    def configure_optimizers(self) -> dict:
-        decay, no_decay = [], []
-        for name, p in self.tokenizer.named_parameters():
-            (decay if p.ndim >= 2 and "codebook" not in name else no_decay).append(p)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the random state, so a resumed run draws what the uninterrupted one would."""
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(states["cuda"])
+
+    def adamw(self, params: list[tuple[str, nn.Parameter]], lr: float, betas: Any, weight_decay: float) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices and kernels only (not on biases, norms or codebooks)."""
+        decay = [p for n, p in params if p.ndim >= 2 and "codebook" not in n]
+        no_decay = [p for n, p in params if not (p.ndim >= 2 and "codebook" not in n)]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
+
+    def schedule(self, optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
         o = self.optim
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=o["lr"], betas=tuple(o["betas"]),
-        )
-        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10**9
-        schedule = torch.optim.lr_scheduler.LambdaLR(
+        return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, int(o["warmup_steps"]), total, float(o["min_lr_ratio"]))
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10**9
+        opt_g = self.adamw(list(self.tokenizer.named_parameters()), o["lr"], o["betas"], o["weight_decay"])
+        sched_g = self.schedule(opt_g, total)
+        if self.adversarial is None:
+            return {"optimizer": opt_g, "lr_scheduler": {"scheduler": sched_g, "interval": "step"}}
+        d = self.adversarial.optim
+        opt_d = self.adamw(list(self.adversarial.discriminator.named_parameters()), d["lr"], d["betas"], d["weight_decay"])
+        # the discriminator's schedule counts its own steps, from adversarial.start_step on
+        sched_d = self.schedule(opt_d, max(1, total - self.adversarial.start_step))
+        return [opt_g, opt_d], [sched_g, sched_d]

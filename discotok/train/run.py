@@ -6,24 +6,29 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
 from discotok.data import audio_datamodule, datamodule  # noqa: F401  (register the image and audio datamodules)
-from discotok.registry import DATAMODULES
+from discotok.losses import MissingWeightsError
+from discotok.registry import DATAMODULES, ConfigError
 from discotok.tokenizers import tokenizer_config
-from discotok.train.callbacks import AudioExamples, ReconstructionGrid
+from discotok.train.callbacks import AudioExamples, CodebookHistogram, ReconstructionGrid
+from discotok.train.launch import launch, processes_to_start
 from discotok.train.module import TokenizerModule
+from discotok.train.resume import ResumeError, resume_checkpoint
 
 log = logging.getLogger(__name__)
+LOGGER_KEYS = {"csv", "tensorboard", "wandb"}
 
 
 def config_dir() -> str:
@@ -41,34 +46,36 @@ def plain(node: Any) -> Any:
 
 
 def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) -> dict[str, Any]:
-    """The end-of-run numbers: quality (PSNR; audio: SI-SNR, mel distance), codebook use, the bit budget."""
+    """The end-of-run numbers: quality (PSNR, LPIPS; audio: SI-SNR, mel and STFT distances),
+    codebook use and the bit budget."""
     tok = module.tokenizer
 
     def metric(name: str, digits: int) -> float:
         return round(float(metrics.get(f"val/{name}", float("nan"))), digits)
 
-    usage = {"val_codebook_usage": metric("usage", 4), "val_perplexity": metric("perplexity", 2)}
+    summary: dict[str, Any] = {"steps": steps}
     if tok.modality == "audio":
-        return {
-            "steps": steps, "val_si_snr_db": metric("si_snr", 3), "val_mel_distance": metric("mel_distance", 4),
-            "val_stft_distance": metric("stft_distance", 4), **usage,
-            "quantizer": tok.config["quantizer"]["name"], "codebook_size": tok.codebook_size,
+        summary |= {"val_si_snr_db": metric("si_snr", 3), "val_mel_distance": metric("mel_distance", 4),
+                    "val_stft_distance": metric("stft_distance", 4)}
+    else:
+        summary["val_psnr_db"] = metric("psnr", 3)
+        if "val/lpips" in metrics:
+            summary["val_lpips"] = metric("lpips", 4)
+    summary |= {"val_codebook_usage": metric("usage", 6), "val_perplexity": metric("perplexity", 2),
+                "quantizer": tok.config["quantizer"]["name"], "codebook_size": tok.codebook_size}
+    if tok.modality == "audio":
+        summary |= {
             "sample_rate": tok.sample_rate, "channels": tok.channels, "hop_length": tok.hop_length,
             "frames_per_second": round(tok.frames_per_second, 3), "bits_per_token": round(tok.bits_per_token, 3),
             "bits_per_second": round(tok.bits_per_second(), 1),
             "bits_per_second_by_depth": {str(k): round(v, 1) for k, v in tok.bit_rates.items()},
         }
-    return {
-        "steps": steps,
-        "val_psnr_db": metric("psnr", 3),
-        **usage,
-        "quantizer": tok.config["quantizer"]["name"],
-        "codebook_size": tok.codebook_size,
-        "tokens_per_image": tok.num_tokens,
-        "bits_per_token": round(tok.bits_per_token, 3),
-        "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1),
-        "image_size": list(tok.image_size),
-    }
+    else:
+        summary |= {
+            "tokens_per_image": tok.num_tokens, "bits_per_token": round(tok.bits_per_token, 3),
+            "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1), "image_size": list(tok.image_size),
+        }
+    return summary | {"ema_weights": module.ema is not None}
 
 
 def tokenizer_spec(cfg: DictConfig) -> dict:
@@ -80,28 +87,88 @@ def tokenizer_spec(cfg: DictConfig) -> dict:
     return tokenizer_config(*parts, image_size=data["image_size"])
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one tokenizer from a composed config; write the tokenizer, a grid and a summary."""
+def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
+    """CSV and TensorBoard (each switchable), and Weights & Biases when ``spec["wandb"]`` is set."""
+    unknown = set(spec) - LOGGER_KEYS
+    if unknown:
+        raise ValueError(f"unknown logger setting(s) {sorted(unknown)}; expected {sorted(LOGGER_KEYS)}")
+    loggers: list[Logger] = []
+    if spec.get("csv", True):
+        loggers.append(CSVLogger(out_dir, name="logs", version=""))
+    if spec.get("tensorboard", True):
+        loggers.append(TensorBoardLogger(out_dir, name="tensorboard", version=""))
+    if spec.get("wandb"):
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ImportError('logger=wandb needs the wandb package: pip install "discotok[wandb]"') from None
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(save_dir=str(out_dir), **spec["wandb"]))
+    return loggers
+
+
+def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path, modality: str) -> list[L.Callback]:
+    """Reconstruction grid (audio: example wavs), codebook-usage picture, checkpoints and, when
+    shown, the rich progress bar."""
+    examples = AudioExamples(out_dir / "examples") if modality == "audio" else ReconstructionGrid(out_dir / "reconstructions.png")
+    callbacks: list[L.Callback] = [
+        examples,
+        CodebookHistogram(out_dir / "codebook_usage.png"),
+        ModelCheckpoint(out_dir / "checkpoints", save_last=True),
+    ]
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar())
+    return callbacks
+
+
+def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Train one tokenizer from a composed config; write the tokenizer, pictures, a summary.
+
+    With ``trainer.strategy: ddp`` on one node, one process per device runs this (see
+    ``discotok.train.launch``). ``callbacks`` are added to the trainer's own (tests, scripts).
+    """
     out_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(cfg.output_dir)
+    processes = processes_to_start(plain(cfg.trainer))
+    if processes == 1:
+        return train_process(cfg, out_dir, callbacks)
+    launch(processes, train_process, cfg, out_dir, tuple(callbacks))
+    return json.loads((out_dir / "summary.json").read_text())
+
+
+def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """The training of one process (one DDP rank): fit, validate, and on rank 0 export and summarize."""
     L.seed_everything(cfg.seed, workers=True)
-    module = TokenizerModule(tokenizer_spec(cfg), loss=plain(cfg.loss), optim=plain(cfg.optim))
+    module = TokenizerModule(tokenizer_spec(cfg), loss=plain(cfg.loss), optim=plain(cfg.optim), ema=plain(cfg.ema))
+    ckpt_path = resume_checkpoint(cfg.resume, module)
     datamodule = DATAMODULES.build(plain(cfg.data))
-    audio = module.tokenizer.modality == "audio"
-    examples = AudioExamples(out_dir / "examples") if audio else ReconstructionGrid(out_dir / "reconstructions.png")
+    modality = module.tokenizer.modality
+    trainer_cfg = plain(cfg.trainer)
     trainer = L.Trainer(
-        **plain(cfg.trainer),
+        **trainer_cfg,
         default_root_dir=out_dir,
-        logger=[CSVLogger(out_dir, name="logs", version=""), TensorBoardLogger(out_dir, name="tensorboard", version="")],
-        callbacks=[examples, ModelCheckpoint(out_dir / "checkpoints", save_last=True)],
+        logger=build_loggers(plain(cfg.logger), out_dir),
+        callbacks=[*build_callbacks(trainer_cfg, out_dir, modality), *callbacks],
     )
-    trainer.fit(module, datamodule=datamodule)
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if trainer.is_global_zero:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    if module.validated_at == trainer.global_step:  # fit ended with a validation of the final weights
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    else:
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     summary = summarize(module, metrics, trainer.global_step)
     if trainer.is_global_zero:
-        quality = "val_si_snr_db" if audio else "val_psnr_db"
-        module.tokenizer.config["metadata"] = {"trained_steps": trainer.global_step, quality: summary[quality]}
-        summary["tokenizer_dir"] = str(module.tokenizer.save_pretrained(out_dir / "tokenizer"))
-        summary["examples" if audio else "reconstructions"] = str(examples.folder if audio else examples.path)
+        tok = module.export_tokenizer()
+        quality = "val_si_snr_db" if modality == "audio" else "val_psnr_db"
+        tok.config["metadata"] = {"trained_steps": trainer.global_step, quality: summary[quality]}
+        summary["tokenizer_dir"] = str(tok.save_pretrained(out_dir / "tokenizer"))
+        if modality == "audio":
+            summary["examples"] = str(out_dir / "examples")
+        else:
+            summary["reconstructions"] = str(out_dir / "reconstructions.png")
         with atomic_path(out_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
@@ -123,7 +190,11 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def hydra_main(cfg: DictConfig) -> dict[str, Any]:
-    return train(cfg)
+    try:
+        return train(cfg)
+    except (ConfigError, MissingWeightsError, ResumeError) as err:  # a setting to fix: the message, no traceback
+        print(f"discotok train: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def holds_audio(folder: Path, look_at: int = 200) -> bool:
