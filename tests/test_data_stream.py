@@ -7,7 +7,8 @@ import itertools
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from discotok.data.datamodule import RandomCrops, SampleStream
+from discotok.data.datamodule import RandomCrops
+from discotok.data.stream import SampleStream
 from discotok.data.sample import load_sample_photos
 
 

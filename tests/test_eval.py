@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -115,32 +113,22 @@ def test_rvq_depths_are_operating_points(images: Path, tmp_path: Path) -> None:
     assert full["bits_per_image"] == pytest.approx(3 * first["bits_per_image"])
 
 
-def test_lpips_plugs_in_through_the_perceptual_module(
-    tok_dirs: dict[str, Path], images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_lpips_is_the_perceptual_network_with_local_weights(
+    tok_dirs: dict[str, Path], images: Path, tmp_path: Path, vgg16_random_weights: Path, capsys
 ) -> None:
-    """The adapter builds ``discotok.losses.perceptual.LPIPS(weights)``; a stand-in with that interface here."""
+    """eval's LPIPS is discotok.losses.perceptual.LPIPS (random VGG16 weights saved to a file here)."""
+    from discotok.losses.perceptual import LPIPS
 
-    class StandIn(torch.nn.Module):
-        def __init__(self, weights: str) -> None:
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.ones(()))
-            self.weights = weights
-
-        def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return (x_hat - x).abs().mean(dim=(1, 2, 3)) * self.scale
-
-    module = types.ModuleType("discotok.losses.perceptual")
-    module.LPIPS = StandIn
-    monkeypatch.setitem(sys.modules, "discotok.losses.perceptual", module)
     tok = Tokenizer.from_pretrained(tok_dirs["grid"])
-    report = evaluate([tok], images, tmp_path / "o", fid=False, lpips_weights="vgg.pth", progress=False)
+    report = evaluate([tok], images, tmp_path / "o", fid=False, lpips_weights=str(vgg16_random_weights), progress=False)
     x = torch.stack([load_image_tensor(images / f"{n}.png", (32, 32)) for n in sorted(NAMES)])
-    expected = (tok.decode(tok.encode(x)) - x).abs().mean(dim=(1, 2, 3)).mean()
-    assert report["results"][0]["lpips"] == pytest.approx(expected.item(), rel=1e-5)
-    assert report["protocol"]["lpips"]["weights"] == "vgg.pth"
-    monkeypatch.setitem(sys.modules, "discotok.losses.perceptual", None)
-    with pytest.raises(ImportError, match="LPIPS needs discotok.losses.perceptual"):
-        evaluate([tok], images, tmp_path / "o2", fid=False, lpips_weights="vgg.pth", progress=False)
+    expected = LPIPS(vgg_weights=vgg16_random_weights)(tok.decode(tok.encode(x)), x).mean()
+    assert report["results"][0]["lpips"] == pytest.approx(expected.item(), rel=1e-4)
+    assert report["protocol"]["lpips"]["vgg_weights_sha256"] == sha256_file(vgg16_random_weights)
+    missing = tmp_path / "vgg16-397923af.pth"
+    rc, _, err = run_cli(capsys, "eval", str(tok_dirs["grid"]), str(images), "-o", str(tmp_path / "o2"),
+                         "--no-fid", "--lpips-weights", str(missing), "--no-progress")
+    assert rc == 1 and str(missing) in err and "download" in err
 
 
 def test_missing_inception_weights_exit_1_naming_the_file(tok_dirs: dict[str, Path], images: Path, tmp_path: Path, capsys) -> None:

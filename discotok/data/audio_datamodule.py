@@ -1,7 +1,8 @@
 """Audio datamodule: the embedded speech (or synthetic) clips, a folder of audio files, or WebDataset shards.
 
-Training draws random fixed-length crops (``segment_seconds``; shorter clips are zero-padded)
-at the model's sample rate and channel count. Validation gives padded batches
+Training draws an endless stream of random fixed-length crops (``segment_seconds``; shorter
+clips are zero-padded) at the model's sample rate and channel count, crop ``i`` a pure function
+of ``(seed, i)`` (discotok/data/stream.py: each DDP rank reads its own, a resume continues). Validation gives padded batches
 ``(waves (B, C, T), lengths (B,))`` of whole held-out clips, each cut to ``val_seconds``.
 Unreadable, corrupt, empty or too-short files are logged by name and skipped.
 """
@@ -23,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, audio_info, load_audio, resample_clips
 from discotok.data.images import iter_files
 from discotok.data.speech import HELD_OUT, espeak_binary, espeak_clips, synthetic_clips
+from discotok.data.stream import sample_rng, stream_loader
 from discotok.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
@@ -48,19 +50,21 @@ def pad_batch(items: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 class RandomSegments(Dataset):
-    """``length`` random crops of ``segment`` samples from clips (in-memory tensors or (path, seconds) pairs)."""
+    """Random crops of ``segment`` samples from clips (in-memory tensors or (path, seconds) pairs);
+    sample ``i`` is a pure function of ``(seed, i)``, for any non-negative ``i`` (see ``SampleStream``)."""
 
-    def __init__(self, clips: Sequence, segment: int, length: int, sample_rate: int, channels: int) -> None:
+    def __init__(self, clips: Sequence, segment: int, sample_rate: int, channels: int, seed: int = 0) -> None:
         self.clips = list(clips)
         self.segment = segment
-        self.length = length
         self.sample_rate = sample_rate
         self.channels = channels
-
-    def __len__(self) -> int:
-        return self.length
+        self.seed = seed
 
     def __getitem__(self, index: int) -> Tensor:
+        with sample_rng(self.seed, index):
+            return self._draw()
+
+    def _draw(self) -> Tensor:
         for _ in range(RETRIES):
             clip = self.clips[int(torch.randint(len(self.clips), ()))]
             if isinstance(clip, Tensor):
@@ -159,13 +163,13 @@ class AudioDataModule(L.LightningDataModule):
         segment_seconds: float = 0.5,
         batch_size: int = 16,
         num_workers: int = 0,
-        train_samples: int = 100000,
         val_samples: int = 16,
         val_seconds: float = 4.0,
         val_fraction: float = 0.1,
         min_seconds: float = 0.05,
         val_source: str | None = None,
         cache_dir: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.source = str(source)
@@ -174,7 +178,6 @@ class AudioDataModule(L.LightningDataModule):
         self.segment = int(round(segment_seconds * sample_rate))
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.train_samples = train_samples
         self.val_samples = val_samples
         self.val_length = int(round(val_seconds * sample_rate))
         self.val_fraction = val_fraction
@@ -182,6 +185,7 @@ class AudioDataModule(L.LightningDataModule):
         self.min_seconds = min_seconds
         self.val_source = val_source
         self.cache_dir = cache_dir
+        self.seed = seed
 
     def _load(self, path: str | Path) -> Tensor | None:
         """A validation clip: the first ``val_seconds`` of ``path``, or None (logged) if unreadable."""
@@ -214,7 +218,7 @@ class AudioDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.source in EMBEDDED:
             train, val = self._embedded()
-            self.train_set: Dataset = RandomSegments(train, self.segment, self.train_samples, self.sample_rate, self.channels)
+            self.train_set: Dataset = RandomSegments(train, self.segment, self.sample_rate, self.channels, self.seed)
             val = [c[:, : self.val_length] for c in val]
         elif SHARDS.search(self.source):
             urls = expand_shards(self.source)
@@ -229,7 +233,7 @@ class AudioDataModule(L.LightningDataModule):
             if len(files) - n_val < 1 or (not self.val_source and len(files) < 2):
                 raise ValueError(f"audio folder {self.source!r} holds {len(files)} readable file(s); need at least 2")
             train_files = files[: len(files) - n_val]
-            self.train_set = RandomSegments(train_files, self.segment, self.train_samples, self.sample_rate, self.channels)
+            self.train_set = RandomSegments(train_files, self.segment, self.sample_rate, self.channels, self.seed)
             if self.val_source:
                 val = self._val_from(self.val_source)
             else:
@@ -239,10 +243,9 @@ class AudioDataModule(L.LightningDataModule):
         self.val_set = val[: self.val_samples]
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, self.batch_size, num_workers=self.num_workers, drop_last=True,
-            persistent_workers=self.num_workers > 0,
-        )
+        """The endless training stream for this rank: sample-exact across resumes for clips and
+        folders; WebDataset shards are split by rank and resume at a fresh random position."""
+        return stream_loader(self.train_set, self.batch_size, self.num_workers, self.trainer, self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.batch_size, collate_fn=pad_batch)

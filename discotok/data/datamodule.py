@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
 from discotok.data.sample import load_sample_photos, split_photos
+from discotok.data.stream import loader_generator, sample_rng, stream_loader
 from discotok.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
@@ -37,41 +37,10 @@ class RandomCrops(Dataset):
         )
 
     def __getitem__(self, index: int) -> Tensor:
-        with torch.random.fork_rng(devices=[]):  # torchvision draws from the global generator: seed it per sample
-            torch.manual_seed(sample_seed(self.seed, index))
+        with sample_rng(self.seed, index):  # torchvision draws from the global generator
             item = self.images[int(torch.randint(len(self.images), ()))]
             img = item if isinstance(item, Image.Image) else load_image(item)
             return pil_to_tensor(self.transform(img))
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """The generator seed of sample ``index`` of a stream seeded by ``seed`` (32 bits: all the CPU generator keeps)."""
-    return (seed * 0x9E3779B9 + index * 0x85EBCA6B + 1) % (1 << 32)
-
-
-class SampleStream(IterableDataset):
-    """An endless, resumable, rank-aware stream over a dataset indexed 0, 1, 2, ...
-
-    Global batch ``b`` holds samples ``b * world_size * batch_size`` onwards; rank ``r`` takes
-    its ``r``-th slice of ``batch_size``. Iteration starts at batch ``start_batch`` (the
-    batches a resumed run has already trained on). DataLoader workers take whole batches
-    in turn, so with any number of workers the stream yields the same samples in the same order.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int, start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.start_batch = start_batch
-        self.rank = rank
-        self.world_size = world_size
-
-    def __iter__(self) -> Iterator[Tensor]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for batch in itertools.count(self.start_batch + worker, workers):
-            first = (batch * self.world_size + self.rank) * self.batch_size
-            for index in range(first, first + self.batch_size):
-                yield self.dataset[index]
 
 
 class CenterCrops(Dataset):
@@ -165,19 +134,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """The endless training stream, for this rank, from the batch a resumed run has reached."""
-        trainer = self.trainer
-        start = trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        stream = SampleStream(self.train_set, self.batch_size, start, rank, world)
-        return DataLoader(
-            stream, self.batch_size, num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-            generator=self.generator(),
-        )
+        return stream_loader(self.train_set, self.batch_size, self.num_workers, self.trainer, self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, generator=self.generator())
-
-    def generator(self) -> torch.Generator:
-        """The loaders' own generator: starting an iterator draws a seed from it, not from the global
-        generator, so a resumed run's random draws (dead-code restarts...) stay those of the uninterrupted run."""
-        return torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.val_set, self.batch_size, num_workers=self.num_workers, generator=loader_generator(self.seed))

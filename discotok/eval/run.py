@@ -36,6 +36,7 @@ from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, LPIP
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_grid, write_markdown
 from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import ItemDataset, Source, collate_items, open_source
+from discotok.losses.perceptual import LPIPS
 from discotok.metrics.fid import FEATURE_DIM, INCEPTION_FILE, FeatureStats, default_inception_path, features_of
 from discotok.metrics.fid import load_inception, weights_sha256
 from discotok.quantizers.perturb import perturb_ids
@@ -246,10 +247,13 @@ def evaluate(
             data_set, net, {k: protocol[k] for k in ("image_size", "preprocessing")} | {"weights": protocol["fid"]["weights_sha256"]},
             Path(opts.cache_dir) if opts.cache_dir else default_cache_dir())
     if opts.lpips_weights:
-        from discotok.metrics.lpips import load_lpips
-
-        lpips = load_lpips(opts.lpips_weights, device)
-        protocol["lpips"] = {"weights": str(opts.lpips_weights), "input": "images in [-1, 1], distance per image, mean"}
+        vgg = Path(opts.lpips_weights).expanduser()
+        lpips = LPIPS(vgg_weights=vgg).to(device).eval()
+        protocol["lpips"] = {
+            "network": "LPIPS v0.1 on VGG16 (discotok.losses.perceptual.LPIPS; lin layers from torchmetrics)",
+            "vgg_weights_file": str(vgg.resolve()), "vgg_weights_sha256": weights_sha256(vgg),
+            "input": "images in [-1, 1], distance per image, mean",
+        }
     if opts.pfid_alpha is not None:
         if not net or opts.pfid_delta is None:
             raise ValueError("pFID needs FID (no --no-fid) and both --pfid-alpha and --pfid-delta")

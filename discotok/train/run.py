@@ -108,7 +108,7 @@ def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path, modality: str) -> list[L.Callback]:
+def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path, modality: str = "image") -> list[L.Callback]:
     """Reconstruction grid (audio: example wavs), codebook-usage picture, checkpoints and, when
     shown, the rich progress bar."""
     examples = AudioExamples(out_dir / "examples") if modality == "audio" else ReconstructionGrid(out_dir / "reconstructions.png")
