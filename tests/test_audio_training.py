@@ -4,6 +4,7 @@ the experiment configs; `discotok train experiment=audio_tiny` from the command 
 from __future__ import annotations
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -53,6 +54,31 @@ def test_two_step_training_run(quantizer, decoder, speech_clips, tmp_path):
     out = tok(crops(speech_clips[:2]))
     assert torch.isfinite(out.x_hat).all()
     assert torch.allclose(tok.quantizer.ids_to_codes(out.ids), out.quantized.z_q, atol=1e-5)
+
+
+TINY_AUDIO_D = {"name": "multi", "discriminators": [
+    {"name": "mpd", "in_channels": 1, "periods": [2, 3], "widths": [4, 8]},
+    {"name": "msstft", "in_channels": 1, "n_ffts": [256, 128], "filters": 4},
+]}
+
+
+def test_audio_gan_steps_through_the_training_module(speech_clips, tmp_path):
+    loss = {**AUDIO_LOSS, "adversarial": {"discriminator": TINY_AUDIO_D, "weight": 1.0, "feature_matching_weight": 2.0,
+                                         "adaptive_weight": False, "start_step": 0}}
+    module = TokenizerModule(tiny_audio_config("rvq"), loss=loss, optim={"lr": 1e-3, "warmup_steps": 1})
+    d_before = [p.clone() for p in module.adversarial.discriminator.parameters()]
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, limit_val_batches=0,
+    )
+    trainer.fit(module, DataLoader(crops(speech_clips), batch_size=4))
+    opt_g, opt_d = (o.optimizer if hasattr(o, "optimizer") else o for o in module.optimizers())
+    assert opt_g.state[next(iter(module.tokenizer.parameters()))]["step"] == 2
+    assert opt_d.state[next(iter(module.adversarial.discriminator.parameters()))]["step"] == 2
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, module.adversarial.discriminator.parameters()))
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"train/d_hinge", "train/g_adversarial", "train/g_feature_matching", "train/mel"} <= set(logged)
+    assert logged["train/g_feature_matching"] > 0 and all(map(math.isfinite, logged.values()))
 
 
 def test_training_lowers_the_audio_loss_on_speech(speech_clips):
