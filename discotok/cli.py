@@ -13,9 +13,10 @@ USAGE = """usage: discotok <command> [args...]
 
 commands:
   train    train a tokenizer (Hydra overrides, e.g. quantizer=fsq; -m for sweeps)
-  encode   images (folders, lists of paths, WebDataset shards) -> sharded ids + manifest
-  decode   ids -> PNG images
-  eval     PSNR, SSIM, LPIPS, rFID/pFID, codebook usage, bit rates, timings -> report + plots
+  encode   images or audio (folders, lists of paths, WebDataset shards) -> sharded ids + manifest
+  decode   ids -> PNG images or wav files
+  eval     images: PSNR, SSIM, LPIPS, rFID/pFID; audio: SI-SNR, mel/STFT distance, PESQ/STOI;
+           codebook usage, bit rates, timings -> report + plots
   bench    benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
 
 `discotok <command> --help` tells more."""

@@ -10,9 +10,18 @@ used to resume a killed run). Shard formats, rows in item order:
   ``<key>.json`` = ``{"source", "row"}``; the key is the source with dots replaced by ``_``
   (WebDataset splits a sample key at the first dot of the file name).
 
-Manifest version 2 lists the shards; version 1 (a single ``ids.npy``, written by earlier
-releases) is still read. Readers never unpickle. Writers live in ``discotok.extraction``,
-each file through ``discotok.atomic.atomic_path`` (temporary name, then ``os.replace``).
+Variable-length items (audio: one token position per hop, so clips of different lengths
+have different frame counts) keep each item's valid frames only: ``npy`` and
+``safetensors`` rows are padded with ``PAD_ID`` (-1, never an id) to the shard's longest item,
+``wds`` samples hold each item's ids unpadded. The shard records and the manifest give every
+item's ``frames`` (and ``samples``, its length at the model's rate); ``load_ids`` pads all
+shards to the longest item and ``LoadedIds.frames`` / ``.samples`` give the per-item lengths.
+
+Manifest version 2 lists the shards (an audio manifest adds ``modality: "audio"``,
+``pad_id`` and per-item lengths; image manifests are as before); version 1 (a single
+``ids.npy``, written by earlier releases) is still read. Readers never unpickle. Writers live
+in ``discotok.extraction``, each file through ``discotok.atomic.atomic_path`` (temporary
+name, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -24,13 +33,11 @@ import os
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from discotok.tokenizers.layout import Layout
-from discotok.tokenizers.tokenizer import Tokenizer
 
 IDS_NAME = "ids.npy"
 MANIFEST_NAME = "manifest.json"
@@ -39,6 +46,8 @@ MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 FORMATS = ("npy", "safetensors", "wds")
 SUFFIX = {"npy": ".npy", "safetensors": ".safetensors", "wds": ".tar"}
+PAD_ID = -1
+ITEM_LENGTHS = ("frames", "samples")
 
 
 class ExtractError(ValueError):
@@ -71,21 +80,44 @@ def wds_key(source: str) -> str:
     return source.replace(".", "_")
 
 
-def write_shard(fmt: str, path: Path, ids: np.ndarray, sources: list[str], first_row: int = 0) -> None:
-    """Write one shard's ids (rows in ``sources`` order) to ``path`` (a temporary name)."""
+def pad_rows(rows: Sequence[np.ndarray], width: int | None = None) -> np.ndarray:
+    """Rows of different lengths (first axis) stacked into one array, padded with ``PAD_ID`` to ``width``
+    (default: the longest row)."""
+    width = max(len(r) for r in rows) if width is None else width
+    dtype = np.result_type(*(r.dtype for r in rows), np.int8)
+    out = np.full((len(rows), width, *rows[0].shape[1:]), PAD_ID, dtype=dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def write_shard(
+    fmt: str, path: Path, ids: np.ndarray, sources: list[str], first_row: int = 0, infos: list[dict] | None = None
+) -> None:
+    """Write one shard's ids (rows in ``sources`` order) to ``path`` (a temporary name).
+
+    ``infos`` (variable-length items): per row its ``frames`` and what else the manifest records;
+    ``ids`` rows are then padded with ``PAD_ID`` past each item's frames, and ``wds`` samples hold
+    the valid frames only.
+    """
+    infos = infos or [{}] * len(sources)
     if fmt == "npy":
         with open(path, "wb") as f:
             np.save(f, ids, allow_pickle=False)
     elif fmt == "safetensors":
         from safetensors.numpy import save_file
 
-        save_file({"ids": np.ascontiguousarray(ids)}, str(path), metadata={"sources": json.dumps(sources)})
+        metadata = {"sources": json.dumps(sources)}
+        if any(infos):
+            metadata |= {"items": json.dumps(infos), "pad_id": str(PAD_ID)}
+        save_file({"ids": np.ascontiguousarray(ids)}, str(path), metadata=metadata)
     elif fmt == "wds":
         import webdataset as wds
 
         with open(path, "wb") as f, wds.TarWriter(f) as sink:
-            for row, (source, row_ids) in enumerate(zip(sources, ids, strict=True), first_row):
-                sink.write({"__key__": wds_key(source), "ids.npy": row_ids, "json": {"source": source, "row": row}})
+            for row, (source, row_ids, info) in enumerate(zip(sources, ids, infos, strict=True), first_row):
+                valid = row_ids[: info["frames"]] if "frames" in info else row_ids
+                sink.write({"__key__": wds_key(source), "ids.npy": valid, "json": {"source": source, "row": row, **info}})
     else:
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
@@ -126,9 +158,11 @@ def read_shard(path: Path) -> np.ndarray:
                     rows.append(_npy(tar.extractfile(member).read(), path))
     except tarfile.TarError as err:
         raise ExtractError(f"{path}: not a readable tar shard ({err})") from err
-    if not rows or len({r.shape for r in rows}) != 1:
+    if not rows or len({r.shape[1:] for r in rows}) != 1 or min(r.ndim for r in rows) < 1:
         raise ExtractError(f"{path}: expected '*.ids.npy' samples of one shape, got {sorted({r.shape for r in rows})}")
-    return np.stack(rows)
+    if len({len(r) for r in rows}) == 1:
+        return np.stack(rows)
+    return pad_rows(rows)  # variable-length samples (audio): padded with PAD_ID to the longest
 
 
 def _plain_name(manifest_path: Path, name: object, what: str) -> str:
@@ -157,7 +191,10 @@ def read_manifest(path: Path) -> dict:
             _plain_name(path, shard["file"], "every ids file")
         manifest["shards"] = shards
         Layout.from_dict(manifest["layout"])
-        manifest["items"] = [{"row": int(i["row"]), "source": str(i["source"])} for i in manifest["items"]]
+        manifest["items"] = [
+            {"row": int(i["row"]), "source": str(i["source"]), **{k: int(i[k]) for k in ITEM_LENGTHS if k in i}}
+            for i in manifest["items"]
+        ]
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise ExtractError(f"{path}: malformed 'shards', 'layout' or 'items' ({err!r})") from err
     return manifest
@@ -166,19 +203,70 @@ def read_manifest(path: Path) -> dict:
 def _shard_view(manifest: dict, shard: dict) -> dict:
     """The manifest narrowed to one shard: its rows renumbered from 0."""
     first, rows = shard["first_row"], shard["rows"]
-    items = [{"row": i["row"] - first, "source": i["source"]} for i in manifest["items"] if first <= i["row"] < first + rows]
-    return {**manifest, "shards": [{**shard, "first_row": 0}], "items": items,
-            "ids_shape": [rows, *manifest["ids_shape"][1:]]}
+    items = [{**i, "row": i["row"] - first} for i in manifest["items"] if first <= i["row"] < first + rows]
+    shape = [rows, *manifest["ids_shape"][1:]]
+    if is_variable(manifest) and items and all("frames" in i for i in items):
+        shape[1] = max(i["frames"] for i in items)  # the shard's rows are padded to its own longest item
+    return {**manifest, "shards": [{**shard, "first_row": 0}], "items": items, "ids_shape": shape}
 
 
-def load_ids(ids_path_or_dir: str | os.PathLike) -> tuple[np.ndarray, dict | None, Path]:
+def is_variable(manifest: dict | None) -> bool:
+    """Whether a manifest describes variable-length items (frames layout: audio)."""
+    return bool(manifest) and manifest.get("layout", {}).get("kind") == "frames"
+
+
+def item_lengths(manifest: dict | None, key: str, rows: int) -> np.ndarray | None:
+    """Per-row ``key`` (``frames`` or ``samples``) from the manifest's items, or None when not recorded."""
+    items = (manifest or {}).get("items") or []
+    if len(items) != rows or not all(key in i for i in items):
+        return None
+    lengths = np.zeros(rows, dtype=np.int64)
+    for item in items:
+        lengths[item["row"]] = item[key]
+    return lengths
+
+
+def frames_from_padding(ids: np.ndarray) -> np.ndarray:
+    """Per-row valid frames of padded ids (B, N[, depth]): the position after the last frame that is not ``PAD_ID``."""
+    valid = (ids != PAD_ID).reshape(ids.shape[0], ids.shape[1], -1).any(axis=2)
+    last = valid.shape[1] - np.argmax(valid[:, ::-1], axis=1)
+    return np.where(valid.any(axis=1), last, 0).astype(np.int64)
+
+
+class LoadedIds(NamedTuple):
+    """``ids, manifest, path = load_ids(...)``; variable-length (audio) ids also give per-item lengths."""
+
+    ids: np.ndarray
+    manifest: dict | None
+    path: Path
+
+    @property
+    def frames(self) -> np.ndarray | None:
+        """Valid frames per row (audio): from the manifest, else from the ``PAD_ID`` padding; None for
+        fixed-length (image) ids."""
+        frames = item_lengths(self.manifest, "frames", self.ids.shape[0])
+        if frames is None and not self.manifest and self.ids.ndim >= 2 and (self.ids == PAD_ID).any():
+            frames = frames_from_padding(self.ids)
+        return frames
+
+    @property
+    def samples(self) -> np.ndarray | None:
+        """Audio: each item's length in samples at the model's rate, when the manifest records it."""
+        return item_lengths(self.manifest, "samples", self.ids.shape[0])
+
+
+def load_ids(ids_path_or_dir: str | os.PathLike) -> LoadedIds:
     """Read ids and their manifest (if any): an output folder of ``discotok encode`` (all shards,
-    in row order), or one ids file (its manifest is used when one beside it lists the file)."""
+    in row order), or one ids file (its manifest is used when one beside it lists the file).
+
+    Variable-length (audio) ids come padded with ``PAD_ID`` to the longest item;
+    ``load_ids(...).frames`` gives each row's valid frames.
+    """
     path = Path(ids_path_or_dir)
     if path.is_dir():
         if not (path / MANIFEST_NAME).is_file():
             if (path / IDS_NAME).is_file():
-                return read_shard(path / IDS_NAME), None, path / IDS_NAME
+                return LoadedIds(read_shard(path / IDS_NAME), None, path / IDS_NAME)
             raise ExtractError(f"{str(path)!r} holds no {MANIFEST_NAME} (nor {IDS_NAME})")
         manifest = read_manifest(path / MANIFEST_NAME)
         parts = []
@@ -189,55 +277,14 @@ def load_ids(ids_path_or_dir: str | os.PathLike) -> tuple[np.ndarray, dict | Non
             if shard.get("sha256") and sha256_file(shard_path) != shard["sha256"]:
                 raise ExtractError(f"{shard_path}: contents changed since {MANIFEST_NAME} was written (sha256 differs)")
             parts.append(read_shard(shard_path))
+        if is_variable(manifest) and len({p.shape[2:] for p in parts}) == 1:
+            width = max(p.shape[1] for p in parts if p.ndim >= 2)
+            parts = [pad_rows(list(p), width) if p.ndim >= 2 and p.shape[1] != width else p for p in parts]
         if len({p.shape[1:] for p in parts}) > 1:
             raise ExtractError(f"{path}: shards hold ids of different shapes {sorted({p.shape for p in parts})}")
-        return np.concatenate(parts), manifest, path / MANIFEST_NAME
+        return LoadedIds(np.concatenate(parts), manifest, path / MANIFEST_NAME)
     arr = read_shard(path)
     beside = path.parent / MANIFEST_NAME
     manifest = read_manifest(beside) if beside.is_file() else None
     shard = next((s for s in (manifest or {"shards": []})["shards"] if s["file"] == path.name), None)
-    return arr, (_shard_view(manifest, shard) if shard else None), path
-
-
-def check_ids_array(
-    tokenizer: Tokenizer, arr: np.ndarray, manifest: dict | None, source: Path
-) -> tuple[Tensor, Layout]:
-    """Validate ids for ``tokenizer`` (dtype, shape, depth, range, token count) without decoding.
-
-    Returns the ids as an int64 tensor and the layout to decode them with; raises
-    ``ExtractError`` naming ``source`` and the expected shape or range otherwise.
-    """
-
-    def fail(problem: str) -> ExtractError:
-        return ExtractError(f"{source}: {problem}")
-
-    if arr.dtype.kind not in "iu":
-        raise fail(f"ids must have an integer dtype, got {arr.dtype}")
-    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise fail(f"ids must lie in [0, {tokenizer.codebook_size - 1}]; got values up to {int(arr.max())}")
-    ids = torch.from_numpy(arr.astype(np.int64))
-    try:
-        tokenizer.quantizer.check_ids(ids)
-    except ValueError as err:
-        raise fail(str(err).replace("(B, N", "(num_items, N")) from None
-    if ids.shape[0] == 0:
-        raise fail("holds no rows")
-    if manifest is None:
-        try:
-            layout = tokenizer.default_layout(ids.shape[1])
-        except ValueError as err:
-            raise fail(str(err)) from None
-    else:
-        if list(ids.shape) != list(manifest.get("ids_shape", [])):
-            raise fail(f"shape {tuple(ids.shape)} does not match the manifest's ids_shape {manifest.get('ids_shape')}")
-        if manifest.get("codebook_size") != tokenizer.codebook_size:
-            raise fail(
-                f"ids were made with codebook size {manifest.get('codebook_size')}, "
-                f"this tokenizer has {tokenizer.codebook_size}"
-            )
-        layout = Layout.from_dict(manifest["layout"])
-    if layout.kind == "sequence" and not 1 <= ids.shape[1] <= layout.num_tokens:
-        raise fail(f"rows hold {ids.shape[1]} tokens; the sequence layout takes a prefix of 1..{layout.num_tokens}")
-    if layout.kind != "sequence" and layout.num_tokens != ids.shape[1]:
-        raise fail(f"rows hold {ids.shape[1]} tokens; the {layout.kind} layout {layout.shape} has {layout.num_tokens}")
-    return ids, layout
+    return LoadedIds(arr, (_shard_view(manifest, shard) if shard else None), path)

@@ -123,3 +123,33 @@ def speech_clips(speech_cache) -> list[torch.Tensor]:
         return synthetic_clips(AUDIO_RATE, count=8)
     paths = espeak_clips(speech_cache)[:8]
     return resample_clips([load_audio(p, 22050, 1)[0] for p in paths], 22050, AUDIO_RATE)
+
+
+# The files of `speech_folder`: name -> (clip index, samples kept, sample rate, channels).
+SPEECH_FILES = {
+    "a/s0.wav": (0, 3001, AUDIO_RATE, 1),
+    "a/s1.flac": (1, 5555, AUDIO_RATE, 1),
+    "a/s2.ogg": (2, 7000, AUDIO_RATE, 1),
+    "b/r22.wav": (3, 6000, 22050, 1),
+    "b/stereo.wav": (4, 4500, AUDIO_RATE, 2),
+}
+BAD_SPEECH_FILES = ("a/broken.wav", "b/empty.wav", "b/tiny.wav", "notes.txt")
+
+
+@pytest.fixture(scope="session")
+def speech_folder(speech_clips, tmp_path_factory) -> Path:
+    """Speech files of different lengths, formats (wav, flac, ogg), one at 22.05 kHz and one stereo
+    (``SPEECH_FILES``), and bad ones (``BAD_SPEECH_FILES``): corrupt, empty, shorter than one hop
+    of the tiny audio tokenizer, not audio."""
+    from discotok.data.audio import resample_clips, save_audio
+
+    root = tmp_path_factory.mktemp("speech_folder")
+    for name, (clip, samples, rate, channels) in SPEECH_FILES.items():
+        wave = speech_clips[clip][:, : samples * AUDIO_RATE // rate + 1]
+        wave = resample_clips([wave], AUDIO_RATE, rate)[0][:, :samples] if rate != AUDIO_RATE else wave[:, :samples]
+        save_audio(root / name, wave.expand(channels, -1) * torch.tensor([[1.0], [0.5]])[:channels], rate)
+    (root / "a" / "broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00 truncated")
+    save_audio(root / "b" / "empty.wav", torch.zeros(1, 0), AUDIO_RATE)
+    save_audio(root / "b" / "tiny.wav", speech_clips[0][:, :20], AUDIO_RATE)
+    (root / "notes.txt").write_text("not audio\n")
+    return root

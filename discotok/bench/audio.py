@@ -43,8 +43,9 @@ def build_tokenizer(experiment: str, seed: int = 0) -> Tokenizer:
     return tok
 
 
-def speech_clip(sample_rate: int, channels: int, seconds: float) -> torch.Tensor:
-    """(1, channels, seconds * rate): espeak-ng sentences back to back, else synthetic clips."""
+def speech_clip(sample_rate: int, channels: int, seconds: float, count: int = 1) -> torch.Tensor:
+    """(count, channels, seconds * rate): consecutive stretches of espeak-ng sentences played back to
+    back (repeated when needed), else of synthetic clips."""
     from discotok.data.audio import load_audio, resample_clips
     from discotok.data.speech import espeak_binary, espeak_clips, synthetic_clips
 
@@ -52,8 +53,23 @@ def speech_clip(sample_rate: int, channels: int, seconds: float) -> torch.Tensor
         clips = resample_clips([load_audio(p, 22050, 1)[0] for p in espeak_clips()], 22050, sample_rate)
     else:
         clips = synthetic_clips(sample_rate)
-    wave = torch.cat(clips, dim=-1)[:, : int(seconds * sample_rate)]
-    return wave.expand(channels, -1)[None].contiguous()
+    length = int(seconds * sample_rate)
+    wave = torch.cat(clips, dim=-1)
+    wave = wave.repeat(1, -(-count * length // wave.shape[-1]))[:, : count * length]
+    return wave.reshape(count, length)[:, None].expand(-1, channels, -1).contiguous()
+
+
+def codec_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict:
+    """Median ms of ``encode(x)`` and ``decode(ids)`` (eval, inference mode, CUDA synchronised) and their
+    real-time factors: compute seconds / seconds of audio in the batch ``x`` (B, C, T)."""
+    seconds = x.shape[0] * x.shape[-1] / tok.sample_rate
+    tok.eval()
+    with torch.inference_mode():
+        ids = tok.encode(x)
+        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup, device=x.device)
+        decode_ms = time_ms(lambda: tok.decode(ids), repeats, warmup, device=x.device)
+    return {"frames": int(ids.shape[1]), "encode_ms": encode_ms, "decode_ms": decode_ms,
+            "encode_rtf": encode_ms / 1e3 / seconds, "decode_rtf": decode_ms / 1e3 / seconds}
 
 
 def measure(
@@ -63,26 +79,10 @@ def measure(
     torch.set_num_threads(threads)
     tok = build_tokenizer(experiment).to(device).eval()
     x = speech_clip(tok.sample_rate, tok.channels, seconds).to(device)
-
-    def synced(fn):
-        def run() -> object:
-            out = fn()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            return out
-
-        return run
-
-    with torch.inference_mode():
-        ids = tok.encode(x)
-        encode_ms = time_ms(synced(lambda: tok.encode(x)), repeats, warmup=1)
-        decode_ms = time_ms(synced(lambda: tok.decode(ids)), repeats, warmup=1)
     return {
         "config": experiment, "allocator": allocator_in_effect(), "device": device, "threads": threads,
         "seconds": seconds, "sample_rate": tok.sample_rate, "repeats": repeats,
-        "params_m": num_params(tok) / 1e6, "frames": int(ids.shape[1]), "bits_per_second": tok.bits_per_second(),
-        "encode_ms": encode_ms, "decode_ms": decode_ms,
-        "encode_rtf": encode_ms / 1e3 / seconds, "decode_rtf": decode_ms / 1e3 / seconds,
+        "params_m": num_params(tok) / 1e6, "bits_per_second": tok.bits_per_second(), **codec_timings(tok, x, repeats),
     }
 
 

@@ -2,13 +2,17 @@
 
 TARGET is a tokenizer directory (its trained weights) or a named config: Hydra overrides
 such as ``experiment=titok_tiny quantizer=fsq`` or a bare experiment name (``smoke``,
-``titok_s128``), built with random init at the config's image size. Timings are medians
-of ``repeats`` runs after ``warmup`` untimed ones, synchronised on GPUs: ``encode`` and
-``decode(ids)`` in eval/inference mode, and one training step (train-mode forward, MSE +
-quantizer loss, backward, AdamW step over the whole tokenizer). Peak memory is the
-process's resident-set high-water mark on CPU, ``torch.cuda.max_memory_allocated`` during
-the training step on GPU. Printed as a table and optionally written as JSON. A benchmark,
-never a timed test.
+``titok_s128``, ``audio_tiny``, ``encodec_24k``), built with random init. Timings are
+medians of ``repeats`` runs after ``warmup`` untimed ones, synchronised on GPUs: ``encode``
+and ``decode(ids)`` in eval/inference mode, and one training step (train-mode forward, MSE +
+quantizer loss, backward, AdamW step over the whole tokenizer). Image tokenizers run on a
+batch of random images at the config's image size and report images/s; audio tokenizers on
+``batch_size`` clips of ``seconds`` of speech (espeak-ng, else synthetic) and report the
+real-time factor (compute seconds per second of audio, measured by
+``discotok.bench.audio.codec_timings``, which ``discotok bench audio`` uses too). Peak memory
+is the process's resident-set high-water mark on CPU, ``torch.cuda.max_memory_allocated``
+during the training step on GPU. Printed as a table and optionally written as JSON. A
+benchmark, never a timed test.
 """
 
 from __future__ import annotations
@@ -23,30 +27,28 @@ import torch
 import torch.nn.functional as F
 
 from discotok.bench.quantizers import allocator_in_effect, time_ms, write_json
-from discotok.tokenizers.tokenizer import Tokenizer, tokenizer_config
+from discotok.tokenizers.tokenizer import Tokenizer
 
 
-def compose_tokenizer(overrides: Sequence[str], seed: int = 0) -> tuple[Tokenizer, tuple[int, int]]:
-    """Compose ``configs/train.yaml`` with Hydra ``overrides`` and build its tokenizer (random init) and image size."""
+def compose_tokenizer(overrides: Sequence[str], seed: int = 0) -> tuple[Tokenizer, tuple[int, int] | None]:
+    """Compose ``configs/train.yaml`` with Hydra ``overrides`` and build its tokenizer (random init) and
+    image size (None for an audio tokenizer)."""
     from hydra import compose, initialize_config_dir
 
-    from discotok.train.run import config_dir, plain
+    from discotok.train.run import config_dir, tokenizer_spec
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))
-    size = tuple(int(s) for s in plain(cfg.data)["image_size"])
     torch.manual_seed(seed)
-    tok = Tokenizer.from_config(
-        tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), image_size=size)
-    )
-    return tok, size
+    tok = Tokenizer.from_config(tokenizer_spec(cfg))
+    return tok, tok.image_size
 
 
-def load_target(target: Sequence[str]) -> tuple[Tokenizer, tuple[int, int], str]:
-    """A tokenizer directory, Hydra overrides, or a bare experiment name -> (tokenizer, image size, label)."""
+def load_target(target: Sequence[str]) -> tuple[Tokenizer, tuple[int, int] | None, str]:
+    """A tokenizer directory, Hydra overrides, or a bare experiment name -> (tokenizer, image size or None, label)."""
     if len(target) == 1 and Path(target[0]).is_dir():
         tok = Tokenizer.from_pretrained(target[0])
-        if tok.image_size is None:
+        if tok.modality == "image" and tok.image_size is None:
             raise ValueError(f"{target[0]}: the tokenizer has no image_size to benchmark at")
         return tok, tok.image_size, str(target[0])
     if len(target) == 1 and "/" in target[0] and "=" not in target[0]:
@@ -82,52 +84,94 @@ def train_step(tok: Tokenizer, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
+def train_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median ms of one training step on ``x`` and the peak memory (process RSS on CPU, CUDA max allocated)."""
+    device = x.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    train_ms = time_ms(train_step(tok, x), repeats, warmup, device=device)
+    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else peak_rss_gb()
+    return {"train_step_ms": train_ms, "peak_gb": peak_gb}
+
+
 def timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """The training step's s/img and peak memory, then encode and decode img/s (eval, inference mode).
+    """Images: the training step's s/img and peak memory, then encode and decode img/s (eval, inference mode).
 
     Training comes first: the VQ search caches a scratch buffer, and one made under
     inference mode cannot be written outside it.
     """
     b, device = x.shape[0], x.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    train_ms = time_ms(train_step(tok, x), repeats, warmup, device=device)
-    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else peak_rss_gb()
+    train = train_timings(tok, x, repeats, warmup)
     tok.eval()
     with torch.inference_mode():
         ids = tok.encode(x)
         encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup, device=device)
         decode_ms = time_ms(lambda: tok.decode(ids, image_size=x.shape[-2:]), repeats, warmup, device=device)
     return {"encode_img_s": 1e3 * b / encode_ms, "decode_img_s": 1e3 * b / decode_ms,
-            "train_s_per_img": train_ms / 1e3 / b, "peak_gb": peak_gb}
+            "train_s_per_img": train["train_step_ms"] / 1e3 / b, "peak_gb": train["peak_gb"]}
 
 
-def measure(target: Sequence[str], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2) -> dict:
-    """One result row for a tokenizer directory or named config."""
+def audio_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Audio: the training step (ms, real-time factor) and peak memory, then encode and decode real-time
+    factors (``discotok.bench.audio.codec_timings``); training first, as for images."""
+    from discotok.bench.audio import codec_timings
+
+    seconds = x.shape[0] * x.shape[-1] / tok.sample_rate
+    train = train_timings(tok, x, repeats, warmup)
+    return {**codec_timings(tok, x, repeats, warmup), **train, "train_rtf": train["train_step_ms"] / 1e3 / seconds}
+
+
+def measure(
+    target: Sequence[str], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2,
+    seconds: float = 2.0,
+) -> dict:
+    """One result row for a tokenizer directory or named config (audio: ``batch_size`` clips of ``seconds``)."""
     torch.set_num_threads(threads)
     tok, size, label = load_target(target)
     tok = tok.to(device)
-    x = (torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
-    row = {"target": label, "device": str(device), "allocator": allocator_in_effect(), "threads": threads,
-           "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
-           "params_m": num_params(tok) / 1e6, "tokens_per_image": tok.num_tokens,
-           "bits_per_image": tok.num_tokens * tok.bits_per_token}
-    row.update(timings(tok, x, repeats))
+    row = {"target": label, "modality": tok.modality, "device": str(device), "allocator": allocator_in_effect(),
+           "threads": threads, "batch_size": batch_size, "repeats": repeats, "params_m": num_params(tok) / 1e6}
+    if tok.modality == "audio":
+        from discotok.bench.audio import speech_clip
+
+        x = speech_clip(tok.sample_rate, tok.channels, seconds, count=batch_size).to(device)
+        row |= {"sample_rate": tok.sample_rate, "seconds": seconds, "frames_per_second": tok.frames_per_second,
+                "bits_per_second": tok.bits_per_second(), **audio_timings(tok, x, repeats)}
+    else:
+        x = (torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
+        row |= {"image_size": list(size), "tokens_per_image": tok.num_tokens,
+                "bits_per_image": tok.num_tokens * tok.bits_per_token, **timings(tok, x, repeats)}
     row["peak_memory"] = "CUDA max allocated" if str(device).startswith("cuda") else "process peak RSS"
     return row
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """A markdown table of the rows."""
-    head = "| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img | peak GB |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['device']} | {r['batch_size']} | {r['image_size'][0]}x{r['image_size'][1]} "
-            f"| {r['params_m']:.2f} | {r['bits_per_image']:.0f} | {r['encode_img_s']:.1f} | {r['decode_img_s']:.1f} "
-            f"| {r['train_s_per_img']:.4f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
-        )
-    return "\n".join(lines)
+    """Markdown tables of the rows: one for image tokenizers (images/s), one for audio ones (real-time factors)."""
+    tables = []
+    images = [r for r in rows if r.get("modality", "image") == "image"]
+    if images:
+        head = "| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img | peak GB |"
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in images:
+            lines.append(
+                f"| {r['target']} | {r['device']} | {r['batch_size']} | {r['image_size'][0]}x{r['image_size'][1]} "
+                f"| {r['params_m']:.2f} | {r['bits_per_image']:.0f} | {r['encode_img_s']:.1f} | {r['decode_img_s']:.1f} "
+                f"| {r['train_s_per_img']:.4f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
+            )
+        tables.append("\n".join(lines))
+    clips = [r for r in rows if r.get("modality") == "audio"]
+    if clips:
+        head = ("| target | device | batch x s | rate | params M | bits/s | encode RTF | decode RTF | train step ms "
+                "| train RTF | peak GB |")
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in clips:
+            lines.append(
+                f"| {r['target']} | {r['device']} | {r['batch_size']} x {r['seconds']:g} | {r['sample_rate']} "
+                f"| {r['params_m']:.2f} | {r['bits_per_second']:.0f} | {r['encode_rtf']:.4f} | {r['decode_rtf']:.4f} "
+                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
+            )
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,16 +180,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="discotok bench tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="*", metavar="TARGET",
-                        help="a tokenizer directory, Hydra overrides (experiment=titok_tiny quantizer=fsq) or an "
-                             "experiment name; none: the default config")
-    parser.add_argument("--batch-size", type=int, default=8)
+                        help="a tokenizer directory (image or audio), Hydra overrides (experiment=titok_tiny "
+                             "quantizer=fsq) or an experiment name (smoke, audio_tiny, ...); none: the default config")
+    parser.add_argument("--batch-size", type=int, default=8, help="images, or audio clips, per batch (default 8)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--json", default=None, help="also write the row to this JSON file")
     args = parser.parse_args(argv)
     try:
-        row = measure(args.target, args.batch_size, args.repeats, args.device, args.threads)
+        row = measure(args.target, args.batch_size, args.repeats, args.device, args.threads, args.seconds)
     except (ValueError, OSError) as err:
         print(f"discotok bench tokenizer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1

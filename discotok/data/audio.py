@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -135,6 +136,13 @@ def load_audio(
         )
     info = AudioInfo(name, rate, have, frames, sample_rate, channels, wave.shape[-1], resampled, have != channels)
     return wave.contiguous(), info
+
+
+def pad_batch(items: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """(C, T_i) clips -> zero-padded (B, C, max T_i) and lengths (B,)."""
+    lengths = torch.tensor([w.shape[-1] for w in items])
+    longest = int(lengths.max())
+    return torch.stack([torch.nn.functional.pad(w, (0, longest - w.shape[-1])) for w in items]), lengths
 
 
 def resample_clips(clips: list[Tensor], orig_rate: int, new_rate: int) -> list[Tensor]:

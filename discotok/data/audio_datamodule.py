@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, audio_info, load_audio, resample_clips
+from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, audio_info, load_audio, pad_batch, resample_clips
 from discotok.data.images import iter_files
 from discotok.data.speech import HELD_OUT, espeak_binary, espeak_clips, synthetic_clips
 from discotok.data.stream import sample_rng, stream_loader
@@ -40,13 +40,6 @@ def crop(wave: Tensor, length: int) -> Tensor:
         return F.pad(wave, (0, -extra))
     start = int(torch.randint(extra + 1, ()))
     return wave[:, start : start + length]
-
-
-def pad_batch(items: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """(C, T_i) clips -> zero-padded (B, C, max T_i) and lengths (B,)."""
-    lengths = torch.tensor([w.shape[-1] for w in items])
-    longest = int(lengths.max())
-    return torch.stack([F.pad(w, (0, longest - w.shape[-1])) for w in items]), lengths
 
 
 class RandomSegments(Dataset):

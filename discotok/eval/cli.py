@@ -14,7 +14,7 @@ from discotok.metrics.fid import INCEPTION_FILE, default_inception_path
 
 EXIT_HELP = """exit status:
   0  report written
-  1  error, as one line on stderr: tokenizer refused, no readable images, weights missing
+  1  error, as one line on stderr: tokenizer refused, no readable inputs, weights or extra missing
   2  bad command-line usage
 """
 
@@ -25,7 +25,8 @@ def _eval_command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="rFID over")  # printed below, once, with the others
         report = evaluate(
-            args.tokenizers, args.data, args.output, image_size=args.image_size, num_images=args.num_images,
+            args.tokenizers, args.data, args.output, image_size=args.image_size, max_seconds=args.max_seconds,
+            num_images=args.num_images, pesq_stoi=args.pesq_stoi,
             batch_size=args.batch_size, fid=not args.no_fid, fid_weights=args.fid_weights,
             lpips_weights=args.lpips_weights, num_tokens=args.num_tokens, depths=args.depth,
             pfid_alpha=args.pfid_alpha, pfid_delta=args.pfid_delta, seed=args.seed, cache_dir=args.cache_dir,
@@ -48,28 +49,39 @@ def eval_main(argv: Sequence[str]) -> int:
         "Evaluate tokenizers on one image set with one protocol: PSNR, SSIM, LPIPS, rFID (and pFID),\n"
         "codebook usage and perplexity, bits per image and per pixel, encode and decode time.\n"
         "Writes OUT/report.json, OUT/report.md, OUT/rate_distortion.png, OUT/quality_vs_k_*.png\n"
-        "(flexible tokenizers) and OUT/reconstructions_*.png.",
+        "(flexible tokenizers) and OUT/reconstructions_*.png.\n\n"
+        "Audio tokenizers on an audio set: SI-SNR, mel and STFT distances (PESQ, STOI with\n"
+        "--pesq-stoi), codebook usage and perplexity, bits per second and the encode/decode\n"
+        "real-time factor at each RVQ depth (default 1, 2, 4, ..., depth); the rate-distortion\n"
+        "plot is quality against bits per second, example wavs go to OUT/examples_*/.",
         EXIT_HELP,
     )
     parser.add_argument("tokenizers", metavar="TOKENIZER_DIR", nargs="+", help="one or more tokenizer folders")
-    parser.add_argument("data", metavar="DATA", help="folder, text file of paths or WebDataset .tar shards")
+    parser.add_argument("data", metavar="DATA", help="folder, text file of paths or WebDataset .tar shards "
+                                                     "(images, or audio for audio tokenizers)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the report and plots")
     parser.add_argument("--image-size", type=positive_int, nargs="+", metavar=("H", "W"),
                         help="evaluation size (default: the first tokenizer's image size)")
-    parser.add_argument("--num-images", type=positive_int, metavar="N", help="the first N inputs (default: all)")
+    parser.add_argument("--max-seconds", type=float, metavar="S", help="audio: the first S seconds of each clip "
+                                                                         "(default: whole clips)")
+    parser.add_argument("--num-images", "--num-clips", dest="num_images", type=positive_int, metavar="N",
+                        help="the first N inputs (default: all)")
     parser.add_argument("--fid-weights", metavar="PATH",
                         help=f"InceptionV3 weights ({INCEPTION_FILE}; default {default_inception_path()})")
-    parser.add_argument("--no-fid", action="store_true", help="leave out rFID and pFID")
+    parser.add_argument("--no-fid", action="store_true", help="leave out rFID and pFID (images; audio has no FID)")
     parser.add_argument("--lpips-weights", metavar="PATH", help="LPIPS weights (LPIPS is left out without them)")
     parser.add_argument("--num-tokens", type=positive_int, nargs="+", metavar="K",
                         help="prefix lengths to evaluate (default for flexible tokenizers: 1, 2, 4, ..., N)")
-    parser.add_argument("--depth", type=positive_int, nargs="+", metavar="D", help="residual depths to evaluate (RVQ)")
+    parser.add_argument("--depth", type=positive_int, nargs="+", metavar="D",
+                        help="residual depths to evaluate (RVQ; default for audio: 1, 2, 4, ..., depth)")
+    parser.add_argument("--pesq-stoi", action="store_true",
+                        help='audio: also PESQ and STOI (needs pip install "discotok[audio-metrics]")')
     parser.add_argument("--pfid-alpha", type=float, metavar="A", help="pFID: probability of perturbing an id")
     parser.add_argument("--pfid-delta", type=positive_int, metavar="D", help="pFID: among the D nearest codes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pFID perturbation (default 0)")
     parser.add_argument("--cache-dir", metavar="DIR", help="reference-statistics cache (default ~/.cache/discotok/fid-stats)")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes (0: in process)")
-    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images or clips per batch (default 16)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return run_command(prog, parser, _eval_command, argv)

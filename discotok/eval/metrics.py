@@ -1,17 +1,22 @@
 """Evaluation metrics as small named pieces: each takes batches of (x, x_hat, ids) and reports numbers.
 
 ``discotok eval`` runs a list of them over the whole set; adding a metric is adding a class
-with ``update(batch)`` and ``compute() -> dict``.
+with ``update(batch)`` and ``compute() -> dict``. Image pieces: PSNR, SSIM, LPIPS, Fréchet
+distances; audio pieces (``audio_metrics``): SI-SNR, mel and STFT distances, PESQ and STOI,
+each over every clip's valid samples; the codebook piece serves both.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
+from discotok.metrics import audio as audio_fns
 from discotok.metrics.codebook import CodebookUsage
 from discotok.metrics.fid import FEATURE_DIM, FeatureStats, features_of, frechet_distance_of
 from discotok.metrics.image import psnr, ssim
@@ -19,11 +24,23 @@ from discotok.metrics.image import psnr, ssim
 
 @dataclass
 class EvalBatch:
-    """Originals and reconstructions in [-1, 1], (B, 3, H, W), and the ids they went through."""
+    """Originals and reconstructions in [-1, 1] and the ids they went through.
+
+    Images (B, 3, H, W), ids (B, N[, depth]). Audio: zero-padded waveforms (B, C, T) with each
+    clip's ``lengths`` (B,) in samples and ``frames`` (B,): ids past a clip's frames are padding.
+    """
 
     x: Tensor
     x_hat: Tensor
     ids: Tensor
+    lengths: Tensor | None = None
+    frames: Tensor | None = None
+
+    def valid_ids(self) -> Tensor:
+        """The ids of every item's valid frames, as one (1, total frames[, depth]) sequence (audio), else ``ids``."""
+        if self.frames is None:
+            return self.ids
+        return torch.cat([ids[:n] for ids, n in zip(self.ids, self.frames.tolist())])[None]
 
 
 class Metric(Protocol):
@@ -36,8 +53,8 @@ class Metric(Protocol):
         """The figures over every batch taken."""
 
 
-class _PerImageMean:
-    """Mean over images of a per-image score."""
+class _PerItemMean:
+    """Mean over items (images, clips) of a per-item score."""
 
     name = ""
 
@@ -56,7 +73,7 @@ class _PerImageMean:
         return {self.name: self.total / max(self.count, 1)}
 
 
-class PSNRMetric(_PerImageMean):
+class PSNRMetric(_PerItemMean):
     """PSNR in dB per image (data range 2 on [-1, 1]), averaged over images."""
 
     name = "psnr"
@@ -65,7 +82,7 @@ class PSNRMetric(_PerImageMean):
         return psnr(batch.x_hat, batch.x)
 
 
-class SSIMMetric(_PerImageMean):
+class SSIMMetric(_PerItemMean):
     """SSIM per image (Gaussian window 11, sigma 1.5, on [0, 1]), averaged over images."""
 
     name = "ssim"
@@ -74,7 +91,7 @@ class SSIMMetric(_PerImageMean):
         return ssim(batch.x_hat, batch.x)
 
 
-class LPIPSMetric(_PerImageMean):
+class LPIPSMetric(_PerItemMean):
     """LPIPS distance per image from ``net(x_hat, x) -> (B,)``, averaged over images."""
 
     name = "lpips"
@@ -114,8 +131,72 @@ class CodebookMetric:
         self.usage = CodebookUsage(codebook_size)
 
     def update(self, batch: EvalBatch) -> None:
-        self.usage.update(batch.ids)
+        self.usage.update(batch.valid_ids())
 
     def compute(self) -> dict[str, float]:
         figures = self.usage.compute()
         return {"codebook_usage": figures["usage"], "perplexity": figures["perplexity"]}
+
+
+class WaveMetric(_PerItemMean):
+    """A per-clip score ``fn(x_hat, x, lengths) -> (B,)`` of ``discotok.metrics.audio`` over each
+    clip's valid samples, averaged over clips."""
+
+    def __init__(self, name: str, fn: Callable[[Tensor, Tensor, Tensor | None], Tensor]) -> None:
+        super().__init__()
+        self.name, self.fn = name, fn
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        return self.fn(batch.x_hat, batch.x, batch.lengths)
+
+
+class SpeechMetric(_PerItemMean):
+    """PESQ (wide band, at 16 kHz) or STOI per clip, averaged over the clips the library can score;
+    ``<name>_unscored`` counts the others: PESQ refuses clips under 0.25 s or without detected
+    speech, STOI (pystoi) returns 1e-5 with a warning for fewer than 30 frames of speech."""
+
+    def __init__(self, name: str, sample_rate: int) -> None:
+        super().__init__()
+        if name not in ("pesq", "stoi"):
+            raise ValueError(f"SpeechMetric is 'pesq' or 'stoi', got {name!r}")
+        self.name, self.sample_rate, self.unscored = name, sample_rate, 0
+
+    def _one(self, x_hat: Tensor, x: Tensor) -> Tensor | None:
+        """The clip's score, or None when the library cannot score it."""
+        if self.name == "pesq":
+            from pesq import PesqError
+
+            try:
+                return audio_fns.pesq(x_hat, x, self.sample_rate)
+            except PesqError:
+                return None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = audio_fns.stoi(x_hat, x, self.sample_rate)
+        return None if any("Not enough STFT frames" in str(w.message) for w in caught) else value
+
+    def score(self, batch: EvalBatch) -> Tensor:
+        values = []
+        for b, n in enumerate(batch.lengths.tolist()):
+            value = self._one(batch.x_hat[b : b + 1, :, :n], batch.x[b : b + 1, :, :n])
+            self.unscored += value is None
+            values += [] if value is None else [value]
+        return torch.cat(values) if values else torch.zeros(0)
+
+    def compute(self) -> dict[str, float]:
+        return {self.name: self.total / self.count if self.count else float("nan"), f"{self.name}_unscored": self.unscored}
+
+
+def audio_metrics(sample_rate: int, pesq_stoi: bool = False) -> list[Metric]:
+    """SI-SNR (dB), multi-scale mel distance and multi-resolution STFT distance; PESQ and STOI
+    with ``pesq_stoi`` (the ``audio-metrics`` extra; ``ImportError`` naming it when absent)."""
+    metrics: list[Metric] = [
+        WaveMetric("si_snr", audio_fns.si_snr),
+        WaveMetric("mel_distance", lambda x_hat, x, n: audio_fns.mel_distance(x_hat, x, sample_rate, n)),
+        WaveMetric("stft_distance", audio_fns.stft_distance),
+    ]
+    if pesq_stoi:
+        audio_fns.require("pesq", "PESQ")
+        audio_fns.require("pystoi", "STOI")
+        metrics += [SpeechMetric("pesq", sample_rate), SpeechMetric("stoi", sample_rate)]
+    return metrics

@@ -1,4 +1,5 @@
-"""What ``discotok eval`` writes besides ``report.json``: a markdown table, PNG plots and reconstruction grids.
+"""What ``discotok eval`` writes besides ``report.json``: a markdown table, PNG plots, reconstruction
+grids (images) and example wavs (audio).
 
 Plots use matplotlib's object API (``Figure``), never pyplot, so no GUI backend is touched
 (safe in notebooks and headless jobs).
@@ -6,6 +7,7 @@ Plots use matplotlib's object API (``Figure``), never pyplot, so no GUI backend 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -14,15 +16,27 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from discotok.atomic import atomic_path
+from discotok.data.audio import save_audio
 
 COLUMNS = (
     ("tokenizer", "tokenizer", "{}"), ("label", "point", "{}"), ("tokens_per_image", "tokens", "{}"),
-    ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_pixel", "bpp", "{:.4f}"), ("psnr", "PSNR dB", "{:.2f}"),
+    ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_pixel", "bpp", "{:.4f}"),
+    ("frames_per_second", "frames/s", "{:.2f}"), ("bits_per_second", "bits/s", "{:.0f}"), ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"), ("rfid", "rFID", "{:.2f}"), ("pfid", "pFID", "{:.2f}"),
+    ("si_snr", "SI-SNR dB", "{:.2f}"), ("mel_distance", "mel dist", "{:.3f}"), ("stft_distance", "STFT dist", "{:.3f}"),
+    ("pesq", "PESQ", "{:.2f}"), ("stoi", "STOI", "{:.3f}"),
     ("codebook_usage", "usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
     ("encode_images_per_s", "enc img/s", "{:.1f}"), ("decode_images_per_s", "dec img/s", "{:.1f}"),
+    ("encode_rtf", "enc RTF", "{:.4f}"), ("decode_rtf", "dec RTF", "{:.4f}"),
 )
 QUALITY = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("rfid", "rFID"), ("pfid", "pFID"))
+# The rate axis and the quality panels of the rate-distortion plot, per modality.
+RATE_DISTORTION = {
+    "image": ("bits_per_pixel", "bits per pixel", (("psnr", "PSNR (dB)"), ("lpips", "LPIPS"))),
+    "audio": ("bits_per_second", "bits per second", (("si_snr", "SI-SNR (dB)"), ("mel_distance", "mel distance"),
+                                                     ("stft_distance", "STFT distance"), ("pesq", "PESQ"),
+                                                     ("stoi", "STOI"))),
+}
 
 
 def _save(fig: Figure, path: Path) -> None:
@@ -39,15 +53,17 @@ def save_grid(rows: list[Tensor], path: Path) -> Path:
 
 
 def plot_rate_distortion(results: list[dict], path: Path) -> Path:
-    """PSNR (and LPIPS, when measured) against bits per pixel, one line per tokenizer."""
-    panels = [(k, t) for k, t in (("psnr", "PSNR (dB)"), ("lpips", "LPIPS")) if any(k in r for r in results)]
+    """Quality against bit rate, one line per tokenizer: PSNR (and LPIPS, when measured) against bits
+    per pixel for images; SI-SNR, mel and STFT distances (PESQ, STOI) against bits per second for audio."""
+    rate, rate_label, quality = RATE_DISTORTION["audio" if "bits_per_second" in results[0] else "image"]
+    panels = [(k, t) for k, t in quality if any(k in r for r in results)]
     fig = Figure(figsize=(5.2 * len(panels), 4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
         for name in dict.fromkeys(r["tokenizer"] for r in results):
-            mine = sorted((r for r in results if r["tokenizer"] == name and key in r), key=lambda r: r["bits_per_pixel"])
-            ax.plot([r["bits_per_pixel"] for r in mine], [r[key] for r in mine], marker="o", label=name)
-        ax.set_xlabel("bits per pixel")
+            mine = sorted((r for r in results if r["tokenizer"] == name and key in r), key=lambda r: r[rate])
+            ax.plot([r[rate] for r in mine], [r[key] for r in mine], marker="o", label=name)
+        ax.set_xlabel(rate_label)
         ax.set_ylabel(title)
         ax.set_xscale("log")
         ax.ticklabel_format(axis="y", useOffset=False)
@@ -56,6 +72,18 @@ def plot_rate_distortion(results: list[dict], path: Path) -> Path:
     fig.suptitle("rate-distortion")
     _save(fig, path)
     return path
+
+
+def save_examples(rows: list[list[tuple[Tensor, Tensor]]], labels: list[str], folder: Path, sample_rate: int) -> Path:
+    """Example clips as wavs: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point
+    (``rows[i]``: (original, reconstruction) pairs (C, T) of point ``labels[i]``)."""
+    for i, (original, _) in enumerate(rows[0]):
+        save_audio(folder / f"{i:02d}_original.wav", original, sample_rate)
+    for label, row in zip(labels, rows, strict=True):
+        stem = re.sub(r"[^\w.-]+", "", label.replace("=", "")) or "full"
+        for i, (_, reconstruction) in enumerate(row):
+            save_audio(folder / f"{i:02d}_{stem}.wav", reconstruction, sample_rate)
+    return folder
 
 
 def plot_quality_vs_k(name: str, results: list[dict], path: Path) -> Path:

@@ -63,7 +63,7 @@ def run_command(
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
     try:
         return body(args)
-    except (TokenizerLoadError, ValueError, OSError) as err:
+    except (TokenizerLoadError, ValueError, OSError, ImportError) as err:
         for item in getattr(err, "skipped", []):
             print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
         message = " ".join(str(err).split())
@@ -80,7 +80,8 @@ def _encode_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
     report = extract(
         args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
-        batch_size=args.batch_size, image_size=args.image_size, num_tokens=args.num_tokens, depth=args.depth,
+        batch_size=args.batch_size, image_size=args.image_size, max_seconds=args.max_seconds,
+        num_tokens=args.num_tokens, depth=args.depth,
         recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
         strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
         device=args.device if args.devices == 1 else "cpu",
@@ -101,7 +102,9 @@ def encode_main(argv: Sequence[str]) -> int:
         "Encode every input into OUTPUT_DIR: ids in shards (ids-00000.npy, ...) and manifest.json\n"
         "(row -> source, skipped inputs, token layout). Re-running the same command resumes:\n"
         "finished shards are kept. Images are converted to RGB, resized to cover the image size\n"
-        "and centre cropped.",
+        "and centre cropped. Audio (wav, flac, ogg, ...) is read at the tokenizer's sample rate and\n"
+        "channels (resampled, mixed down or duplicated); each clip keeps its own frame count\n"
+        "(rows padded with -1, the manifest gives each item's frames and samples).",
         EXIT_HELP + "  3  some inputs were skipped (listed on stderr with the reason and in the manifest)\n",
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
@@ -115,6 +118,8 @@ def encode_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--image-size", type=positive_int, nargs="+", metavar=("H", "W"), help="default: the tokenizer's image size"
     )
+    parser.add_argument("--max-seconds", type=float, metavar="S",
+                        help="audio: encode the first S seconds of each file (default: all of it)")
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
@@ -131,7 +136,7 @@ def encode_main(argv: Sequence[str]) -> int:
 def _decode_command(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
     paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress)
-    print(f"decoded {len(paths)} images into {args.output}")
+    print(f"decoded {len(paths)} {'clips' if tokenizer.modality == 'audio' else 'images'} into {args.output}")
     return EXIT_OK
 
 
@@ -141,11 +146,13 @@ def decode_main(argv: Sequence[str]) -> int:
     parser = make_parser(
         prog,
         "Decode ids (the folder written by `discotok encode`, or one ids file: .npy, .safetensors,\n"
-        ".tar) into one PNG per row. All ids are checked against the tokenizer before anything is decoded.",
+        ".tar) into one PNG per row, or one wav per clip at an audio tokenizer's rate (cut to the\n"
+        "clip's original length when the manifest gives it). All ids are checked against the\n"
+        "tokenizer before anything is decoded.",
         EXIT_HELP,
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
     parser.add_argument("ids", metavar="IDS", help="the folder written by `discotok encode`, or one ids file")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR", help="where the PNGs go")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR", help="where the PNGs or wavs go")
     add_common(parser)
     return run_command(prog, parser, _decode_command, argv)

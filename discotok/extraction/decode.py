@@ -1,10 +1,17 @@
-"""Ids -> files: ``discotok decode``. Every id is checked against the tokenizer before anything is decoded."""
+"""Ids -> files: ``discotok decode``. Every id is checked against the tokenizer before anything is decoded.
+
+Images become one PNG per row. Audio ids become one wav per item at the tokenizer's rate:
+items are decoded in zero-padded batches with their lengths (``Tokenizer.decode(ids,
+lengths=...)``), each cut to its valid frames x hop, or to its original sample count when the
+manifest records it.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import torch
@@ -12,8 +19,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from discotok.atomic import atomic_path
+from discotok.data.audio import save_audio
 from discotok.data.images import tensor_to_pil
-from discotok.io import ExtractError, check_ids_array, load_ids
+from discotok.extraction.checks import check_frame_ids, check_ids_array
+from discotok.io import ExtractError, LoadedIds, load_ids
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -27,6 +36,18 @@ class ImageWriter:
             tensor_to_pil(item).save(tmp, format="PNG")
 
 
+class AudioWriter:
+    """Writes one decoded waveform (C, T) in [-1, 1] as ``<stem>.wav`` (16-bit PCM) at ``sample_rate``, atomically."""
+
+    suffix = ".wav"
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def write(self, path: Path, item: Tensor) -> None:
+        save_audio(path, item, self.sample_rate)
+
+
 def output_names(manifest: dict | None, num_rows: int, suffix: str) -> list[str]:
     """``0003_astronaut.png`` from the manifest's sources (unique by the row prefix), else ``0003.png``."""
     width = max(4, len(str(num_rows - 1)))
@@ -37,6 +58,33 @@ def output_names(manifest: dict | None, num_rows: int, suffix: str) -> list[str]
     return [f"{row:0{width}d}{stems.get(row, '')}{suffix}" for row in range(num_rows)]
 
 
+def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int) -> Iterator[list[Tensor]]:
+    """Checks every id, then yields decoded images batch by batch."""
+    ids, layout = check_ids_array(tokenizer, *loaded)
+    image_size = (loaded.manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
+
+    def batches() -> Iterator[list[Tensor]]:
+        for start in range(0, ids.shape[0], batch_size):
+            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size))
+
+    return batches()
+
+
+def _audio_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int) -> Iterator[list[Tensor]]:
+    """Checks every id, then yields decoded waveforms batch by batch, each cut to its samples (else frames x hop)."""
+    ids, frames, samples = check_frame_ids(tokenizer, loaded)
+    lengths = frames * tokenizer.hop_length if samples is None else samples
+
+    def batches() -> Iterator[list[Tensor]]:
+        for start in range(0, ids.shape[0], batch_size):
+            stop = min(start + batch_size, ids.shape[0])
+            width = int(frames[start:stop].max())
+            waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop])
+            yield [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
+
+    return batches()
+
+
 def decode_ids(
     tokenizer: Tokenizer,
     ids_path_or_dir: str | os.PathLike,
@@ -45,29 +93,28 @@ def decode_ids(
     progress: bool = True,
 ) -> list[Path]:
     """Decode the ids of an output folder of ``discotok encode`` (any format and manifest version)
-    or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row.
+    or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row: a PNG per
+    image, a wav per audio item (at the tokenizer's rate, cut to the item's length).
 
     All ids are validated first; each output file is written atomically. Returns the paths in row order.
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
-    modality = tokenizer.config.get("modality", "image")
-    if modality != "image":
-        raise ExtractError(f"decoding writes images only so far; this tokenizer's modality is {modality!r}")
-    arr, manifest, ids_path = load_ids(ids_path_or_dir)
-    ids, layout = check_ids_array(tokenizer, arr, manifest, ids_path)
-    image_size = (manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
-    writer = ImageWriter()
+    loaded = load_ids(ids_path_or_dir)
+    audio = tokenizer.modality == "audio"
+    writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
+    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size)
+    num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
-    names = output_names(manifest, ids.shape[0], writer.suffix)
+    names = output_names(loaded.manifest, num_rows, writer.suffix)
     output_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    bar = tqdm(total=ids.shape[0], desc="decode", unit="item", file=sys.stderr, disable=not progress)
+    bar = tqdm(total=num_rows, desc="decode", unit="item", file=sys.stderr, disable=not progress)
     with bar, torch.inference_mode():
-        for start in range(0, ids.shape[0], batch_size):
-            decoded = tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size)
-            for row, item in enumerate(decoded, start):
-                writer.write(output_dir / names[row], item)
-                written.append(output_dir / names[row])
+        for decoded in batches:
+            for item in decoded:
+                path = output_dir / names[len(written)]
+                writer.write(path, item)
+                written.append(path)
             bar.update(len(decoded))
     return written

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter
-from discotok.extraction.sources import ItemDataset, Reader, collate_items, encode_batch
+from discotok.extraction.sources import EncodedBatch, ItemDataset, LoadedBatch, Reader, collate_items, encode_batch
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -29,10 +29,8 @@ class _EncodeModule(L.LightningModule):
         self.reader = reader
         self.options = options
 
-    def predict_step(self, batch: tuple, batch_idx: int) -> tuple:
-        indices, tensors, failures = batch
-        ids, layout = encode_batch(self.tokenizer, self.reader, tensors, self.options) if tensors else (None, None)
-        return indices, ids, failures, layout
+    def predict_step(self, batch: LoadedBatch, batch_idx: int) -> EncodedBatch:
+        return encode_batch(self.tokenizer, self.reader, batch, self.options)
 
 
 class _ShardData(L.LightningDataModule):
@@ -66,9 +64,8 @@ class ShardPredictionWriter(BasePredictionWriter):
                         disable=not self.progress or trainer.global_rank != 0)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
-        indices, ids, failures, layout = prediction
-        self.writer.add(indices, ids, failures, layout)
-        self.bar.update(len(indices) + len(failures))
+        self.writer.add(prediction)
+        self.bar.update(len(prediction.indices) + len(prediction.failures))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.bar.close()

@@ -22,7 +22,15 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
-from discotok.extraction.sources import ImageReader, ItemDataset, Reader, collate_items, encode_batch, open_source
+from discotok.extraction.sources import (
+    AudioReader,
+    ImageReader,
+    ItemDataset,
+    Reader,
+    collate_items,
+    encode_batch,
+    open_source,
+)
 from discotok.io import MANIFEST_NAME, ExtractError
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -66,11 +74,21 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
     return digest.hexdigest()
 
 
-def make_reader(tokenizer: Tokenizer, image_size: int | Sequence[int] | None = None) -> Reader:
-    """The input reader of the tokenizer's modality (images: resized and cropped to ``image_size``)."""
-    modality = tokenizer.config.get("modality", "image")
-    if modality != "image":
-        raise ExtractError(f"extraction reads images only so far; this tokenizer's modality is {modality!r}")
+def make_reader(
+    tokenizer: Tokenizer, image_size: int | Sequence[int] | None = None, max_seconds: float | None = None
+) -> Reader:
+    """The input reader of the tokenizer's modality: images resized and cropped to ``image_size``
+    (default: the tokenizer's), or waveforms at the tokenizer's rate and channels, at least one
+    hop long, the first ``max_seconds`` of each file (default: all of it)."""
+    if tokenizer.modality == "audio":
+        if image_size is not None:
+            raise ExtractError("image_size (--image-size) applies to image tokenizers; this one is an audio tokenizer")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ExtractError(f"max_seconds (--max-seconds) must be positive, got {max_seconds}")
+        return AudioReader(tokenizer.sample_rate, tokenizer.channels, min_samples=tokenizer.hop_length,
+                           max_seconds=max_seconds)
+    if max_seconds is not None:
+        raise ExtractError("max_seconds (--max-seconds) applies to audio tokenizers; this one is an image tokenizer")
     size = tokenizer.image_size if image_size is None else image_size
     if size is None:
         raise ExtractError("the tokenizer has no image_size in its config; pass image_size (H, W)")
@@ -79,6 +97,14 @@ def make_reader(tokenizer: Tokenizer, image_size: int | Sequence[int] | None = N
     if len(size) != 2 or min(size) < 1:
         raise ExtractError(f"image_size must be one or two positive ints (H [W]), got {image_size!r}")
     return ImageReader(size)
+
+
+def modality_header(tokenizer: Tokenizer, options: dict) -> dict:
+    """What the manifest records about an audio tokenizer's token rate (nothing for images)."""
+    if tokenizer.modality != "audio":
+        return {}
+    return {"hop_length": tokenizer.hop_length, "frames_per_second": tokenizer.frames_per_second,
+            "bits_per_second": tokenizer.bits_per_second(options.get("depth"))}
 
 
 def encode_options(tokenizer: Tokenizer, num_tokens: int | None = None, depth: int | None = None) -> dict[str, int]:
@@ -94,6 +120,9 @@ def encode_options(tokenizer: Tokenizer, num_tokens: int | None = None, depth: i
                                else f"--depth must be >= 1, got {depth}")
         options["depth"] = int(depth)
     if num_tokens is not None:
+        if tokenizer.modality == "audio":
+            raise ExtractError("--num-tokens selects a prefix of a 1-D image tokenizer; audio ids have one token "
+                               "position per hop (use --max-seconds to encode the first seconds only)")
         layout = tokenizer.default_layout()
         if layout.kind != "sequence":
             raise ExtractError(f"--num-tokens selects a prefix of a 1-D tokenizer; this one lays tokens out as {layout}")
@@ -112,10 +141,9 @@ def _run_local(plan: ShardPlan, shards: list[int], tokenizer: Tokenizer, reader:
     bar = tqdm(total=len(plan.items), initial=len(plan.items) - todo, desc="encode", unit="item",
                file=sys.stderr, disable=not progress)
     with bar, torch.inference_mode():
-        for indices, tensors, failures in loader:
-            ids, layout = encode_batch(tokenizer, reader, tensors, options) if tensors else (None, None)
-            writer.add(indices, ids, failures, layout)
-            bar.update(len(indices) + len(failures))
+        for batch in loader:
+            writer.add(encode_batch(tokenizer, reader, batch, options))
+            bar.update(len(batch.indices) + len(batch.failures))
     writer.finish()
     return writer.written
 
@@ -128,6 +156,7 @@ def extract(
     shard_size: int = 1000,
     batch_size: int = 16,
     image_size: int | Sequence[int] | None = None,
+    max_seconds: float | None = None,
     num_tokens: int | None = None,
     depth: int | None = None,
     recursive: bool = True,
@@ -142,11 +171,14 @@ def extract(
     """Encode every input of ``source`` into sharded ids under ``output_dir``; resumable.
 
     ``source``: a folder (recursive), a text file of paths, WebDataset ``.tar`` shards (or a
-    brace pattern), or a list of these. ``format``: ``npy``, ``safetensors`` or ``wds``. Each
-    shard holds ``shard_size`` inputs (fewer when some are unreadable: those are listed in the
-    manifest's ``skipped``). Re-running the same call skips finished shards; a folder holding
-    another run's shards is refused unless ``overwrite``. ``num_tokens=k`` keeps the first k
-    tokens of a 1-D tokenizer, ``depth`` the first levels of a residual quantizer.
+    brace pattern), or a list of these; images or audio files, as the tokenizer's modality.
+    ``format``: ``npy``, ``safetensors`` or ``wds``. Each shard holds ``shard_size`` inputs
+    (fewer when some are unreadable: those are listed in the manifest's ``skipped``).
+    Re-running the same call skips finished shards; a folder holding another run's shards is
+    refused unless ``overwrite``. ``num_tokens=k`` keeps the first k tokens of a 1-D
+    tokenizer, ``depth`` the first levels of a residual quantizer. Audio is read at the
+    tokenizer's rate and channels (resampled, mixed down or duplicated), ``max_seconds`` of
+    each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
     ``devices > 1`` runs one process per device through Lightning (``strategy``: ``ddp`` from
     a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device.
     """
@@ -159,11 +191,11 @@ def extract(
     elif device is not None:
         tokenizer = tokenizer.to(device)
     tokenizer.eval()
-    reader = make_reader(tokenizer, image_size)
+    reader = make_reader(tokenizer, image_size, max_seconds)
     options = encode_options(tokenizer, num_tokens, depth)
     output_dir = Path(output_dir)
     own = [p for p in output_dir.iterdir() if is_own_output(p)] if output_dir.is_dir() else []
-    src = open_source(source, recursive=recursive, exclude=own)
+    src = open_source(source, recursive=recursive, exclude=own, modality=reader.modality)
     described = reader.describe()
     run = {"tokenizer": tokenizer_fingerprint(tokenizer), "reader": described, "options": options,
            "format": format, "shard_size": shard_size}
@@ -185,10 +217,10 @@ def extract(
     if rank == 0:
         header = {
             "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
-            "codebook_size": int(tokenizer.codebook_size), **described, "encode_options": options,
-            "source": src.description,
+            "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
+            "encode_options": options, "source": src.description,
         }
-        manifest = merge_manifest(plan, header)
+        manifest = merge_manifest(plan, header, reader.summarize)
     return ExtractReport(output_dir, manifest, len(src.items), plan.num_shards, done_before, written, rank)
 
 

@@ -2,8 +2,9 @@
 
 The item list is cut into shards of ``shard_size`` items in order; shard ``i`` is written
 as ``ids-0000i.<ext>`` and then its record ``ids-0000i.json`` (items, skipped inputs, a
-fingerprint of the run and of the shard's inputs, the data file's sha256), each under a
-temporary name renamed when complete. A shard counts as done when its record matches the
+fingerprint of the run and of the shard's inputs, the data file's sha256; for
+variable-length items also ``item_info``: each item's frames, samples and source rate), each
+under a temporary name renamed when complete. A shard counts as done when its record matches the
 run and its inputs and the data file's hash matches the record: re-running the same
 command skips done shards, so nothing is encoded twice and nothing is lost. When every
 shard is done, ``manifest.json`` is written from the records (rank 0 only under DDP).
@@ -14,25 +15,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 from torch.utils.data import Sampler
 
 from discotok.atomic import atomic_path
-from discotok.extraction.sources import SourceItem
+from discotok.extraction.sources import EncodedBatch, SourceItem
 from discotok.io import (
     FORMATS,
     IDS_NAME,
     MANIFEST_FORMAT,
     MANIFEST_NAME,
     MANIFEST_VERSION,
+    PAD_ID,
     SUFFIX,
     ExtractError,
+    pad_rows,
     sha256_file,
     write_shard,
 )
@@ -131,6 +132,7 @@ class ShardPlan:
 @dataclass
 class _Partial:
     rows: dict[int, np.ndarray] = field(default_factory=dict)
+    infos: dict[int, dict] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)
 
 
@@ -144,20 +146,18 @@ class ShardWriter:
         self.layouts: set[Layout] = set()
         self.written: list[int] = []
 
-    def add(self, indices: Sequence[int], ids: Tensor | None, failures: Sequence[tuple[int, str]], layout: Layout | None) -> None:
-        """Record a batch: ``ids`` rows for ``indices`` and the ``(index, reason)`` of unreadable items."""
-        if layout is not None:
-            self.layouts.add(layout)
+    def add(self, batch: EncodedBatch) -> None:
+        """Record an encoded batch: its rows and the ``(index, reason)`` of unreadable items."""
+        if batch.layout is not None:
+            self.layouts.add(batch.layout)
         touched = set()
-        if ids is not None:
-            for index, row in zip(indices, ids.to("cpu", torch.int64).numpy(), strict=True):
-                shard = self.plan.shard_of(index)
-                self.partial.setdefault(shard, _Partial()).rows[index] = row
-                touched.add(shard)
-        for index, reason in failures:
-            shard = self.plan.shard_of(index)
-            self.partial.setdefault(shard, _Partial()).skipped[index] = reason
-            touched.add(shard)
+        for index, row, info in zip(batch.indices, batch.rows, batch.infos, strict=True):
+            part = self.partial.setdefault(self.plan.shard_of(index), _Partial())
+            part.rows[index], part.infos[index] = row, info
+            touched.add(self.plan.shard_of(index))
+        for index, reason in batch.failures:
+            self.partial.setdefault(self.plan.shard_of(index), _Partial()).skipped[index] = reason
+            touched.add(self.plan.shard_of(index))
         for shard in sorted(touched):
             part = self.partial[shard]
             if len(part.rows) + len(part.skipped) == len(self.plan.rows(shard)):
@@ -167,6 +167,8 @@ class ShardWriter:
         plan = self.plan
         order = sorted(part.rows)
         sources = [plan.items[i].key for i in order]
+        infos = [part.infos[i] for i in order]
+        variable = any("frames" in info for info in infos)
         record = {
             "format": RECORD_FORMAT, "run": plan.run_id, "shard": index, "inputs": plan.inputs_id(index),
             "rank": self.rank, "file": None, "sha256": None, "ids_shape": [0], "layout": None,
@@ -174,14 +176,19 @@ class ShardWriter:
             "skipped": [{"source": plan.items[i].key, "error": part.skipped[i]} for i in sorted(part.skipped)],
         }
         if order:
-            if len(self.layouts) != 1:
+            if variable:  # rows padded with PAD_ID to the shard's longest item
+                ids = pad_rows([part.rows[i] for i in order])
+                layout = Layout("frames", (ids.shape[1],))
+                record["item_info"] = infos
+            elif len(self.layouts) != 1:
                 raise ExtractError(f"batches came out with different token layouts: {sorted(map(str, self.layouts))}")
-            ids = np.stack([part.rows[i] for i in order])
+            else:
+                ids, layout = np.stack([part.rows[i] for i in order]), next(iter(self.layouts))
             path = plan.data_path(index)
             with atomic_path(path) as tmp:
-                write_shard(plan.fmt, tmp, ids, sources)
+                write_shard(plan.fmt, tmp, ids, sources, infos=infos if variable else None)
                 digest = sha256_file(tmp)
-            record.update(file=path.name, sha256=digest, ids_shape=list(ids.shape), layout=next(iter(self.layouts)).to_dict())
+            record.update(file=path.name, sha256=digest, ids_shape=list(ids.shape), layout=layout.to_dict())
         with atomic_path(plan.record_path(index)) as tmp:
             tmp.write_text(json.dumps(record, ensure_ascii=False) + "\n", encoding="utf-8")
         self.written.append(index)
@@ -192,9 +199,13 @@ class ShardWriter:
             raise ExtractError(f"shards {sorted(self.partial)} did not receive all their items")
 
 
-def merge_manifest(plan: ShardPlan, header: dict) -> dict:
-    """Write ``manifest.json`` from the records of every shard; returns the manifest."""
-    rows, items, skipped, shards, layouts, shapes = 0, [], [], [], set(), set()
+def merge_manifest(plan: ShardPlan, header: dict, summarize: Callable[[list[dict]], dict] | None = None) -> dict:
+    """Write ``manifest.json`` from the records of every shard; returns the manifest.
+
+    Variable-length (``frames``) shards merge into one width, the longest item; each item
+    carries its ``frames`` and ``samples``; ``summarize(item infos)`` adds set-wide figures.
+    """
+    rows, items, infos, skipped, shards, layouts, shapes, widths = 0, [], [], [], [], set(), set(), []
     for index in range(plan.num_shards):
         if not plan.is_done(index):
             raise ExtractError(f"shard {index} ({plan.record_path(index).name}) is missing or incomplete; re-run to finish it")
@@ -204,21 +215,31 @@ def merge_manifest(plan: ShardPlan, header: dict) -> dict:
             continue
         count = record["ids_shape"][0]
         shards.append({"file": record["file"], "rows": count, "first_row": rows, "sha256": record["sha256"]})
-        items += [{"row": rows + j, "source": s, "shard": index} for j, s in enumerate(record["items"])]
-        layouts.add(json.dumps(record["layout"], sort_keys=True))
-        shapes.add(tuple(record["ids_shape"][1:]))
+        shard_infos = record.get("item_info") or [{}] * count
+        items += [{"row": rows + j, "source": s, "shard": index, **info}
+                  for j, (s, info) in enumerate(zip(record["items"], shard_infos))]
+        infos += shard_infos
+        variable = record["layout"]["kind"] == "frames" and "item_info" in record
+        layouts.add(json.dumps({"kind": "frames"} if variable else record["layout"], sort_keys=True))
+        shapes.add(tuple(record["ids_shape"][2 if variable else 1 :]))
+        widths.append(record["ids_shape"][1])
         rows += count
     if rows == 0:
         raise ExtractError(f"none of the {len(plan.items)} inputs could be encoded", skipped)
     if len(layouts) != 1 or len(shapes) != 1:
         raise ExtractError(f"shards hold different token layouts or id shapes: {sorted(layouts)} {sorted(shapes)}")
-    rest = list(shapes.pop())
     layout = json.loads(layouts.pop())
+    variable = "shape" not in layout
+    rest = [max(widths), *shapes.pop()] if variable else list(shapes.pop())
+    if variable:
+        layout["shape"] = [rest[0]]
     depth = rest[1] if len(rest) == 2 else None
     manifest = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **header,
         "depth": depth, "bits_per_token": math.log2(header["codebook_size"]) * (depth or 1),
-        "layout": layout, "num_tokens": rest[0],
+        "layout": layout, "num_tokens": None if variable else rest[0],
+        **({"pad_id": PAD_ID, "max_frames": rest[0], "total_frames": sum(i["frames"] for i in infos)} if variable else {}),
+        **(summarize(infos) if summarize else {}),
         "output_format": plan.fmt, "shard_size": plan.shard_size, "run": plan.run_id,
         "ids_dtype": "int64", "ids_shape": [rows, *rest],
         "shards": shards, "items": items, "skipped": skipped,

@@ -9,28 +9,32 @@ run resumed) over the same list:
   unless absolute; blank lines and lines starting with ``#`` are ignored; the key is the
   line as written;
 * WebDataset shards: ``.tar`` files or a brace pattern (``data-{000..009}.tar``); one item per
-  sample (members grouped by key as WebDataset does), its first image member read by offset;
-  the key is ``<tar name>/<sample key>``.
+  sample (members grouped by key as WebDataset does), its first image (or audio) member read
+  by offset; the key is ``<tar name>/<sample key>``.
 
-A *reader* turns an item's bytes into a tensor for one modality (``ImageReader`` here; the
-audio reader plugs in beside it) and batches loaded tensors for ``Tokenizer.encode``.
+A *reader* turns an item's bytes into a tensor for one modality (``ImageReader``,
+``AudioReader``), says what the manifest records about each item, and batches loaded tensors
+for ``Tokenizer.encode``: images stacked, waveforms zero-padded with their lengths.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
 from discotok.data.images import IMAGE_EXTENSIONS, ImageLoadError, iter_files, load_image_tensor
 from discotok.io import ExtractError
 from discotok.tokenizers.layout import Layout
@@ -42,7 +46,16 @@ IMAGE_PREPROCESSING = {
     "resize": "bicubic resize to cover image_size, then centre crop (no padding, no stretching)",
     "range": [-1.0, 1.0],
 }
+AUDIO_PREPROCESSING = {
+    "decoding": "soundfile (libsndfile), float32",
+    "channels": "mixed down to mono by the mean over channels, or mono duplicated to every channel",
+    "resampling": "torchaudio.functional.resample to the model's rate (windowed sinc, Hann, lowpass_filter_width 6, "
+                  "rolloff 0.99) when a file has another rate",
+    "batching": "zero-padded to the longest item of a batch with each item's length; each item keeps its valid "
+                "frames only, num_frames(samples) = ceil(samples / hop)",
+}
 TAR_IMAGE_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+TAR_EXTENSIONS = {"image": TAR_IMAGE_EXTENSIONS, "audio": tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)}
 
 
 @dataclass(frozen=True)
@@ -130,8 +143,8 @@ def _sample_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (ext if dot else "")
 
 
-def _tar_items(tar_path: Path) -> list[SourceItem]:
-    """One item per sample of a WebDataset tar shard, in the shard's order."""
+def _tar_items(tar_path: Path, modality: str) -> list[SourceItem]:
+    """One item per sample of a WebDataset tar shard, in the shard's order (its first ``modality`` member)."""
     samples: dict[str, list[tarfile.TarInfo]] = {}
     try:
         with tarfile.open(tar_path, "r:") as tar:
@@ -143,13 +156,13 @@ def _tar_items(tar_path: Path) -> list[SourceItem]:
     stamp = _stamp(tar_path)
     items = []
     for key, members in samples.items():
-        image = next((m for m in members if _sample_key(m.name)[1].lower() in TAR_IMAGE_EXTENSIONS), None)
+        member = next((m for m in members if _sample_key(m.name)[1].lower() in TAR_EXTENSIONS[modality]), None)
         full_key = f"{tar_path.name}/{key}"
-        if image is None:
+        if member is None:
             exts = sorted(_sample_key(m.name)[1] for m in members)
-            items.append(SourceItem(full_key, str(tar_path), stamp=stamp, problem=f"no image member in sample (has {exts})"))
+            items.append(SourceItem(full_key, str(tar_path), stamp=stamp, problem=f"no {modality} member in sample (has {exts})"))
         else:
-            items.append(SourceItem(full_key, str(tar_path), image.offset_data, image.size, stamp, member=image.name))
+            items.append(SourceItem(full_key, str(tar_path), member.offset_data, member.size, stamp, member=member.name))
     return items
 
 
@@ -162,10 +175,14 @@ def _expand(spec: str) -> list[str]:
 
 
 def open_source(
-    spec: str | os.PathLike | Sequence[str | os.PathLike], recursive: bool = True, exclude: Iterable[Path] = ()
+    spec: str | os.PathLike | Sequence[str | os.PathLike],
+    recursive: bool = True,
+    exclude: Iterable[Path] = (),
+    modality: str = "image",
 ) -> Source:
     """Resolve ``spec`` (folder, text file of paths, ``.tar`` shards or a brace pattern, or a list
-    of these) into its items; ``exclude`` names files never taken as inputs (our own outputs)."""
+    of these) into its items; ``exclude`` names files never taken as inputs (our own outputs);
+    ``modality`` picks the member of a WebDataset sample (``image`` or ``audio``)."""
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     if not specs:
         raise ExtractError("no input given")
@@ -179,7 +196,7 @@ def open_source(
                 items += _folder_items(path, recursive, exclude)
                 kinds.append({"kind": "folder", "path": str(path.resolve()), "recursive": recursive})
             elif path.is_file() and path.suffix == ".tar":
-                items += _tar_items(path)
+                items += _tar_items(path, modality)
                 kinds.append({"kind": "webdataset", "path": str(path.resolve())})
             elif path.is_file():
                 items += _list_items(path)
@@ -196,14 +213,18 @@ class Reader(Protocol):
 
     modality: str
 
-    def load(self, item: SourceItem) -> Tensor:
-        """The item as a tensor; raises an error with a ``problem`` attribute when it cannot."""
+    def load(self, item: SourceItem) -> tuple[Tensor, dict]:
+        """The item as a tensor and what the manifest records about it; raises an error with a
+        ``problem`` attribute when it cannot."""
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
-        """A batch for ``Tokenizer.encode`` and extra keyword arguments for it."""
+        """A batch for ``Tokenizer.encode`` and extra keyword arguments for it (``lengths`` for audio)."""
 
     def describe(self) -> dict:
         """What the manifest records about the preprocessing."""
+
+    def summarize(self, infos: list[dict]) -> dict:
+        """What the manifest records about the items as a whole (from their ``load`` infos)."""
 
 
 class ImageReader:
@@ -214,8 +235,8 @@ class ImageReader:
     def __init__(self, size: Sequence[int]) -> None:
         self.size = tuple(int(s) for s in size)
 
-    def load(self, item: SourceItem) -> Tensor:
-        return load_image_tensor(item.name, self.size, item.read_bytes())
+    def load(self, item: SourceItem) -> tuple[Tensor, dict]:
+        return load_image_tensor(item.name, self.size, item.read_bytes()), {}
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
         return torch.stack(tensors), {}
@@ -223,9 +244,63 @@ class ImageReader:
     def describe(self) -> dict:
         return {"image_size": list(self.size), "preprocessing": IMAGE_PREPROCESSING}
 
+    def summarize(self, infos: list[dict]) -> dict:
+        return {}
+
+
+class AudioReader:
+    """Waveforms (channels, T) at ``sample_rate`` through ``discotok.data.audio.load_audio`` (``AUDIO_PREPROCESSING``).
+
+    Files shorter than ``min_samples`` (at the model's rate) are refused; ``max_seconds`` keeps
+    the first seconds of longer files. Each item records ``samples`` (its length at the model's
+    rate), ``source_sample_rate``, ``source_channels`` and ``cropped`` when it was cut.
+    """
+
+    modality = "audio"
+
+    def __init__(self, sample_rate: int, channels: int, min_samples: int = 1, max_seconds: float | None = None) -> None:
+        if max_seconds is not None and max_seconds * sample_rate < min_samples:
+            raise ExtractError(f"max_seconds must keep at least {min_samples} samples at {sample_rate} Hz, got {max_seconds}")
+        self.sample_rate, self.channels, self.min_samples, self.max_seconds = sample_rate, channels, min_samples, max_seconds
+
+    def load(self, item: SourceItem) -> tuple[Tensor, dict]:
+        data = item.read_bytes()
+        # Read a little past max_seconds so that the crop both is detected and keeps the
+        # resampling filter's right context (the first max_seconds equal those of the whole file).
+        duration = None if self.max_seconds is None else self.max_seconds + 0.1
+        wave, info = load_audio(item.path if data is None else io.BytesIO(data), self.sample_rate, self.channels,
+                                self.min_samples, name=item.name, duration=duration)
+        record = {"samples": wave.shape[-1], "source_sample_rate": info.source_sample_rate,
+                  "source_channels": info.source_channels}
+        if self.max_seconds is not None and wave.shape[-1] > round(self.max_seconds * self.sample_rate):
+            wave = wave[:, : round(self.max_seconds * self.sample_rate)].contiguous()
+            record.update(samples=wave.shape[-1], cropped=True)
+        return wave, record
+
+    def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
+        x, lengths = pad_batch(tensors)
+        return x, {"lengths": lengths}
+
+    def describe(self) -> dict:
+        return {"sample_rate": self.sample_rate, "channels": self.channels, "min_samples": self.min_samples,
+                "max_seconds": self.max_seconds, "preprocessing": AUDIO_PREPROCESSING}
+
+    def summarize(self, infos: list[dict]) -> dict:
+        """Total duration and how many items were resampled (from which rates), channel-converted or cropped."""
+        rates: dict[str, int] = {}
+        for info in infos:
+            rates[str(info["source_sample_rate"])] = rates.get(str(info["source_sample_rate"]), 0) + 1
+        return {
+            "total_seconds": sum(i["samples"] for i in infos) / self.sample_rate,
+            "resampled_items": sum(i["source_sample_rate"] != self.sample_rate for i in infos),
+            "source_sample_rates": dict(sorted(rates.items(), key=lambda kv: int(kv[0]))),
+            "channels_converted_items": sum(i["source_channels"] != self.channels for i in infos),
+            "cropped_items": sum(bool(i.get("cropped")) for i in infos),
+        }
+
 
 class ItemDataset(Dataset):
-    """``(index, tensor)`` for a readable item, ``(index, reason)`` for one that is not."""
+    """``(index, (tensor, info))`` for a readable item, ``(index, reason)`` for one that is not."""
 
     def __init__(self, items: Sequence[SourceItem], reader: Reader) -> None:
         self.items = items
@@ -234,31 +309,71 @@ class ItemDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[int, Tensor | str]:
+    def __getitem__(self, index: int) -> tuple[int, tuple[Tensor, dict] | str]:
         item = self.items[index]
         if item.problem is not None:
             return index, item.problem
         try:
             return index, self.reader.load(item)
-        except ImageLoadError as err:
+        except (ImageLoadError, AudioLoadError) as err:
             return index, err.problem
         except (OSError, ValueError) as err:
             return index, f"cannot read input ({type(err).__name__}: {err})"
 
 
-def collate_items(batch: list[tuple[int, Tensor | str]]) -> tuple[list[int], list[Tensor], list[tuple[int, str]]]:
-    """Split a loaded batch into (indices of good items, their tensors, (index, reason) of bad ones)."""
-    good = [(i, x) for i, x in batch if not isinstance(x, str)]
-    bad = [(i, x) for i, x in batch if isinstance(x, str)]
-    return [i for i, _ in good], [x for _, x in good], bad
+@dataclass
+class LoadedBatch:
+    """Items of one batch that could be read (indices, tensors, infos) and those that could not."""
+
+    indices: list[int] = field(default_factory=list)
+    tensors: list[Tensor] = field(default_factory=list)
+    infos: list[dict] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)
 
 
-def encode_batch(tokenizer: Tokenizer, reader: Reader, tensors: list[Tensor], options: dict) -> tuple[Tensor, Layout]:
-    """Encode loaded items; returns ids (B, ...) and the layout."""
-    x, extra = reader.collate(tensors)
+def collate_items(batch: list[tuple[int, tuple[Tensor, dict] | str]]) -> LoadedBatch:
+    """Split a loaded batch into the good items and the ``(index, reason)`` of bad ones."""
+    out = LoadedBatch()
+    for index, loaded in batch:
+        if isinstance(loaded, str):
+            out.failures.append((index, loaded))
+        else:
+            out.indices.append(index)
+            out.tensors.append(loaded[0])
+            out.infos.append(loaded[1])
+    return out
+
+
+@dataclass
+class EncodedBatch:
+    """A batch's ids, one row per good item (variable-length items: their valid frames only, with
+    ``frames`` added to their infos), and the ``(index, reason)`` of unreadable items.
+
+    ``layout`` is the token layout shared by the rows; None for variable-length items (each
+    row's layout is ``Layout("frames", (frames,))``) and for a batch without good items.
+    """
+
+    indices: list[int]
+    rows: list[np.ndarray]
+    infos: list[dict]
+    failures: list[tuple[int, str]]
+    layout: Layout | None
+
+
+def encode_batch(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, options: dict) -> EncodedBatch:
+    """Encode the good items of ``batch``; a padded audio batch keeps each item's ``num_frames(samples)`` frames."""
+    if not batch.tensors:
+        return EncodedBatch([], [], [], batch.failures, None)
+    x, extra = reader.collate(batch.tensors)
     x = x.to(next(tokenizer.parameters()).device)
     try:
-        return tokenizer.encode(x, return_layout=True, **extra, **options)
+        ids, layout = tokenizer.encode(x, return_layout=True, **extra, **options)
     except (TypeError, ValueError) as err:
         opts = f" with options {options}" if options else ""
         raise ExtractError(f"the tokenizer cannot encode inputs of shape {tuple(x.shape[1:])}{opts}: {err}") from err
+    rows = list(ids.to("cpu", torch.int64).numpy())
+    if "lengths" not in extra:
+        return EncodedBatch(batch.indices, rows, batch.infos, batch.failures, layout)
+    frames = tokenizer.num_frames(extra["lengths"]).tolist()
+    infos = [{"frames": n, **info} for info, n in zip(batch.infos, frames, strict=True)]
+    return EncodedBatch(batch.indices, [row[:n] for row, n in zip(rows, frames)], infos, batch.failures, None)
