@@ -57,7 +57,10 @@ def test_titok_s128_has_the_reference_parameter_count():
     tok = build(cfg)
     encoder = sum(p.numel() for p in [*tok.encoder.parameters(), *tok.quantizer.parameters()])
     assert encoder == pytest.approx(25.9e6, rel=0.02)  # bytedance/1d-tokenizer TiTok-S-128
+    decoder = sum(p.numel() for p in tok.decoder.parameters())
+    assert decoder == pytest.approx(27.0e6, rel=0.02)  # its ViT decoder with the 2*width tanh head
     assert tok.num_tokens == 128
+    assert tok.decoder.head.proj.in_features == 2 * 512  # the head's hidden layer is 2*width
 
 
 @pytest.mark.parametrize("experiment, tokens", [("titok_tiny", 16), ("flexible_tiny", 32), ("vit_tiny", 64)])

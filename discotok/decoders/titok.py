@@ -20,8 +20,9 @@ class TiTokDecoder(nn.Module):
     The latents are projected to ``width``; positions k..N-1, and positions at or past
     ``keep[b]`` when ``keep`` is given (nested dropout), become the learned ``mask_token``.
     A grid of ``patch_token`` queries, one per p x p patch of the output, joins them;
-    after the transformer a linear patch head maps the grid back to pixels. The output
-    size is ``image_size`` (the base of the patch positions) unless ``forward`` gets another.
+    after the transformer a patch head (linear, or with ``head_mlp_ratio`` > 0 an MLP with
+    tanh) maps the grid back to pixels. The output size is ``image_size`` (the base of the
+    patch positions) unless ``forward`` gets another.
     """
 
     def __init__(
@@ -35,6 +36,7 @@ class TiTokDecoder(nn.Module):
         heads: int = 12,
         mlp_ratio: float = 4.0,
         out_channels: int = 3,
+        head_mlp_ratio: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
@@ -46,7 +48,7 @@ class TiTokDecoder(nn.Module):
         self.patch_token = nn.Parameter(torch.empty(1, 1, width))
         self.pos_embed = GridPosEmbed(grid_size(self.image_size, patch_size), width)
         self.transformer = Transformer(width, depth, heads, mlp_ratio)
-        self.head = PatchHead(width, out_channels, patch_size)
+        self.head = PatchHead(width, out_channels, patch_size, head_mlp_ratio)
         for p in (self.mask_token, self.latent_pos_embed, self.patch_token):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_vit_weights)

@@ -84,14 +84,20 @@ class GridPosEmbed(nn.Module):
 
 
 class PatchHead(nn.Module):
-    """Tokens on an (h, w) grid back to pixels: a linear map to p*p*C values per token."""
+    """Tokens on an (h, w) grid back to pixels: p*p*C values per token.
 
-    def __init__(self, width: int, out_channels: int, patch_size: int) -> None:
+    ``mlp_ratio`` 0 is one linear map; above 0, a hidden layer of ``mlp_ratio * width`` with
+    tanh comes first (TiTok's decoder head, there mapping to code logits, here to pixels).
+    """
+
+    def __init__(self, width: int, out_channels: int, patch_size: int, mlp_ratio: float = 0.0) -> None:
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Linear(width, patch_size * patch_size * out_channels)
+        hidden = int(mlp_ratio * width)
+        self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.Tanh()) if hidden > 0 else nn.Identity()
+        self.proj = nn.Linear(hidden or width, patch_size * patch_size * out_channels)
 
     def forward(self, x: Tensor, grid: Sequence[int]) -> Tensor:
         """(B, h*w, width) -> (B, C, h*p, w*p)."""
         p = self.patch_size
-        return rearrange(self.proj(x), "b (h w) (p q c) -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
+        return rearrange(self.proj(self.hidden(x)), "b (h w) (p q c) -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
