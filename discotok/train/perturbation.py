@@ -82,16 +82,22 @@ class LatentPerturbation:
             return None
         return lambda quantizer, quantized: self.apply(quantizer, quantized, alpha, step)
 
+    def perturbed_ids(self, quantizer: Quantizer, ids: Tensor, alpha: float, step: int) -> Tensor:
+        """The ids after perturbation at ``step``: ``round(beta * B)`` random samples of ``ids``
+        have each token replaced with probability ``alpha`` by one of its ``delta`` nearest codes."""
+        generator = step_generator(self.seed + 7919 * rank(), step)
+        chosen = torch.randperm(ids.shape[0], generator=generator)[: round(self.beta * ids.shape[0])].to(ids.device)
+        perturbed = ids.clone()
+        perturbed[chosen] = perturb_ids(quantizer, ids[chosen], alpha, self.delta, generator).to(ids.device)
+        return perturbed
+
     def apply(self, quantizer: Quantizer, quantized: QuantizerOutput, alpha: float, step: int) -> QuantizerOutput:
         """Perturb ``quantized``: its ``z_q`` takes the codes of the perturbed ids (straight-through).
 
         ``ids`` stay the encoder's; ``stats["perturbed_tokens"]`` is the fraction of tokens replaced.
         """
         ids = quantized.ids
-        generator = step_generator(self.seed + 7919 * rank(), step)
-        chosen = torch.randperm(ids.shape[0], generator=generator)[: round(self.beta * ids.shape[0])].to(ids.device)
-        perturbed = ids.clone()
-        perturbed[chosen] = perturb_ids(quantizer, ids[chosen], alpha, self.delta, generator).to(ids.device)
+        perturbed = self.perturbed_ids(quantizer, ids, alpha, step)
         changed = changed_tokens(ids, perturbed)
         codes = quantizer.ids_to_codes(perturbed).to(quantized.z_q.dtype)
         z_q = torch.where(changed[..., None], quantized.z_q + (codes - quantized.z_q).detach(), quantized.z_q)
