@@ -6,7 +6,8 @@ FSQ 8x5x5x5 = 1000 codes) and a decoder of the same size — ``titok`` (determin
 ``flow`` (rectified flow, condition dropout 0.1) — trained for the same steps on Fashion-MNIST
 (32x32, batch 16). Scored on held-out test images: PSNR of ``decode(encode(x, num_tokens=k))`` and a
 Fréchet distance of the decodes to the originals on a randomly initialised FID InceptionV3 (not a
-published FID). Flow decodes use ``--timesteps`` Euler steps, seed 0 and each ``--guidance`` scale.
+published FID). Flow decodes use ``--timesteps`` Euler steps, seed 0 and each ``--guidance`` scale; ``--predictions``
+picks the flow decoders trained (velocity prediction, and/or x-prediction with the velocity loss).
 Runs with one thread (``OMP_NUM_THREADS=1``): on shared cores it is several times faster than two.
 
 Usage: ``python scripts/repro_flow_decoder.py [--steps 1500] [--out outputs/repro_flow]``; writes
@@ -43,24 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=int, default=128, help="held-out test images scored")
     parser.add_argument("--timesteps", type=int, default=25, help="Euler steps of the flow decodes")
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0], help="guidance scales of the flow decodes")
+    parser.add_argument("--predictions", nargs="+", choices=("velocity", "data"), default=["velocity"],
+                        help="flow decoders to train: velocity prediction, and/or x-prediction with the velocity loss")
     parser.add_argument("--out", type=Path, default=Path("outputs/repro_flow"))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # on shared cores one thread is several times faster than two
     train_dir, test_dir = fashion_mnist(args.out, args.eval_images)
-    runs = {
-        "titok": train("titok", args.out, args.steps, train_dir, "experiment=flexible_tiny", *ENCODER),
-        "flow": train("flow", args.out, args.steps, train_dir, "experiment=flow_tiny", *ENCODER),
-    }
+    runs = {"titok": train("titok", args.out, args.steps, train_dir, "experiment=flexible_tiny", *ENCODER)}
+    for prediction in args.predictions:
+        name = "flow" if prediction == "velocity" else f"flow_{prediction}"
+        runs[name] = train(name, args.out, args.steps, train_dir, "experiment=flow_tiny", *ENCODER,
+                           f"decoder.prediction={prediction}")
     x = held_out(test_dir, args.eval_images)
     fid = RandomFeatureFID(args.out, x)
-    settings = {"titok": [{}], "flow": [{"timesteps": args.timesteps, "guidance_scale": g, "seed": 0} for g in args.guidance]}
+    flow = [{"timesteps": args.timesteps, "guidance_scale": g, "seed": 0} for g in args.guidance]
     rows, grid = [], [x[:10]]
     for name, (tok_dir, seconds) in runs.items():
         tok = Tokenizer.from_pretrained(tok_dir)
-        for sampler in settings[name]:
+        for sampler in flow if name.startswith("flow") else [{}]:
             for k in KS:
                 x_hat = decodes(tok, x, k, **sampler)
-                label = name if not sampler else f"flow (cfg {sampler['guidance_scale']:g})"
+                prediction = tok.config["decoder"].get("prediction")
+                label = name if not sampler else f"flow ({prediction}, cfg {sampler['guidance_scale']:g})"
                 rows.append({"decoder": label, "k": k, "bits": round(k * tok.bits_per_token, 1),
                              "psnr_db": round(float(psnr(x_hat, x).mean()), 2), "fd_random_inception": round(fid(x_hat), 2),
                              "train_s": round(seconds, 1)})
