@@ -1,4 +1,4 @@
-"""``discotok train | encode | decode | eval | bench``.
+"""``discotok train | encode | decode | eval | quantize-after | bench``.
 
 Each subcommand lives in its own module and takes the remaining arguments; ``train``
 passes them to Hydra, so overrides, ``-m`` sweeps and ``--cfg job`` work as in any
@@ -12,12 +12,13 @@ import sys
 USAGE = """usage: discotok <command> [args...]
 
 commands:
-  train    train a tokenizer (Hydra overrides, e.g. quantizer=fsq; -m for sweeps)
-  encode   images or audio (folders, lists of paths, WebDataset shards) -> sharded ids + manifest
-  decode   ids -> PNG images or wav files
-  eval     images: PSNR, SSIM, LPIPS, rFID/pFID; audio: SI-SNR, mel/STFT distance, PESQ/STOI;
-           codebook usage, bit rates, timings -> report + plots
-  bench    benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
+  train           train a tokenizer (Hydra overrides, e.g. quantizer=fsq; -m for sweeps)
+  encode          images or audio (folders, lists of paths, WebDataset shards) -> sharded ids + manifest
+  decode          ids -> PNG images or wav files
+  eval            images: PSNR, SSIM, LPIPS, rFID/pFID; audio: SI-SNR, mel/STFT distance, PESQ/STOI;
+                  codebook usage, bit rates, timings -> report + plots
+  quantize-after  a continuous tokenizer (quantizer=identity) + data -> a discrete tokenizer
+  bench           benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
 
 `discotok <command> --help` tells more."""
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         from discotok.extraction import decode_main as run
     elif command == "eval":
         from discotok.eval.cli import eval_main as run
+    elif command == "quantize-after":
+        from discotok.quantize_after import quantize_after_main as run
     elif command == "bench":
         from discotok.bench import main as run
     else:

@@ -15,11 +15,11 @@ from discotok.tokenizers import tokenizer_config
 from tests.test_train_cli import check_run_dir, run_train
 
 PUBLISHED = {
-    # name: (encoder, width, depth, heads, num_tokens, quantizer)
-    "titok_s128": ("titok", 512, 8, 8, 128, "vq"),
-    "titok_b64": ("titok", 768, 12, 12, 64, "vq"),
-    "titok_l32": ("titok", 1024, 24, 16, 32, "vq"),
-    "flextok_like": ("flexible", 768, 12, 12, 256, "fsq"),
+    # name: (encoder, width, depth, heads, num_tokens, quantizer, decoder)
+    "titok_s128": ("titok", 512, 8, 8, 128, "vq", "titok"),
+    "titok_b64": ("titok", 768, 12, 12, 64, "vq", "titok"),
+    "titok_l32": ("titok", 1024, 24, 16, 32, "vq", "titok"),
+    "flextok_like": ("flexible", 768, 12, 12, 256, "fsq", "flow"),
 }
 
 
@@ -38,11 +38,11 @@ def build(cfg: dict) -> Tokenizer:
 @pytest.mark.parametrize("experiment", sorted(PUBLISHED))
 def test_published_sizes_compose(experiment):
     cfg = composed(experiment)
-    encoder, width, depth, heads, num_tokens, quantizer = PUBLISHED[experiment]
+    encoder, width, depth, heads, num_tokens, quantizer, decoder = PUBLISHED[experiment]
     enc, dec = cfg["encoder"], cfg["decoder"]
     sizes = (width, depth, heads, num_tokens)
     assert (enc["name"], enc["width"], enc["depth"], enc["heads"], enc["num_tokens"]) == (encoder, *sizes)
-    assert (dec["name"], dec["width"], dec["depth"], dec["heads"], dec["num_tokens"]) == ("titok", *sizes)
+    assert (dec["name"], dec["width"], dec["depth"], dec["heads"], dec["num_tokens"]) == (decoder, *sizes)
     assert enc["patch_size"] == dec["patch_size"] == 16 and enc["image_size"] == dec["image_size"] == [256, 256]
     assert cfg["quantizer"]["name"] == quantizer and cfg["trainer"]["accelerator"] == "gpu"
     if quantizer == "vq":
@@ -63,7 +63,7 @@ def test_titok_s128_has_the_reference_parameter_count():
     assert tok.decoder.head.proj.in_features == 2 * 512  # the head's hidden layer is 2*width
 
 
-@pytest.mark.parametrize("experiment, tokens", [("titok_tiny", 16), ("flexible_tiny", 32), ("vit_tiny", 64)])
+@pytest.mark.parametrize("experiment, tokens", [("titok_tiny", 16), ("flexible_tiny", 32), ("vit_tiny", 64), ("flow_tiny", 32)])
 def test_tiny_experiments_build_and_run(experiment, tokens, photo_batch):
     cfg = composed(experiment)
     tok = build(cfg)

@@ -1,7 +1,7 @@
 """Quantizers: one file each, one contract (``QuantizerOutput``), built by registered name."""
 
 from discotok.quantizers import binary, fsq, lfq  # noqa: F401  (registers fsq, binary, lfq)
-from discotok.quantizers import rvq, vq  # noqa: F401  (registers vq, rvq)
+from discotok.quantizers import identity, rvq, scalar, vq  # noqa: F401  (registers identity, vq, rvq, scalar)
 from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.quantizers.bits import bits_to_ids, ids_to_bits
 from discotok.registry import QUANTIZERS

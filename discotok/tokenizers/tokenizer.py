@@ -7,13 +7,12 @@ by the files.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +22,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
+from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
 from discotok.quantizers.base import Quantizer, QuantizerOutput
-from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError, check_plain
+from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
+from discotok.tokenizers.config import accepts, check_prefix_length, tokenizer_config, validate_config  # noqa: F401
 from discotok.tokenizers.layout import EncoderOutput, Layout
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "discotok.tokenizer"
 FORMAT_VERSION = 1
-CONFIG_KEYS = {
-    "format", "version", "modality", "image_size", "sample_rate", "channels", "encoder", "quantizer", "decoder",
-    "metadata",
-}
-MODALITIES = ("image", "audio")
+Perturb = Callable[[Quantizer, QuantizerOutput], QuantizerOutput]
 
 
 class TokenizerLoadError(RuntimeError):
@@ -45,50 +42,22 @@ class TokenizerLoadError(RuntimeError):
 
 @dataclass
 class TokenizerOutput:
-    """One forward pass: reconstruction, encoder output, quantizer output and token layout."""
+    """One forward pass: reconstruction, encoder output, quantizer output and token layout.
+
+    With a generative decoder, ``decoder_loss`` and ``decoder_parts`` hold its own training
+    loss, and ``x_hat`` is its one-step estimate in training mode, a sample in eval mode.
+    """
 
     x_hat: Tensor
     z: Tensor
     quantized: QuantizerOutput
     layout: Layout
+    decoder_loss: Tensor | None = None
+    decoder_parts: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def ids(self) -> Tensor:
         return self.quantized.ids
-
-
-def validate_config(config: Any) -> dict:
-    """Check a tokenizer config: plain values, known keys, registered component names."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"tokenizer config must be a JSON object, got {type(config).__name__}")
-    check_plain(config, "config")
-    unknown = set(config) - CONFIG_KEYS
-    if unknown:
-        raise ConfigError(f"config: unknown key(s) {sorted(unknown)}; allowed: {sorted(CONFIG_KEYS)}")
-    for role, registry in (("encoder", ENCODERS), ("quantizer", QUANTIZERS), ("decoder", DECODERS)):
-        spec = config.get(role)
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise ConfigError(f"config: '{role}' must be an object with a registered 'name'")
-        registry.get(spec["name"])
-    size = config.get("image_size")
-    if size is not None and (
-        not isinstance(size, list) or len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)
-    ):
-        raise ConfigError(f"config: 'image_size' must be [height, width], got {size!r}")
-    modality = config.get("modality", "image")
-    if modality not in MODALITIES:
-        raise ConfigError(f"config: 'modality' must be one of {MODALITIES}, got {modality!r}")
-    if modality == "audio":
-        for key in ("sample_rate", "channels"):
-            value = config.get(key)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"config: an audio tokenizer needs a positive integer '{key}', got {value!r}")
-    return config
-
-
-def accepts(module: nn.Module, argument: str) -> bool:
-    """Whether ``module.forward`` takes a keyword argument named ``argument``."""
-    return argument in inspect.signature(module.forward).parameters
 
 
 class Tokenizer(nn.Module):
@@ -221,25 +190,41 @@ class Tokenizer(nn.Module):
             "pass layout=Layout('grid', (h, w))"
         )
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None, **quantizer_kwargs: Any) -> TokenizerOutput:
+    def forward(
+        self, x: Tensor, lengths: Tensor | None = None, perturb: Perturb | None = None, **quantizer_kwargs: Any
+    ) -> TokenizerOutput:
         """Encode, quantize and decode ``x``: images (B, 3, H, W) in [-1, 1], or waveforms (B, C, T).
 
         Audio: T is zero-padded to whole hops and ``x_hat`` cut back to T samples; with
         ``lengths`` (B,) valid samples, ``x_hat`` is zero past each item's length.
+        ``perturb(quantizer, quantized) -> quantized`` (training options such as latent
+        perturbation) changes the quantizer's output before the decoder sees it.
+        A generative decoder also gives its own loss (see ``TokenizerOutput``).
         """
         if self.modality == "audio":
-            return self._forward_audio(x, lengths, **quantizer_kwargs)
+            return self._forward_audio(x, lengths, perturb, **quantizer_kwargs)
         if lengths is not None:
             raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
         enc = self.encoder(x)
-        q = self.quantizer(enc.z, **quantizer_kwargs)
+        q = self._quantize(enc.z, perturb, **quantizer_kwargs)
+        if is_generative(self.decoder):
+            generator = None if self.training else torch.Generator().manual_seed(self.decoder.seed)
+            own = self.decoder.loss(q.z_q, enc.layout, x, keep=enc.keep, generator=generator)
+            x_hat = own.x_hat if self.training else self._decode(q.z_q, enc.layout, keep=enc.keep, image_size=x.shape[-2:])
+            return TokenizerOutput(x_hat, enc.z, q, enc.layout, own.loss, own.parts)
         x_hat = self._decode(q.z_q, enc.layout, keep=enc.keep, image_size=x.shape[-2:])
         return TokenizerOutput(x_hat, enc.z, q, enc.layout)
 
-    def _forward_audio(self, x: Tensor, lengths: Tensor | None, **quantizer_kwargs: Any) -> TokenizerOutput:
+    def _quantize(self, z: Tensor, perturb: Perturb | None, **quantizer_kwargs: Any) -> QuantizerOutput:
+        q = self.quantizer(z, **quantizer_kwargs)
+        return q if perturb is None else perturb(self.quantizer, q)
+
+    def _forward_audio(
+        self, x: Tensor, lengths: Tensor | None, perturb: Perturb | None, **quantizer_kwargs: Any
+    ) -> TokenizerOutput:
         padded, lengths, frames = self._prepare_audio(x, lengths)
         enc = self.encoder(padded, lengths=lengths)
-        q = self.quantizer(enc.z, **quantizer_kwargs)
+        q = self._quantize(enc.z, perturb, **quantizer_kwargs)
         x_hat = self._decode(q.z_q, enc.layout, lengths=frames)[..., : x.shape[-1]]
         return TokenizerOutput(mask_past(x_hat, lengths), enc.z, q, enc.layout)
 
@@ -259,9 +244,20 @@ class Tokenizer(nn.Module):
         keep: Tensor | None = None,
         image_size: Sequence[int] | None = None,
         lengths: Tensor | None = None,
+        **sampler: Any,
     ) -> Tensor:
-        """Run the decoder, passing ``keep``, ``image_size`` and ``lengths`` to decoders that take them."""
+        """Run the decoder, passing ``keep``, ``image_size`` and ``lengths`` to decoders that take them,
+        and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``) to generative ones."""
         kwargs: dict[str, Any] = {}
+        for name, value in sampler.items():
+            if value is None:
+                continue
+            if name not in SAMPLER_ARGUMENTS or not accepts(self.decoder, name):
+                raise ValueError(
+                    f"{name} is a sampler argument of generative decoders (such as 'flow'); "
+                    f"decoder {self.config['decoder']['name']!r} does not take it"
+                )
+            kwargs[name] = value
         if keep is not None:
             if not accepts(self.decoder, "keep"):
                 raise ValueError(
@@ -304,19 +300,28 @@ class Tokenizer(nn.Module):
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
         """
+        if getattr(self.quantizer, "continuous", False):
+            self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
         if depth is not None:
             quantizer_kwargs["depth"] = self._depth(depth)
+        enc = self._encoder_output(x, lengths, num_tokens)
+        ids = self.quantizer(enc.z, **quantizer_kwargs).ids
+        return (ids, enc.layout) if return_layout else ids
+
+    @torch.no_grad()
+    def encode_latents(self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None) -> Tensor:
+        """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them)."""
+        return self._encoder_output(x, lengths, num_tokens).z
+
+    def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
         if self.modality == "audio":
             if num_tokens is not None:
                 raise ValueError("num_tokens selects a prefix of 1-D image tokenizers; cut the waveform instead")
             x, lengths, _ = self._prepare_audio(x, lengths)
-            enc = self.encoder(x, lengths=lengths)
-        else:
-            if lengths is not None:
-                raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
-            enc = self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
-        ids = self.quantizer(enc.z, **quantizer_kwargs).ids
-        return (ids, enc.layout) if return_layout else ids
+            return self.encoder(x, lengths=lengths)
+        if lengths is not None:
+            raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
+        return self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
 
     @torch.no_grad()
     def decode(
@@ -325,18 +330,26 @@ class Tokenizer(nn.Module):
         layout: Layout | None = None,
         image_size: Sequence[int] | None = None,
         lengths: Tensor | None = None,
+        *,
+        timesteps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
     ) -> Tensor:
         """Ids -> images or waveforms in [-1, 1]; ids are checked against the codebook first.
 
         For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
         ``image_size`` (H, W) overrides the output size of decoders that take one.
+        Generative decoders (``flow``) sample: ``timesteps`` Euler steps, classifier-free
+        ``guidance_scale`` and ``seed`` (unset: the decoder's defaults); the same seed gives the
+        same images. Deterministic decoders refuse these arguments.
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
         """
         self.quantizer.check_ids(ids)
+        sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
         if self.modality == "audio":
-            return self._decode_audio(ids, layout, lengths)
+            return self._decode_audio(ids, layout, lengths, **sampler)
         if lengths is not None:
             raise ValueError("lengths belongs to audio tokenizers")
         layout = layout or self.default_layout(ids.shape[1])
@@ -346,9 +359,9 @@ class Tokenizer(nn.Module):
             raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
         device = next(self.parameters()).device
         z_q = self.quantizer.ids_to_codes(ids.to(device))
-        return self._decode(z_q, layout, image_size=image_size).clamp(-1, 1)
+        return self._decode(z_q, layout, image_size=image_size, **sampler).clamp(-1, 1)
 
-    def _decode_audio(self, ids: Tensor, layout: Layout | None, lengths: Tensor | None) -> Tensor:
+    def _decode_audio(self, ids: Tensor, layout: Layout | None, lengths: Tensor | None, **sampler: Any) -> Tensor:
         n = ids.shape[1]
         layout = layout or self.default_layout(n)
         if layout != Layout("frames", (n,)):
@@ -359,7 +372,7 @@ class Tokenizer(nn.Module):
             lengths = check_lengths(lengths, ids.shape[0], n * self.hop_length).to(device)
             frames = self.num_frames(lengths)
         z_q = self.quantizer.ids_to_codes(ids.to(device))
-        return mask_past(self._decode(z_q, layout, lengths=frames), lengths).clamp(-1, 1)
+        return mask_past(self._decode(z_q, layout, lengths=frames, **sampler), lengths).clamp(-1, 1)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` to ``path``; files appear complete or not at all."""
@@ -400,20 +413,3 @@ class Tokenizer(nn.Module):
                 f"{path / WEIGHTS_NAME} does not hold this tokenizer's weights (incomplete or mismatched): {err}"
             ) from err
         return tok.to(device).eval()
-
-
-def check_prefix_length(k: int, n: int, what: str) -> None:
-    """``ValueError`` unless a prefix length ``k`` lies in 1..n."""
-    if not 1 <= int(k) <= n:
-        raise ValueError(f"{what} must lie in 1..{n} (a prefix of the N = {n} tokens), got {k}")
-
-
-def tokenizer_config(
-    encoder: dict, quantizer: dict, decoder: dict, image_size: Sequence[int] | None = None, **extra: Any
-) -> dict:
-    """Assemble a tokenizer config dict from component specs (audio: ``modality="audio",
-    sample_rate=..., channels=...`` in ``extra``)."""
-    config = {"encoder": dict(encoder), "quantizer": dict(quantizer), "decoder": dict(decoder), **extra}
-    if image_size is not None:
-        config["image_size"] = [int(s) for s in image_size]
-    return config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
@@ -13,10 +14,11 @@ from torch import Tensor, nn
 from discotok.losses import LOSSES, AdversarialLoss
 from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, stft_distance
 from discotok.quantizers.distributed import is_distributed
-from discotok.tokenizers import Tokenizer
+from discotok.tokenizers import Tokenizer, TokenizerOutput
 from discotok.train.ema import TokenizerEMA
+from discotok.train.perturbation import LatentPerturbation
 
-LOSS_KEYS = ("reconstruction", "perceptual", "adversarial", "quantizer_weight")
+LOSS_KEYS = ("reconstruction", "perceptual", "adversarial", "alignment", "quantizer_weight")
 EXAMPLES = {"image": 8, "audio": 4}  # validation examples kept for the grid / example wavs
 OPTIM_DEFAULTS = {
     "lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1, "grad_clip": None,
@@ -38,6 +40,11 @@ def adversarial_enabled(spec: dict | None) -> bool:
     return bool(spec) and max(float(spec.get("weight", 0.1)), float(spec.get("feature_matching_weight", 0.0))) > 0
 
 
+def weighted_spec(spec: dict | None) -> dict | None:
+    """A loss block with a ``weight`` as a copy, or None when it is null or its weight is 0."""
+    return dict(spec) if spec and float(spec.get("weight", 0.0)) > 0 else None
+
+
 def perceptual_specs(spec: dict | list | None) -> list[dict]:
     """The ``perceptual`` loss block as a list of ``{"name", "weight", ...}`` (null or weight 0: none)."""
     specs = [] if spec is None else [spec] if isinstance(spec, dict) else list(spec)
@@ -52,11 +59,15 @@ class TokenizerModule(L.LightningModule):
     ``perceptual`` — null, one ``LOSSES`` spec with a ``weight`` (``lpips``,
     ``timm_perceptual``; weight 0 = off) or a list of them; ``adversarial`` — null or the
     keyword arguments of ``AdversarialLoss`` (discriminator spec, weights, start step, its
-    optimizer), off while its weights are 0;
-    ``quantizer_weight``. ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
+    optimizer), off while its weights are 0; ``alignment`` — null or a ``repa`` spec with a
+    ``weight`` (representation alignment to a frozen timm teacher; weight 0 = off);
+    ``quantizer_weight``. A generative decoder (``flow``) brings its own loss, which replaces
+    ``reconstruction``; perceptual and adversarial terms, when on, see its one-step estimate.
+    ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
     ``warmup_steps``, ``min_lr_ratio`` and ``grad_clip`` (max gradient norm, null = off).
     ``ema`` holds ``decay`` (0 or null: no EMA) and ``start_step``: with it, validation runs
-    on the EMA weights and ``export_tokenizer`` returns them.
+    on the EMA weights and ``export_tokenizer`` returns them. ``perturbation`` holds the
+    keyword arguments of ``LatentPerturbation`` (RobusTok; off while ``alpha`` is 0).
 
     Without an adversarial block this is plain automatic optimization. With one it is
     Lightning's manual optimization with two AdamW optimizers (tokenizer, discriminator),
@@ -66,7 +77,12 @@ class TokenizerModule(L.LightningModule):
     """
 
     def __init__(
-        self, tokenizer: dict, loss: dict | None = None, optim: dict | None = None, ema: dict | None = None
+        self,
+        tokenizer: dict,
+        loss: dict | None = None,
+        optim: dict | None = None,
+        ema: dict | None = None,
+        perturbation: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +104,14 @@ class TokenizerModule(L.LightningModule):
                 f"decoder {tokenizer['decoder']['name']!r} has none (use a fixed weight)"
             )
         self.automatic_optimization = self.adversarial is None
+        alignment = weighted_spec(loss.get("alignment"))
+        self.alignment_weight = float(alignment.pop("weight")) if alignment else 0.0
+        self.alignment = LOSSES.build(alignment, tokenizer=self.tokenizer) if alignment else None
+        self.perturbation = LatentPerturbation(**(perturbation or {}))
+        if self.perturbation.enabled and getattr(self.tokenizer.quantizer, "continuous", False):
+            raise ValueError(
+                f"latent perturbation replaces ids by near codes; quantizer {tokenizer['quantizer']['name']!r} has no ids"
+            )
         self.optim = {**OPTIM_DEFAULTS, **(optim or {})}
         ema = dict(ema or {})
         self.ema = TokenizerEMA(self.tokenizer, **ema) if ema.get("decay") else None
@@ -110,19 +134,29 @@ class TokenizerModule(L.LightningModule):
             self.ema.update(self.tokenizer, self.global_step)
             self.ema_step = self.global_step
 
-    def reconstruction_loss(self, x_hat: Tensor, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Reconstruction plus weighted perceptual losses (the generator's "nll") and their parts."""
-        loss, parts = self.reconstruction(x_hat, x)
+    def reconstruction_loss(self, out: TokenizerOutput, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Reconstruction (a generative decoder's own loss) plus weighted perceptual losses
+        (the generator's "nll") and their parts."""
+        if out.decoder_loss is not None:
+            loss, parts = out.decoder_loss, dict(out.decoder_parts)
+        else:
+            loss, parts = self.reconstruction(out.x_hat, x)
         for weight, perceptual in zip(self.perceptual_weights, self.perceptual):
-            value, more = perceptual(x_hat, x)
+            value, more = perceptual(out.x_hat, x)
             loss = loss + weight * value
             parts = {**parts, **more}
         return loss, parts
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        out = self.tokenizer(batch)
-        nll, parts = self.reconstruction_loss(out.x_hat, batch)
+        perturb = self.perturbation.for_step(self.global_step) if self.perturbation.enabled else None
+        with self.alignment.capture(self.tokenizer) if self.alignment is not None else nullcontext() as features:
+            out = self.tokenizer(batch, perturb=perturb)
+        nll, parts = self.reconstruction_loss(out, batch)
         loss = nll + self.quantizer_weight * out.quantized.loss
+        if self.alignment is not None:
+            aligned, more = self.alignment(features, batch)
+            loss = loss + self.alignment_weight * aligned
+            parts = {**parts, "alignment": aligned.detach(), **more}
         self.log("train/loss", loss, prog_bar=True)
         self.log_dict({f"train/{k}": v for k, v in parts.items()})
         self.log("train/quantizer_loss", out.quantized.loss.detach())
@@ -172,7 +206,8 @@ class TokenizerModule(L.LightningModule):
             )
 
     def on_validation_epoch_start(self) -> None:
-        self.val_usage = CodebookUsage(self.tokenizer.codebook_size)
+        continuous = getattr(self.tokenizer.quantizer, "continuous", False)  # identity: no ids, no codebook
+        self.val_usage = None if continuous else CodebookUsage(self.tokenizer.codebook_size)
         self.val_examples = None
         self.val_example_lengths = None
         self.val_scores = {}
@@ -182,16 +217,18 @@ class TokenizerModule(L.LightningModule):
         x, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
         tok = self.export_tokenizer()
         out = tok(x) if lengths is None else tok(x, lengths=lengths)
-        rec, parts = self.reconstruction_loss(out.x_hat, x)
+        rec, parts = self.reconstruction_loss(out, x)
         if tok.modality == "audio":
             rate = tok.sample_rate
             scores = {"si_snr": si_snr(out.x_hat, x, lengths), "mel_distance": mel_distance(out.x_hat, x, rate, lengths),
                       "stft_distance": stft_distance(out.x_hat, x, lengths)}
             frames = None if lengths is None else tok.num_frames(lengths).tolist()
-            self.val_usage.update(out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None])
+            used = out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None]
         else:
             scores = {"psnr": psnr(out.x_hat, x)}
-            self.val_usage.update(out.ids)
+            used = out.ids
+        if self.val_usage is not None:
+            self.val_usage.update(used)
         for name, value in scores.items():
             self.val_scores.setdefault(name, []).append(value)
         if self.val_examples is None:
@@ -208,6 +245,8 @@ class TokenizerModule(L.LightningModule):
             self.validated_at = self.global_step
         for name, values in self.val_scores.items():
             self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"), sync_dist=True)
+        if self.val_usage is None:
+            return
         if is_distributed():
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, self.val_usage)
@@ -246,7 +285,10 @@ class TokenizerModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.optim
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10**9
-        opt_g = self.adamw(list(self.tokenizer.named_parameters()), o["lr"], o["betas"], o["weight_decay"])
+        params = list(self.tokenizer.named_parameters())
+        if self.alignment is not None:  # the projector trains with the tokenizer (the teacher is frozen)
+            params += [(f"alignment.{n}", p) for n, p in self.alignment.named_parameters() if p.requires_grad]
+        opt_g = self.adamw(params, o["lr"], o["betas"], o["weight_decay"])
         sched_g = self.schedule(opt_g, total)
         if self.adversarial is None:
             return {"optimizer": opt_g, "lr_scheduler": {"scheduler": sched_g, "interval": "step"}}

@@ -61,6 +61,11 @@ def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) ->
         summary["val_psnr_db"] = metric("psnr", 3)
         if "val/lpips" in metrics:
             summary["val_lpips"] = metric("lpips", 4)
+    if getattr(tok.quantizer, "continuous", False):  # identity: continuous tokens, no codebook or bit rate
+        summary |= {"quantizer": tok.config["quantizer"]["name"], "continuous_dim": tok.quantizer.dim}
+        if tok.modality == "image":
+            summary |= {"tokens_per_image": tok.num_tokens, "image_size": list(tok.image_size)}
+        return summary | {"ema_weights": module.ema is not None}
     summary |= {"val_codebook_usage": metric("usage", 6), "val_perplexity": metric("perplexity", 2),
                 "quantizer": tok.config["quantizer"]["name"], "codebook_size": tok.codebook_size}
     if tok.modality == "audio":
@@ -139,7 +144,8 @@ def train(cfg: DictConfig, callbacks: Sequence[L.Callback] = ()) -> dict[str, An
 def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
     """The training of one process (one DDP rank): fit, validate, and on rank 0 export and summarize."""
     L.seed_everything(cfg.seed, workers=True)
-    module = TokenizerModule(tokenizer_spec(cfg), loss=plain(cfg.loss), optim=plain(cfg.optim), ema=plain(cfg.ema))
+    module = TokenizerModule(tokenizer_spec(cfg), loss=plain(cfg.loss), optim=plain(cfg.optim), ema=plain(cfg.ema),
+                             perturbation=plain(cfg.get("perturbation")))
     ckpt_path = resume_checkpoint(cfg.resume, module)
     datamodule = DATAMODULES.build(plain(cfg.data))
     modality = module.tokenizer.modality
