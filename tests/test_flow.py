@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -135,3 +136,28 @@ def test_module_trains_and_validates_with_samples_and_saves(photo_batch, tmp_pat
     loaded = Tokenizer.from_pretrained(tmp_path / "tok")
     ids = tok.encode(photo_batch[:2])
     assert torch.equal(loaded.decode(ids, seed=5, timesteps=3), tok.decode(ids, seed=5, timesteps=3))
+
+
+def test_decode_command_passes_the_sampler_options(flow_tok, photo_batch, tmp_path, capsys):
+    from PIL import Image
+
+    from discotok.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, x in enumerate(photo_batch[:3]):
+        pixels = ((x.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        Image.fromarray(pixels).save(photos / f"{i}.png")
+    flow_tok.save_pretrained(tmp_path / "tok")
+    assert main(["encode", str(tmp_path / "tok"), str(photos), "-o", str(tmp_path / "ids"), "--no-progress"]) == 0
+
+    def decoded(name: str, *options: str) -> list[torch.Tensor]:
+        args = ["decode", str(tmp_path / "tok"), str(tmp_path / "ids"), "-o", str(tmp_path / name), "--no-progress"]
+        assert main([*args, *options]) == 0
+        return [torch.from_numpy(np.asarray(Image.open(p))) for p in sorted((tmp_path / name).glob("*.png"))]
+
+    first, again, other = decoded("a", "--seed", "5"), decoded("b", "--seed", "5"), decoded("c", "--seed", "6")
+    assert len(first) == 3 and all(torch.equal(a, b) for a, b in zip(first, again))
+    assert any(not torch.equal(a, c) for a, c in zip(first, other))
+    assert any(not torch.equal(a, b) for a, b in zip(first, decoded("d", "--seed", "5", "--timesteps", "2")))
+    capsys.readouterr()

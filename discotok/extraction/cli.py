@@ -135,7 +135,9 @@ def encode_main(argv: Sequence[str]) -> int:
 
 def _decode_command(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
-    paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress)
+    sampler = {k: v for k in ("timesteps", "guidance_scale", "seed") if (v := getattr(args, k)) is not None}
+    paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress,
+                       sampler=sampler)
     print(f"decoded {len(paths)} {'clips' if tokenizer.modality == 'audio' else 'images'} into {args.output}")
     return EXIT_OK
 
@@ -154,5 +156,8 @@ def decode_main(argv: Sequence[str]) -> int:
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
     parser.add_argument("ids", metavar="IDS", help="the folder written by `discotok encode`, or one ids file")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR", help="where the PNGs or wavs go")
+    parser.add_argument("--timesteps", type=int, help="generative (flow) decoders: Euler steps (default: the decoder's)")
+    parser.add_argument("--guidance-scale", type=float, help="generative decoders: classifier-free guidance scale")
+    parser.add_argument("--seed", type=int, help="generative decoders: noise seed (batch i uses seed + i)")
     add_common(parser)
     return run_command(prog, parser, _decode_command, argv)

@@ -58,14 +58,15 @@ def output_names(manifest: dict | None, num_rows: int, suffix: str) -> list[str]
     return [f"{row:0{width}d}{stems.get(row, '')}{suffix}" for row in range(num_rows)]
 
 
-def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int) -> Iterator[list[Tensor]]:
+def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> Iterator[list[Tensor]]:
     """Checks every id, then yields decoded images batch by batch."""
     ids, layout = check_ids_array(tokenizer, *loaded)
     image_size = (loaded.manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
 
     def batches() -> Iterator[list[Tensor]]:
-        for start in range(0, ids.shape[0], batch_size):
-            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size))
+        for i, start in enumerate(range(0, ids.shape[0], batch_size)):
+            seeded = {**sampler, "seed": sampler["seed"] + i} if sampler.get("seed") is not None else sampler
+            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size, **seeded))
 
     return batches()
 
@@ -91,19 +92,24 @@ def decode_ids(
     output_dir: str | os.PathLike,
     batch_size: int = 16,
     progress: bool = True,
+    sampler: dict | None = None,
 ) -> list[Path]:
     """Decode the ids of an output folder of ``discotok encode`` (any format and manifest version)
     or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row: a PNG per
     image, a wav per audio item (at the tokenizer's rate, cut to the item's length).
 
     All ids are validated first; each output file is written atomically. Returns the paths in row order.
+    ``sampler`` (``timesteps``, ``guidance_scale``, ``seed``) goes to a generative decoder's
+    ``decode``; batch i samples with ``seed + i``, so a fixed seed and batch size give the same files.
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
     loaded = load_ids(ids_path_or_dir)
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
-    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size)
+    if audio and sampler:
+        raise ExtractError("timesteps, guidance_scale and seed are for generative image decoders")
+    batches = _audio_batches(tokenizer, loaded, batch_size) if audio else _image_batches(tokenizer, loaded, batch_size, sampler or {})
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)
