@@ -1,26 +1,26 @@
-"""Small-scale reproduction of the 1-D tokenizer claims on real photos, at a fixed CPU budget.
+"""Small-scale reproduction of the 1-D tokenizer claims on real images, at a fixed CPU budget.
 
 (a) One flexible tokenizer (``experiment=flexible_tiny``: causal, nested dropout over prefix
     lengths 1, 2, 4, ..., 32, FSQ 8x5x5x5) trained once; held-out PSNR of ``decode(encode(x,
-    num_tokens=k))`` for every k = 1, 2, 4, ..., 32 from that one checkpoint.
+    num_tokens=k))`` for every k = 1, 2, 4, ..., 32 from that one checkpoint. ``--data
+    fashion-mnist`` (default): whole Fashion-MNIST images padded to 32x32, scored on the first 500
+    test images; ``--data photos``: random 32x32 crops of scikit-image's photos, scored on the
+    held-out strips (the right-most 32 pixels of every photo, tiled: 80 tiles).
 (b) A 1-D tokenizer (``experiment=titok_tiny``, 16 latent tokens) against the 2-D grid tokenizer
     with the same number of tokens (32x32 crops, factor 8: 4x4 = 16 tokens) and the same codebook
-    (the default VQ, 1024 l2-normalised codes of size 8), same steps, batch and data.
+    (the default VQ, 1024 l2-normalised codes of size 8), same steps, batch and data (photo crops).
 
-All runs train with ``discotok train`` on random crops of scikit-image's photos (32x32) and are
-scored on the held-out strips (the right-most 32 pixels of every photo, tiled: 80 tiles).
-Usage: ``python scripts/repro_1d_tokens.py [--steps 1500] [--out outputs/repro_1d]``; writes
-``results.json`` and prints markdown tables. Seeded; figures vary slightly across machines.
+Every run is ``discotok train`` at batch 16 with one thread (``repro_common.train``).
+Usage: ``python scripts/repro_1d_tokens.py [--steps 2000] [--data fashion-mnist|photos] [--out
+outputs/repro_1d]``; writes ``results.json`` and prints markdown tables. Seeded; figures vary
+slightly across machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,27 +28,13 @@ import torch
 from discotok import Tokenizer
 from discotok.data.datamodule import ImageDataModule
 from discotok.metrics import CodebookUsage, psnr
+from repro_common import fashion_mnist, held_out, train
 
 SIZE = (32, 32)
+TEST_IMAGES = 500
 
 
-def train(name: str, out: Path, steps: int, *overrides: str) -> tuple[Path, float]:
-    """Run ``discotok train`` for ``steps`` steps; return the tokenizer directory and wall seconds."""
-    run_dir = out / name
-    if (run_dir / "tokenizer" / "model.safetensors").is_file():
-        print(f"{name}: reusing {run_dir}", file=sys.stderr)
-        return run_dir / "tokenizer", float("nan")
-    args = [
-        sys.executable, "-m", "discotok.cli", "train", *overrides, f"trainer.max_steps={steps}",
-        f"trainer.val_check_interval={steps}", "data.image_size=[32,32]", "data.batch_size=16",
-        "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
-    ]
-    start = time.perf_counter()
-    subprocess.run(args, check=True, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, stdout=subprocess.DEVNULL)
-    return run_dir / "tokenizer", time.perf_counter() - start
-
-
-def held_out() -> torch.Tensor:
+def photo_tiles() -> torch.Tensor:
     """Every 32x32 tile of the held-out strips of the sample photos, (80, 3, 32, 32) in [-1, 1]."""
     dm = ImageDataModule(image_size=SIZE, val_samples=10**6)
     dm.setup()
@@ -75,14 +61,22 @@ def params_m(tok: Tokenizer) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="training steps of every run (batch 16)")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps of every run (batch 16)")
+    parser.add_argument("--data", choices=["fashion-mnist", "photos"], default="fashion-mnist", help="data of (a)")
     parser.add_argument("--out", type=Path, default=Path("outputs/repro_1d"))
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    x = held_out()
-    results: dict = {"steps": args.steps, "batch_size": 16, "image_size": list(SIZE), "held_out_tiles": len(x)}
+    torch.set_num_threads(1)
+    tiles = photo_tiles()
+    if args.data == "fashion-mnist":
+        train_dir, test_dir = fashion_mnist(args.out, TEST_IMAGES)
+        x = held_out(test_dir, TEST_IMAGES)
+    else:
+        train_dir, x = None, tiles
+    results: dict = {"steps": args.steps, "batch_size": 16, "image_size": list(SIZE), "flexible_data": args.data,
+                     "flexible_held_out": len(x), "photo_tiles": len(tiles)}
 
-    flex_dir, flex_s = train("flexible_tiny", args.out, args.steps, "experiment=flexible_tiny")
+    name = f"flexible_tiny_{args.data}"
+    flex_dir, flex_s = train(name, args.out, args.steps, train_dir, "experiment=flexible_tiny")
     flex = Tokenizer.from_pretrained(flex_dir)
     ks = [2**i for i in range(flex.num_tokens.bit_length()) if 2**i <= flex.num_tokens]
     results["flexible"] = {"train_s": round(flex_s, 1), "params_m": params_m(flex),
@@ -90,21 +84,21 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {}
     for name, overrides in (("titok_tiny", ["experiment=titok_tiny"]), ("grid_16_tokens", [])):
-        tok_dir, seconds = train(name, args.out, args.steps, *overrides)
+        tok_dir, seconds = train(name, args.out, args.steps, None, *overrides)
         tok = Tokenizer.from_pretrained(tok_dir)
-        rows[name] = {"train_s": round(seconds, 1), "params_m": params_m(tok), **score(tok, x)}
+        rows[name] = {"train_s": round(seconds, 1), "params_m": params_m(tok), **score(tok, tiles)}
     results["one_d_vs_grid"] = rows
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     by_k = results["flexible"]["by_k"]
-    print(f"(a) flexible_tiny, one checkpoint, {args.steps} steps, {len(x)} held-out 32x32 tiles\n")
+    print(f"(a) flexible_tiny on {args.data}, one checkpoint, {args.steps} steps, {len(x)} held-out 32x32 images\n")
     print("| k | bits/image | PSNR dB | codebook usage |\n|---|---|---|---|")
     for r in by_k:
         print(f"| {r['tokens']} | {r['bits_per_image']} | {r['psnr_db']} | {r['usage']} |")
     monotone = all(b["psnr_db"] >= a["psnr_db"] for a, b in zip(by_k, by_k[1:]))
     print(f"\nPSNR non-decreasing in k: {monotone}\n")
-    print(f"(b) 16 tokens, VQ 1024 x 8 (cosine), {args.steps} steps\n")
+    print(f"(b) 16 tokens, VQ 1024 x 8 (cosine), {args.steps} steps, {len(tiles)} held-out photo tiles\n")
     print("| tokenizer | params M | tokens | bits/image | PSNR dB | codebook usage | train s |\n|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['params_m']} | {r['tokens']} | {r['bits_per_image']} | {r['psnr_db']} | {r['usage']} | {r['train_s']} |")

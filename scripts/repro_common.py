@@ -1,5 +1,5 @@
-"""Shared pieces of the small-scale reproductions (``repro_flow_decoder.py``, ``repro_perturbation.py``,
-``repro_post_training_quantization.py``): Fashion-MNIST folders, ``discotok train`` runs, held-out
+"""Shared pieces of the small-scale reproductions (``repro_1d_tokens.py``, ``repro_flow_decoder.py``,
+``repro_perturbation.py``, ``repro_post_training_quantization.py``): Fashion-MNIST folders, ``discotok train`` runs, held-out
 images and a Fréchet distance on a randomly initialised FID InceptionV3.
 
 Fashion-MNIST comes from the Debian package (``apt-get install dataset-fashion-mnist``), padded to
@@ -24,8 +24,8 @@ from discotok.metrics.fid import FEATURE_DIM, FeatureStats, features_of, frechet
 from discotok.metrics.fid import random_inception_weights
 
 TRAIN_IMAGES = 20_000
-COMMON = ["data.image_size=[32,32]", "data.batch_size=16", "data.crop_scale=[1.0,1.0]", "data.val_samples=16",
-          "trainer.enable_progress_bar=false"]
+COMMON = ["data.image_size=[32,32]", "data.batch_size=16", "trainer.enable_progress_bar=false"]
+FOLDER = ["data.crop_scale=[1.0,1.0]", "data.val_samples=16"]  # whole Fashion-MNIST images
 
 
 def fashion_mnist(out: Path, test_images: int) -> tuple[Path, Path]:
@@ -35,14 +35,16 @@ def fashion_mnist(out: Path, test_images: int) -> tuple[Path, Path]:
     return train, test
 
 
-def train(name: str, out: Path, steps: int, data: Path, *overrides: str) -> tuple[Path, float]:
-    """``discotok train`` for ``steps`` steps on the folder ``data``; the tokenizer directory and wall seconds.
-    A run already finished under ``out/name`` is reused."""
+def train(name: str, out: Path, steps: int, data: Path | None, *overrides: str) -> tuple[Path, float]:
+    """``discotok train`` for ``steps`` steps on the folder ``data`` (whole images; None: random crops of
+    the sample photos); the tokenizer directory and wall seconds. A run already finished under
+    ``out/name`` is reused."""
     run_dir = out / name
     if (run_dir / "tokenizer" / "model.safetensors").is_file():
         print(f"{name}: reusing {run_dir}", file=sys.stderr)
         return run_dir / "tokenizer", float("nan")
-    args = [sys.executable, "-m", "discotok.cli", "train", f"data={data}", *COMMON, *overrides,
+    data_args = [f"data={data}", *FOLDER] if data is not None else []
+    args = [sys.executable, "-m", "discotok.cli", "train", *data_args, *COMMON, *overrides,
             f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}", f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
