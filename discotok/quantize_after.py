@@ -59,10 +59,10 @@ def image_batches(tok: Tokenizer, data: str, num_images: int | None, batch_size:
 
     def batches() -> Iterator[Tensor]:
         loader = DataLoader(ItemDataset(items, reader), batch_size=batch_size, collate_fn=collate_items)
-        for _, tensors, failures in loader:
-            skipped.extend({"source": items[i].key, "error": why} for i, why in failures)
-            if tensors:
-                yield torch.stack(tensors)
+        for loaded in loader:
+            skipped.extend({"source": items[i].key, "error": why} for i, why in loaded.failures)
+            if loaded.tensors:
+                yield torch.stack(loaded.tensors)
 
     return batches(), {**source.description, "items_used": len(items), **reader.describe()}, skipped
 
