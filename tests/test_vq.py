@@ -210,7 +210,7 @@ def test_ddp_ranks_keep_identical_codebooks(tmp_path) -> None:
     data = torch.randn(2, 4, 2, 24, 4)
     data[1] += 2.0  # different data per rank
     mp.spawn(_ddp_worker, args=(_free_port(), data, str(tmp_path)), nprocs=2)
-    a, b = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert a["initted"]
@@ -220,7 +220,7 @@ def test_ddp_ranks_keep_identical_codebooks(tmp_path) -> None:
     single = VectorQuantizer(dim=4, codebook_size=32, kmeans_init=False).train()
     single(torch.cat([data[0, 0], data[1, 0]]))
     for r in (0, 1):
-        ranked = torch.load(tmp_path / f"plain{r}.pt")
+        ranked = torch.load(tmp_path / f"plain{r}.pt", weights_only=True)
         for key in ("codebook", "embed_sum", "cluster_size"):
             torch.testing.assert_close(ranked[key], single.state_dict()[key])
 

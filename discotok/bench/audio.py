@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, time_ms, write_json
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_configs, time_ms, write_json
 from discotok.bench.titok import num_params
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -119,12 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     common = ["--seconds", str(args.seconds), "--repeats", str(args.repeats), "--threads", str(args.threads),
               "--device", args.device]
-    rows = []
-    for allocator in ALLOCATORS if args.allocator == "both" else (args.allocator,):
-        for name in args.configs:
-            child = ["--child", "--configs", name, "--allocator", allocator, *common]
-            rows += run_child("discotok.bench.audio", child, allocator)["rows"]
-            print(f"done: {name} ({allocator})", file=sys.stderr, flush=True)
+    rows = run_configs("discotok.bench.audio", args.configs, args.allocator, common)
     print(format_table(rows))
     if args.json:
         write_json(args.json, rows)

@@ -197,6 +197,18 @@ def run_child(module: str, args: list[str], allocator: str) -> dict:
         return json.loads(out.read_text())
 
 
+
+def run_configs(module: str, configs: list[str], allocator: str, common: list[str]) -> list[dict]:
+    """Each config under each allocator (``allocator`` may be ``both``) in its own child process
+    (``python -m module --child --configs NAME --allocator X *common``); the rows in that order."""
+    rows = []
+    for setting in ALLOCATORS if allocator == "both" else (allocator,):
+        for name in configs:
+            child = ["--child", "--configs", name, "--allocator", setting, *common]
+            rows += run_child(module, child, setting)["rows"]
+            print(f"done: {name} ({setting})", file=sys.stderr, flush=True)
+    return rows
+
 def run_quantizer_bench(
     allocators: tuple[str, ...] = ALLOCATORS, repeats: int = 15, json_path: str | Path | None = None
 ) -> list[dict]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_child, write_json
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_configs, write_json
 from discotok.bench.tokenizer import compose_tokenizer, num_params, timings
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -127,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [measure(name, args.batch_size, args.repeats, args.threads, args.compile) for name in args.configs]
         Path(args.json).write_text(json.dumps({"rows": rows}))
         return 0
-    rows = []
-    for allocator in ALLOCATORS if args.allocator == "both" else (args.allocator,):
-        for name in args.configs:
-            child = ["--child", "--configs", name, "--allocator", allocator, *common]
-            rows += run_child("discotok.bench.titok", child, allocator)["rows"]
-            print(f"done: {name} ({allocator})", file=sys.stderr, flush=True)
+    rows = run_configs("discotok.bench.titok", args.configs, args.allocator, common)
     print(format_table(rows))
     if args.json:
         write_json(args.json, rows)
