@@ -58,6 +58,12 @@ def output_names(manifest: dict | None, num_rows: int, suffix: str) -> list[str]
     return [f"{row:0{width}d}{stems.get(row, '')}{suffix}" for row in range(num_rows)]
 
 
+def batch_sampler(sampler: dict, index: int) -> dict:
+    """The sampler arguments of batch ``index``: its seed is ``seed + index`` (the tokenizer refuses them
+    for deterministic decoders)."""
+    return {**sampler, "seed": sampler["seed"] + index} if sampler.get("seed") is not None else sampler
+
+
 def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> Iterator[list[Tensor]]:
     """Checks every id, then yields decoded images batch by batch."""
     ids, layout = check_ids_array(tokenizer, *loaded)
@@ -65,22 +71,22 @@ def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sam
 
     def batches() -> Iterator[list[Tensor]]:
         for i, start in enumerate(range(0, ids.shape[0], batch_size)):
-            seeded = {**sampler, "seed": sampler["seed"] + i} if sampler.get("seed") is not None else sampler
-            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size, **seeded))
+            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size,
+                                        **batch_sampler(sampler, i)))
 
     return batches()
 
 
-def _audio_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int) -> Iterator[list[Tensor]]:
+def _audio_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> Iterator[list[Tensor]]:
     """Checks every id, then yields decoded waveforms batch by batch, each cut to its samples (else frames x hop)."""
     ids, frames, samples = check_frame_ids(tokenizer, loaded)
     lengths = frames * tokenizer.hop_length if samples is None else samples
 
     def batches() -> Iterator[list[Tensor]]:
-        for start in range(0, ids.shape[0], batch_size):
+        for i, start in enumerate(range(0, ids.shape[0], batch_size)):
             stop = min(start + batch_size, ids.shape[0])
             width = int(frames[start:stop].max())
-            waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop])
+            waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
             yield [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
 
     return batches()
@@ -107,9 +113,7 @@ def decode_ids(
     loaded = load_ids(ids_path_or_dir)
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
-    if audio and sampler:
-        raise ExtractError("timesteps, guidance_scale and seed are for generative image decoders")
-    batches = _audio_batches(tokenizer, loaded, batch_size) if audio else _image_batches(tokenizer, loaded, batch_size, sampler or {})
+    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size, sampler or {})
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)
