@@ -1,10 +1,35 @@
-"""discotok: discrete tokenizers of images and audio."""
+"""discotok: discrete tokenizers of images and audio.
 
-from discotok import decoders, quantizers  # noqa: F401  (register components)
-from discotok.extraction import extract
-from discotok.quantizers import QuantizerOutput
-from discotok.registry import ConfigError
-from discotok.tokenizers import Layout, Tokenizer, TokenizerLoadError
+The public names are imported on first use (PEP 562), so ``import discotok`` and the
+``discotok`` command start at once; components register themselves when their registry
+is first asked for a name (``discotok.registry``).
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ConfigError", "Layout", "extract", "QuantizerOutput", "Tokenizer", "TokenizerLoadError", "__version__"]
+
+PUBLIC = {
+    "ConfigError": "discotok.registry",
+    "Layout": "discotok.tokenizers",
+    "QuantizerOutput": "discotok.quantizers",
+    "Tokenizer": "discotok.tokenizers",
+    "TokenizerLoadError": "discotok.tokenizers",
+    "extract": "discotok.extraction",
+}
+__all__ = [*PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name (``discotok.Tokenizer``, ``discotok.extract`` ...) when first asked for."""
+    if name in PUBLIC:
+        value = getattr(importlib.import_module(PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'discotok' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *PUBLIC])

@@ -8,6 +8,7 @@ or runs code named by the config.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Callable, TypeVar
 
@@ -44,11 +45,21 @@ def check_plain(value: Any, where: str = "config") -> None:
 
 
 class Registry:
-    """A table from names to component classes of one role (``quantizer``, ``encoder``...)."""
+    """A table from names to component classes of one role (``quantizer``, ``encoder``...).
 
-    def __init__(self, role: str) -> None:
+    ``modules`` are the modules (packages) that register the role's components; they are
+    imported the first time a name is looked up, so ``import discotok`` stays light and any entry point
+    (a saved tokenizer, a Hydra config, a test) finds every registered name.
+    """
+
+    def __init__(self, role: str, modules: tuple[str, ...] = ()) -> None:
         self.role = role
+        self.modules = modules
         self._entries: dict[str, Callable[..., Any]] = {}
+
+    def _load(self) -> None:
+        for module in self.modules:
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator: register ``cls`` under ``name``."""
@@ -63,9 +74,13 @@ class Registry:
         return wrap
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
+        self._load()
         return sorted(self._entries)
 
     def get(self, name: str) -> Callable[..., Any]:
+        """The component class registered under ``name``; ``ConfigError`` if there is none."""
+        self._load()
         if not isinstance(name, str) or name not in self._entries:
             raise ConfigError(
                 f"unknown {self.role} {name!r}; registered {self.role}s: {', '.join(self.names())}"
@@ -91,9 +106,9 @@ class Registry:
         return cls(**kwargs)
 
 
-QUANTIZERS = Registry("quantizer")
-ENCODERS = Registry("encoder")
-DECODERS = Registry("decoder")
-DISCRIMINATORS = Registry("discriminator")
-LOSSES = Registry("loss")
-DATAMODULES = Registry("datamodule")
+QUANTIZERS = Registry("quantizer", ("discotok.quantizers",))
+ENCODERS = Registry("encoder", ("discotok.tokenizers",))
+DECODERS = Registry("decoder", ("discotok.decoders",))
+DISCRIMINATORS = Registry("discriminator", ("discotok.discriminators",))
+LOSSES = Registry("loss", ("discotok.losses",))
+DATAMODULES = Registry("datamodule", ("discotok.data.datamodule", "discotok.data.audio_datamodule"))

@@ -1,7 +1,9 @@
 """Vision-transformer pieces shared by the ViT and 1-D (TiTok-style) encoders and decoders.
 
 Attention is timm's ``Block`` (pre-norm, fused ``scaled_dot_product_attention``), which
-takes an optional boolean (``True`` = may attend) or additive attention mask.
+takes an optional boolean (``True`` = may attend) or additive attention mask. timm is imported
+when a transformer is built, not with this module: it pulls in torchvision's model zoo, which
+would make ``import discotok`` slow.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from collections.abc import Sequence
 
 import torch
 from einops import rearrange
-from timm.layers import resample_abs_pos_embed
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 
@@ -37,6 +37,8 @@ class Transformer(nn.Module):
     """``depth`` pre-norm timm blocks followed by a final LayerNorm."""
 
     def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        from timm.models.vision_transformer import Block
+
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
@@ -80,6 +82,8 @@ class GridPosEmbed(nn.Module):
         grid = [int(grid[0]), int(grid[1])]
         if tuple(grid) == self.grid:
             return self.weight
+        from timm.layers import resample_abs_pos_embed
+
         return resample_abs_pos_embed(self.weight, grid, old_size=list(self.grid), num_prefix_tokens=0)
 
 
