@@ -19,6 +19,8 @@ def test_ci_runs_the_readme_test_command():
     assert setup_and_test.endswith("pytest")
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert setup_and_test in ci_lines
+    started = [line for line in ci_lines if line.startswith(setup_and_train + " trainer.max_steps=2")]
+    assert len(started) == 1, "CI must start the README's first command (two steps)"
 
 
 def test_smoke_experiment_only_shrinks_the_default():
