@@ -52,6 +52,13 @@ class Quantizer(nn.Module):
     ``QuantizerOutput`` in code space, ``lookup(ids)`` giving code-space vectors, and the
     ``codebook_size`` property. ``depth`` is None for ids shaped (B, N) and an int for
     ids shaped (B, N, depth).
+
+    Training steps only: a quantizer changes its state (EMA codebooks, k-means init,
+    dead-code restarts, dropout step counters) and makes DDP collectives (all-reduce,
+    broadcast) only in a training step, ``in_training_step``: the module is in training
+    mode *and* gradients are on. Every other forward — eval mode, ``torch.no_grad`` or
+    ``inference_mode`` (validation, extraction, evaluation, ``Tokenizer.encode``) — reads the
+    state and talks to no other rank, so ranks may run different numbers of such batches.
     """
 
     depth: int | None = None
@@ -74,6 +81,11 @@ class Quantizer(nn.Module):
     def bits_per_token(self) -> float:
         """Bits carried by one token: log2(codebook_size) times the depth."""
         return math.log2(self.codebook_size) * (self.depth or 1)
+
+    @property
+    def in_training_step(self) -> bool:
+        """Whether this forward may update state and make collectives: training mode with gradients on."""
+        return self.training and torch.is_grad_enabled()
 
     def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
         raise NotImplementedError
