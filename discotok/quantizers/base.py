@@ -26,6 +26,28 @@ class QuantizerOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
+class NonFiniteError(ValueError):
+    """Some items of a batch hold NaN or infinite values.
+
+    ``items`` are their indices in the batch; ``problem`` says what held them (for a batch
+    job's list of skipped inputs).
+    """
+
+    def __init__(self, items: list[int], where: str) -> None:
+        self.items = items
+        self.problem = f"NaN or infinite values in {where}"
+        super().__init__(f"batch item(s) {items}: {self.problem}")
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise ``NonFiniteError`` naming the batch items (first dim) of ``x`` that are not all finite."""
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    bad = (~finite).reshape(x.shape[0] if x.ndim else 1, -1).any(dim=1).nonzero().flatten().tolist()
+    raise NonFiniteError(bad, where)
+
+
 def straight_through(h: Tensor, q: Tensor) -> Tensor:
     """Return a tensor equal to ``q`` exactly whose gradient flows to ``h`` unchanged."""
     return q + (h - h.detach())
@@ -94,11 +116,13 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, z: Tensor, **kwargs) -> QuantizerOutput:
-        """Quantize ``z`` of shape (B, N, dim)."""
+        """Quantize ``z`` of shape (B, N, dim); ``NonFiniteError`` (a ``ValueError``) names the
+        batch items holding NaN or inf, which would otherwise become garbage ids."""
         if z.ndim != 3 or z.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} expects z of shape (B, N, {self.dim}), got {tuple(z.shape)}"
             )
+        check_finite(z, "the encoder's latents (the quantizer's input; an overflow?)")
         out = self.quantize(self.project_in(z), **kwargs)
         return replace(out, z_q=self.project_out(out.z_q))
 

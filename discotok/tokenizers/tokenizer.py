@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
 from discotok.nn.modes import eval_mode
-from discotok.quantizers.base import Quantizer, QuantizerOutput
+from discotok.quantizers.base import Quantizer, QuantizerOutput, check_finite
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
 from discotok.tokenizers.config import accepts, check_prefix_length, tokenizer_config, validate_config  # noqa: F401
@@ -305,6 +305,8 @@ class Tokenizer(nn.Module):
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
+        Items holding NaN or inf, in the input or in the encoder's latents, raise
+        ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
         """
         if getattr(self.quantizer, "continuous", False):
             self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
@@ -326,9 +328,11 @@ class Tokenizer(nn.Module):
             if num_tokens is not None:
                 raise ValueError("num_tokens selects a prefix of 1-D image tokenizers; cut the waveform instead")
             x, lengths, _ = self._prepare_audio(x, lengths)
+            check_finite(x, "the input")
             return self.encoder(x, lengths=lengths)
         if lengths is not None:
             raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
+        check_finite(x, "the input")
         return self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
 
     @torch.no_grad()
