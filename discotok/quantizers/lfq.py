@@ -126,8 +126,10 @@ class LFQ(BinaryQuantizer):
         logits = rearrange(h, "... k -> (...) k") * (4 * self.code_scale / self.temperature)
         per_sample = bit_entropy(logits).sum(dim=-1).mean()
         p_one = rearrange(torch.sigmoid(logits), "t (g k) -> g t k", g=self.groups)
-        mean = mean_across_ranks if self.in_training_step else (lambda t: t)
-        batch = sum(entropy(mean(mean_code_probs(p))) for p in p_one)
+        probs = [mean_code_probs(p) for p in p_one]
+        if self.in_training_step:  # the only collective: other forwards use this rank's batch alone
+            probs = [mean_across_ranks(p) for p in probs]
+        batch = sum(entropy(p) for p in probs)
         return per_sample, batch
 
     def aux_loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
