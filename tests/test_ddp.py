@@ -10,20 +10,32 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from discotok.train.run import config_dir, train
+from tests.restarts import record_restarts, restart_problems
 
 THRESHOLD = 1.0  # dead-code threshold: codes used less than once per step are re-seeded
 
 
 class RankRecorder(L.Callback):
-    """After every training step, record this rank's codebook buffers, drawn depth, prefix lengths and batch."""
+    """After every training step, record this rank's codebook buffers, drawn depth, prefix lengths and batch,
+    and every dead-code restart of each level. ``break_broadcast`` removes the restarts' broadcast (to see
+    the checks fail)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, break_broadcast: bool = False) -> None:
         self.folder = folder
+        self.break_broadcast = break_broadcast
         self.steps: list[dict] = []
         self.drawn: dict = {}
+        self.restarts: list[list[dict]] = []
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         tok = module.tokenizer
+        if self.break_broadcast:
+            import discotok.quantizers.vq as vq_module
+
+            vq_module.broadcast_ = lambda *tensors, src=0: None
+        self.restarts = [[] for _ in tok.quantizer.levels]
+        for level, log in zip(tok.quantizer.levels, self.restarts):
+            record_restarts(level, log)
         tok.encoder.register_forward_hook(lambda m, args, out: self.drawn.update(keep=out.keep.tolist()))
         tok.quantizer.register_forward_hook(lambda m, args, out: self.drawn.update(depth=out.ids.shape[-1]))
 
@@ -34,9 +46,10 @@ class RankRecorder(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         torch.save(self.steps, self.folder / f"rank{trainer.global_rank}.pt")
+        torch.save(self.restarts, self.folder / f"restarts{trainer.global_rank}.pt")
 
 
-def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
+def test_ranks_agree_on_codebooks_and_random_draws(tmp_path, break_broadcast: bool = False):
     overrides = [
         "trainer=ddp_sim", "encoder=flexible", "decoder=titok", "quantizer=rvq",
         "encoder.num_tokens=8", "encoder.patch_size=8", "encoder.width=32", "encoder.depth=1", "encoder.heads=2",
@@ -50,7 +63,7 @@ def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
     ]
     with initialize_config_dir(config_dir(), version_base=None):
         cfg = compose("train", overrides=overrides)
-    summary = train(cfg, callbacks=[RankRecorder(tmp_path)])
+    summary = train(cfg, callbacks=[RankRecorder(tmp_path, break_broadcast)])
     assert summary["steps"] == 4 and (tmp_path / "run" / "tokenizer" / "model.safetensors").is_file()
 
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -63,5 +76,7 @@ def test_ranks_agree_on_codebooks_and_random_draws(tmp_path):
     assert all(s["buffers"]["levels.0.initted"] for s in rank0)  # k-means ran at the first step
     assert (rank0[-1]["buffers"]["lecam_ema"] != 0).all() and (rank0[1]["buffers"]["lecam_ema"] == 0).all()
     assert len({s["depth"] for s in rank0}) > 1 and len({tuple(s["keep"]) for s in rank0}) > 1
-    restarts = sum(int((s["buffers"][f"levels.{j}.cluster_size"] == THRESHOLD).sum()) for s in rank0 for j in range(3))
-    assert restarts > 0, "no dead code was restarted: the test would not exercise the broadcast"
+    restarts0, restarts1 = (torch.load(tmp_path / f"restarts{r}.pt", weights_only=True) for r in (0, 1))
+    assert sum(len(level) for level in restarts0) > 0, "no dead code was restarted: the test would not exercise the broadcast"
+    problems = [f"level {j}: {p}" for j, (a, b) in enumerate(zip(restarts0, restarts1)) if a or b for p in restart_problems(a, b)]
+    assert not problems, problems

@@ -98,3 +98,13 @@ def test_check_ids_errors():
         q.ids_to_codes(torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="integer"):
         q.ids_to_codes(torch.tensor([[0.0, 1.0]]))
+
+
+def test_trains_after_a_forward_under_inference_mode() -> None:
+    """Constants first built under inference_mode (a sanity-check validation, extraction) still serve training."""
+    fsq = FSQ(dim=3, levels=[5, 5, 5])
+    with torch.inference_mode():
+        fsq.eval()(torch.randn(1, 4, 3))
+    z = torch.randn(1, 4, 3, requires_grad=True)
+    fsq.train()(z).z_q.sum().backward()
+    assert z.grad is not None and torch.isfinite(z.grad).all()

@@ -14,6 +14,7 @@ from safetensors.torch import load, save
 from discotok.quantizers import QUANTIZERS, codebook_stats
 from discotok.quantizers.vq import VectorQuantizer
 from tests.oracle import assert_same_as_library
+from tests.restarts import record_restarts, restart_problems
 
 torch.set_num_threads(2)
 
@@ -185,19 +186,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, port: int, data: torch.Tensor, out_dir: str) -> None:
+def _ddp_worker(rank: int, port: int, data: torch.Tensor, out_dir: str, break_broadcast: bool = False) -> None:
     import torch.distributed as dist
+
+    import discotok.quantizers.vq as vq_module
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
+    if break_broadcast:  # what the checks must catch: each rank restarting codes from its own batch
+        vq_module.broadcast_ = lambda *tensors, src=0: None
     try:
         torch.manual_seed(0)
-        vq = VectorQuantizer(dim=4, codebook_size=32, dead_code_threshold=0.5).train()
+        vq = VectorQuantizer(dim=4, codebook_size=32, dead_code_threshold=0.5, kmeans_init=False, decay=0.5).train()
+        restarts: list[dict] = []
+        record_restarts(vq, restarts)
         torch.manual_seed(100 + rank)  # ranks sample differently: only broadcasts can agree
         for step in range(4):
             vq(data[rank, step])
         torch.save(vq.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save(restarts, os.path.join(out_dir, f"restarts{rank}.pt"))
         torch.manual_seed(0)
         plain = VectorQuantizer(dim=4, codebook_size=32, kmeans_init=False).train()
         plain(data[rank, 0])
@@ -206,14 +214,27 @@ def _ddp_worker(rank: int, port: int, data: torch.Tensor, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def ddp_data() -> torch.Tensor:
+    """Per rank and step, 48 vectors around 3 points (different per rank): most of the 32 codes stay
+    unused, fall below the dead-code threshold and are restarted."""
+    centres = torch.randn(2, 3, 4) * 3
+    data = torch.stack([clustered(4 * 2 * 24, centres[r], seed=r).reshape(4, 2, 24, 4) for r in (0, 1)])
+    data[1] += 2.0
+    return data
+
+
+def run_ddp(data: torch.Tensor, out, break_broadcast: bool = False) -> tuple[list[dict], list[dict]]:
+    mp.spawn(_ddp_worker, args=(_free_port(), data, str(out), break_broadcast), nprocs=2)
+    return tuple(torch.load(out / f"restarts{r}.pt", weights_only=True) for r in (0, 1))
+
+
 def test_ddp_ranks_keep_identical_codebooks(tmp_path) -> None:
-    data = torch.randn(2, 4, 2, 24, 4)
-    data[1] += 2.0  # different data per rank
-    mp.spawn(_ddp_worker, args=(_free_port(), data, str(tmp_path)), nprocs=2)
+    data = ddp_data()
+    restarts = run_ddp(data, tmp_path)
+    assert not restart_problems(*restarts), restart_problems(*restarts)
     a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert a["initted"]
 
     # EMA statistics summed over ranks equal one process seeing both ranks' batches.
     torch.manual_seed(0)
@@ -223,6 +244,11 @@ def test_ddp_ranks_keep_identical_codebooks(tmp_path) -> None:
         ranked = torch.load(tmp_path / f"plain{r}.pt", weights_only=True)
         for key in ("codebook", "embed_sum", "cluster_size"):
             torch.testing.assert_close(ranked[key], single.state_dict()[key])
+
+
+def test_ddp_restart_checks_catch_a_missing_broadcast(tmp_path) -> None:
+    problems = restart_problems(*run_ddp(ddp_data(), tmp_path, break_broadcast=True))
+    assert any("differ across ranks" in p for p in problems) and any("rank 1's restarted codes" in p for p in problems)
 
 
 def test_chunked_search_matches_brute_force_and_reuses_scratch() -> None:

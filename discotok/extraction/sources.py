@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
 from discotok.data.images import IMAGE_EXTENSIONS, ImageLoadError, iter_files, load_image_tensor
 from discotok.io import ExtractError
+from discotok.quantizers.base import NonFiniteError
 from discotok.tokenizers.layout import Layout
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -330,6 +331,14 @@ class LoadedBatch:
     infos: list[dict] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
 
+    def without(self, positions: Sequence[int], reason: str) -> "LoadedBatch":
+        """This batch with the items at ``positions`` moved to the failures with ``reason``."""
+        drop = set(positions)
+        keep = [p for p in range(len(self.indices)) if p not in drop]
+        return LoadedBatch([self.indices[p] for p in keep], [self.tensors[p] for p in keep],
+                           [self.infos[p] for p in keep],
+                           self.failures + [(self.indices[p], reason) for p in sorted(drop)])
+
 
 def collate_items(batch: list[tuple[int, tuple[Tensor, dict] | str]]) -> LoadedBatch:
     """Split a loaded batch into the good items and the ``(index, reason)`` of bad ones."""
@@ -361,13 +370,26 @@ class EncodedBatch:
 
 
 def encode_batch(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, options: dict) -> EncodedBatch:
-    """Encode the good items of ``batch``; a padded audio batch keeps each item's ``num_frames(samples)`` frames."""
-    if not batch.tensors:
-        return EncodedBatch([], [], [], batch.failures, None)
+    """Encode the good items of ``batch``; a padded audio batch keeps each item's ``num_frames(samples)`` frames.
+
+    Items holding NaN or inf (in the input or in the encoder's latents) join the batch's
+    failures, and the rest are encoded.
+    """
+    while batch.tensors:
+        try:
+            return _encode_good(tokenizer, reader, batch, options)
+        except NonFiniteError as err:
+            batch = batch.without(err.items, err.problem)
+    return EncodedBatch([], [], [], batch.failures, None)
+
+
+def _encode_good(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, options: dict) -> EncodedBatch:
     x, extra = reader.collate(batch.tensors)
     x = x.to(next(tokenizer.parameters()).device)
     try:
         ids, layout = tokenizer.encode(x, return_layout=True, **extra, **options)
+    except NonFiniteError:
+        raise
     except (TypeError, ValueError) as err:
         opts = f" with options {options}" if options else ""
         raise ExtractError(f"the tokenizer cannot encode inputs of shape {tuple(x.shape[1:])}{opts}: {err}") from err

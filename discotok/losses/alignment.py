@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.losses.timm_perceptual import TimmBackbone
+from discotok.nn.modes import eval_mode
 from discotok.registry import LOSSES
 
 SWITCH_OFF = "or switch the alignment loss off with loss.alignment.weight=0"
@@ -115,15 +116,14 @@ class RepresentationAlignment(nn.Module):
             features.append(output)
             raise _Probed
 
-        was_training = tokenizer.training
         handle = self._module(tokenizer).register_forward_hook(stop)
         try:
-            tokenizer.eval()(x)
+            with eval_mode(tokenizer):
+                tokenizer(x)
         except _Probed:
             pass
         finally:
             handle.remove()
-            tokenizer.train(was_training)
         if not features:
             raise ValueError(f"alignment layer {self.layer!r} did not run in the tokenizer's forward pass")
         student = feature_grid(features[0], size, self.patch_size)

@@ -26,6 +26,28 @@ class QuantizerOutput:
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
+class NonFiniteError(ValueError):
+    """Some items of a batch hold NaN or infinite values.
+
+    ``items`` are their indices in the batch; ``problem`` says what held them (for a batch
+    job's list of skipped inputs).
+    """
+
+    def __init__(self, items: list[int], where: str) -> None:
+        self.items = items
+        self.problem = f"NaN or infinite values in {where}"
+        super().__init__(f"batch item(s) {items}: {self.problem}")
+
+
+def check_finite(x: Tensor, where: str) -> None:
+    """Raise ``NonFiniteError`` naming the batch items (first dim) of ``x`` that are not all finite."""
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return
+    bad = (~finite).reshape(x.shape[0] if x.ndim else 1, -1).any(dim=1).nonzero().flatten().tolist()
+    raise NonFiniteError(bad, where)
+
+
 def straight_through(h: Tensor, q: Tensor) -> Tensor:
     """Return a tensor equal to ``q`` exactly whose gradient flows to ``h`` unchanged."""
     return q + (h - h.detach())
@@ -52,6 +74,13 @@ class Quantizer(nn.Module):
     ``QuantizerOutput`` in code space, ``lookup(ids)`` giving code-space vectors, and the
     ``codebook_size`` property. ``depth`` is None for ids shaped (B, N) and an int for
     ids shaped (B, N, depth).
+
+    Training steps only: a quantizer changes its state (EMA codebooks, k-means init,
+    dead-code restarts, dropout step counters) and makes DDP collectives (all-reduce,
+    broadcast) only in a training step, ``in_training_step``: the module is in training
+    mode *and* gradients are on. Every other forward — eval mode, ``torch.no_grad`` or
+    ``inference_mode`` (validation, extraction, evaluation, ``Tokenizer.encode``) — reads the
+    state and talks to no other rank, so ranks may run different numbers of such batches.
     """
 
     depth: int | None = None
@@ -75,6 +104,11 @@ class Quantizer(nn.Module):
         """Bits carried by one token: log2(codebook_size) times the depth."""
         return math.log2(self.codebook_size) * (self.depth or 1)
 
+    @property
+    def in_training_step(self) -> bool:
+        """Whether this forward may update state and make collectives: training mode with gradients on."""
+        return self.training and torch.is_grad_enabled()
+
     def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
         raise NotImplementedError
 
@@ -82,11 +116,13 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
     def forward(self, z: Tensor, **kwargs) -> QuantizerOutput:
-        """Quantize ``z`` of shape (B, N, dim)."""
+        """Quantize ``z`` of shape (B, N, dim); ``NonFiniteError`` (a ``ValueError``) names the
+        batch items holding NaN or inf, which would otherwise become garbage ids."""
         if z.ndim != 3 or z.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} expects z of shape (B, N, {self.dim}), got {tuple(z.shape)}"
             )
+        check_finite(z, "the encoder's latents (the quantizer's input; an overflow?)")
         out = self.quantize(self.project_in(z), **kwargs)
         return replace(out, z_q=self.project_out(out.z_q))
 

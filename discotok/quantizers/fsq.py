@@ -68,9 +68,10 @@ class FSQ(Quantizer):
         """
         cached = self.__dict__.get("_bound_cache")
         if cached is None or cached[0].device != self.radix.device:
-            half_l = (self.radix - 1) * (1 + BOUND_EPS) / 2
-            offset = (self.radix % 2 == 0) * 0.5
-            cached = (half_l.float(), torch.atanh(offset / half_l).float(), offset.float())
+            with torch.inference_mode(False):  # made during inference, they must still serve training
+                half_l = (self.radix - 1) * (1 + BOUND_EPS) / 2
+                offset = (self.radix % 2 == 0) * 0.5
+                cached = (half_l.float(), torch.atanh(offset / half_l).float(), offset.float())
             self.__dict__["_bound_cache"] = cached
         return cached
 

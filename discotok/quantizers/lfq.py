@@ -16,7 +16,9 @@ exactly into independent bits, ``P(bit i = 1) = sigmoid(4 s h_i / temperature)``
 Differences from the library: it clamps ``log p`` at 1e-5, we do not (the two agree
 while every code has probability above 1e-5); ``groups=G`` matches its ``num_codebooks=G``
 except that we sum the groups' entropies where it averages them; it returns a zero
-entropy loss in eval mode, we compute it in both modes (so validation losses compare).
+entropy loss in eval mode, we compute it in both modes (so validation losses compare). In
+training steps under DDP the batch distribution is averaged over ranks; any other forward
+uses this rank's batch alone and talks to no other rank (see ``Quantizer``).
 """
 
 from __future__ import annotations
@@ -124,7 +126,10 @@ class LFQ(BinaryQuantizer):
         logits = rearrange(h, "... k -> (...) k") * (4 * self.code_scale / self.temperature)
         per_sample = bit_entropy(logits).sum(dim=-1).mean()
         p_one = rearrange(torch.sigmoid(logits), "t (g k) -> g t k", g=self.groups)
-        batch = sum(entropy(mean_across_ranks(mean_code_probs(p))) for p in p_one)
+        probs = [mean_code_probs(p) for p in p_one]
+        if self.in_training_step:  # the only collective: other forwards use this rank's batch alone
+            probs = [mean_across_ranks(p) for p in probs]
+        batch = sum(entropy(p) for p in probs)
         return per_sample, batch
 
     def aux_loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

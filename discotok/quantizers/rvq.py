@@ -17,7 +17,7 @@ class ResidualVQ(Quantizer):
     """``depth`` vector quantizers in sequence; ids shaped (B, N, k) for k active levels.
 
     Any prefix of the levels is a valid lower bit-rate code: ``ids[..., :k]`` of a
-    full-depth encoding decodes with ``ids_to_codes``. In training, with probability
+    full-depth encoding decodes with ``ids_to_codes``. In training steps, with probability
     ``quantizer_dropout`` a step uses a random depth in ``[min_depth, depth]`` (EnCodec /
     DAC), drawn from a generator seeded by ``(seed, steps)`` where ``steps`` is a saved
     buffer: every DDP rank draws the same depth without communication, and a resumed run
@@ -89,7 +89,7 @@ class ResidualVQ(Quantizer):
         return int(torch.randint(self.min_depth, self.depth + 1, (), generator=g))
 
     def _active_depth(self, depth: int | None) -> int:
-        if self.training:
+        if self.in_training_step:
             step = int(self.steps)
             self.steps.add_(1)
             if depth is None:
@@ -118,7 +118,7 @@ class ResidualVQ(Quantizer):
             losses.append(out.loss)
             stats.append(out.stats)
         loss = torch.stack(losses).mean()
-        if self.training and torch.is_grad_enabled():
+        if self.in_training_step:
             # Idle learned codebooks join the graph with zero weight, so DDP needs no find_unused_parameters.
             idle = [p.sum() for level in self.levels[k:] for p in level.parameters()]
             if idle:

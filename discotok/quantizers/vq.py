@@ -28,11 +28,12 @@ class VectorQuantizer(Quantizer):
         decay, eps: EMA decay and Laplace smoothing of the cluster counts.
         commitment_weight: weight of ``||h - sg(q)||²``.
         kmeans_init, kmeans_iters: initialise codes by k-means on the first training batch.
-        dead_code_threshold: in training, codes whose EMA usage count (expected uses per
+        dead_code_threshold: in training steps, codes whose EMA usage count (expected uses per
             step) falls below this are re-seeded from vectors of the current batch; 0 disables.
 
-    All losses are means over elements. Under DDP the EMA statistics are summed over ranks
-    and k-means / restarts use rank 0's data, so every rank keeps the same codebook.
+    All losses are means over elements. In training steps (``in_training_step``) under DDP
+    the EMA statistics are summed over ranks and k-means / restarts use rank 0's data, so
+    every rank keeps the same codebook; other forwards neither change it nor communicate.
     """
 
     def __init__(
@@ -106,7 +107,7 @@ class VectorQuantizer(Quantizer):
         if self.cosine:
             h = F.normalize(h, dim=-1)
         flat = rearrange(h.detach(), "b n d -> (b n) d").float()
-        if self.training and not bool(self.initted):
+        if self.in_training_step and not bool(self.initted):
             self._kmeans_init(flat)
         ids = self.search.nearest(flat, self.codes(), self.cosine)
         q = rearrange(self.lookup(ids), "(b n) d -> b n d", b=b)
@@ -115,7 +116,7 @@ class VectorQuantizer(Quantizer):
         loss = self.commitment_weight * F.mse_loss(hf, q.detach())
         if not self.ema:
             loss = loss + self.codebook_weight * F.mse_loss(q, hf.detach())
-        if self.training:
+        if self.in_training_step:
             self._update(flat, ids)
         ids = rearrange(ids, "(b n) -> b n", b=b)
         z_q = straight_through(h, q.detach().to(h.dtype))

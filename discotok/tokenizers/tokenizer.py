@@ -23,7 +23,8 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
-from discotok.quantizers.base import Quantizer, QuantizerOutput
+from discotok.nn.modes import eval_mode
+from discotok.quantizers.base import Quantizer, QuantizerOutput, check_finite
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
 from discotok.tokenizers.config import accepts, check_prefix_length, tokenizer_config, validate_config  # noqa: F401
@@ -61,7 +62,12 @@ class TokenizerOutput:
 
 
 class Tokenizer(nn.Module):
-    """Encoder -> quantizer -> decoder with ``encode``/``decode`` and a safe file format."""
+    """Encoder -> quantizer -> decoder with ``encode``/``decode`` and a safe file format.
+
+    ``encode``, ``encode_latents`` and ``decode`` never change the model: they run it in eval
+    mode without gradients (no codebook update, no random depth or prefix), whatever mode the
+    caller left it in, and give each submodule its own mode back afterwards.
+    """
 
     def __init__(self, encoder: nn.Module, quantizer: Quantizer, decoder: nn.Module, config: dict) -> None:
         super().__init__()
@@ -299,28 +305,34 @@ class Tokenizer(nn.Module):
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
+        Items holding NaN or inf, in the input or in the encoder's latents, raise
+        ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
         """
         if getattr(self.quantizer, "continuous", False):
             self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
         if depth is not None:
             quantizer_kwargs["depth"] = self._depth(depth)
-        enc = self._encoder_output(x, lengths, num_tokens)
-        ids = self.quantizer(enc.z, **quantizer_kwargs).ids
+        with eval_mode(self):
+            enc = self._encoder_output(x, lengths, num_tokens)
+            ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
     @torch.no_grad()
     def encode_latents(self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None) -> Tensor:
         """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them)."""
-        return self._encoder_output(x, lengths, num_tokens).z
+        with eval_mode(self):
+            return self._encoder_output(x, lengths, num_tokens).z
 
     def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
         if self.modality == "audio":
             if num_tokens is not None:
                 raise ValueError("num_tokens selects a prefix of 1-D image tokenizers; cut the waveform instead")
             x, lengths, _ = self._prepare_audio(x, lengths)
+            check_finite(x, "the input")
             return self.encoder(x, lengths=lengths)
         if lengths is not None:
             raise ValueError("lengths belongs to audio tokenizers; images of a batch share one size")
+        check_finite(x, "the input")
         return self.encoder(x) if num_tokens is None else self._encode_prefix(x, num_tokens)
 
     @torch.no_grad()
@@ -346,20 +358,21 @@ class Tokenizer(nn.Module):
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
         """
-        self.quantizer.check_ids(ids)
-        sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
-        if self.modality == "audio":
-            return self._decode_audio(ids, layout, lengths, **sampler)
-        if lengths is not None:
-            raise ValueError("lengths belongs to audio tokenizers")
-        layout = layout or self.default_layout(ids.shape[1])
-        if layout.kind == "sequence":
-            check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
-        elif layout.num_tokens != ids.shape[1]:
-            raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
-        device = next(self.parameters()).device
-        z_q = self.quantizer.ids_to_codes(ids.to(device))
-        return self._decode(z_q, layout, image_size=image_size, **sampler).clamp(-1, 1)
+        with eval_mode(self):
+            self.quantizer.check_ids(ids)
+            sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
+            if self.modality == "audio":
+                return self._decode_audio(ids, layout, lengths, **sampler)
+            if lengths is not None:
+                raise ValueError("lengths belongs to audio tokenizers")
+            layout = layout or self.default_layout(ids.shape[1])
+            if layout.kind == "sequence":
+                check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
+            elif layout.num_tokens != ids.shape[1]:
+                raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
+            device = next(self.parameters()).device
+            z_q = self.quantizer.ids_to_codes(ids.to(device))
+            return self._decode(z_q, layout, image_size=image_size, **sampler).clamp(-1, 1)
 
     def _decode_audio(self, ids: Tensor, layout: Layout | None, lengths: Tensor | None, **sampler: Any) -> Tensor:
         n = ids.shape[1]

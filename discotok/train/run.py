@@ -23,6 +23,7 @@ from discotok.losses import MissingWeightsError
 from discotok.registry import DATAMODULES, ConfigError
 from discotok.tokenizers import tokenizer_config
 from discotok.train.callbacks import AudioExamples, CodebookHistogram, ReconstructionGrid
+from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.launch import launch, processes_to_start
 from discotok.train.module import TokenizerModule
 from discotok.train.resume import ResumeError, resume_checkpoint
@@ -155,6 +156,7 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
         default_root_dir=out_dir,
         logger=build_loggers(plain(cfg.logger), out_dir),
         callbacks=[*build_callbacks(trainer_cfg, out_dir, modality), *callbacks],
+        plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,21 @@
+"""Run a module in eval mode for a while and give the caller's modes back afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import nn
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` and all its submodules in eval mode; on exit (also after an error) restore
+    each submodule's own ``training`` flag, so a caller's mixed modes come back exactly."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
