@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from discotok.data.images import DEFAULT_MAX_PIXELS
 from discotok.extraction.decode import decode_ids
 from discotok.extraction.encode import describe_report, extract
+from discotok.extraction.sources import DEFAULT_MAX_DURATION
 from discotok.io import FORMATS
 from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
 
@@ -26,6 +28,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
     return value
 
 
@@ -81,6 +90,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     report = extract(
         args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
         batch_size=args.batch_size, image_size=args.image_size, max_seconds=args.max_seconds,
+        max_duration=args.max_duration, max_pixels=args.max_pixels,
         num_tokens=args.num_tokens, depth=args.depth,
         recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
         strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
@@ -120,6 +130,13 @@ def encode_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--max-seconds", type=float, metavar="S",
                         help="audio: encode the first S seconds of each file (default: all of it)")
+    parser.add_argument("--max-duration", type=positive_float, default=DEFAULT_MAX_DURATION, metavar="S",
+                        help="audio: skip (with the reason) files longer than S seconds, checked from the header "
+                             f"before reading (default {DEFAULT_MAX_DURATION:g}; memory grows with batch size x the "
+                             "longest clip); --max-seconds crops instead")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="P",
+                        help="images: skip (with the reason) images of more than P pixels, checked from the header "
+                             f"before decoding (default {DEFAULT_MAX_PIXELS}, 8192 x 8192)")
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
