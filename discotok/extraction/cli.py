@@ -62,6 +62,18 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def printable(text: str) -> str:
+    """``text`` itself when every character is printable, else its ``repr`` (newlines and other control
+    characters escaped), so a file's name cannot forge lines of a report."""
+    return text if text.isprintable() else repr(text)
+
+
+def report_skipped(prog: str, skipped: Sequence[dict]) -> None:
+    """One line on stderr per skipped input: its name and the reason, both escaped by ``printable``."""
+    for item in skipped:
+        print(f"{prog}: skipped {printable(str(item['source']))}: {printable(str(item['error']))}", file=sys.stderr)
+
+
 def run_command(
     prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int], argv: Sequence[str]
 ) -> int:
@@ -73,8 +85,7 @@ def run_command(
     try:
         return body(args)
     except (TokenizerLoadError, ValueError, OSError, ImportError) as err:
-        for item in getattr(err, "skipped", []):
-            print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+        report_skipped(prog, getattr(err, "skipped", []))
         message = " ".join(str(err).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
@@ -98,8 +109,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     )
     if report.rank != 0:
         return EXIT_OK
-    for item in report.skipped:
-        print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+    report_skipped(prog, report.skipped)
     print(describe_report(report))
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 
@@ -114,7 +124,9 @@ def encode_main(argv: Sequence[str]) -> int:
         "finished shards are kept. Images are converted to RGB, resized to cover the image size\n"
         "and centre cropped. Audio (wav, flac, ogg, ...) is read at the tokenizer's sample rate and\n"
         "channels (resampled, mixed down or duplicated); each clip keeps its own frame count\n"
-        "(rows padded with -1, the manifest gives each item's frames and samples).",
+        "(rows padded with -1, the manifest gives each item's frames and samples). One run at a time\n"
+        "per OUTPUT_DIR (lock file .discotok.lock); a resumed run removes the temporaries of a killed one.\n"
+        "A skipped input's name is printed escaped (Python repr) when it holds control characters.",
         EXIT_HELP + "  3  some inputs were skipped (listed on stderr with the reason and in the manifest)\n",
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
@@ -167,7 +179,8 @@ def decode_main(argv: Sequence[str]) -> int:
         "Decode ids (the folder written by `discotok encode`, or one ids file: .npy, .safetensors,\n"
         ".tar) into one PNG per row, or one wav per clip at an audio tokenizer's rate (cut to the\n"
         "clip's original length when the manifest gives it). All ids are checked against the\n"
-        "tokenizer before anything is decoded.",
+        "tokenizer before anything is decoded. Re-running a killed decode resumes it: files already\n"
+        "written are kept and the rest come out as in one run. One run at a time per OUTPUT_DIR.",
         EXIT_HELP,
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from discotok.extraction.lock import claim_output
 from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
 from discotok.extraction.sources import (
     DEFAULT_MAX_DURATION,
@@ -183,11 +184,12 @@ def extract(
     brace pattern), or a list of these; images or audio files, as the tokenizer's modality.
     ``format``: ``npy``, ``safetensors`` or ``wds``. Each shard holds ``shard_size`` inputs
     (fewer when some are unreadable: those are listed in the manifest's ``skipped``).
-    Re-running the same call skips finished shards; a folder holding another run's shards is
-    refused unless ``overwrite``. ``num_tokens=k`` keeps the first k tokens of a 1-D
-    tokenizer, ``depth`` the first levels of a residual quantizer. Audio is read at the
-    tokenizer's rate and channels (resampled, mixed down or duplicated), ``max_seconds`` of
-    each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
+    Re-running the same call skips finished shards (and removes the temporaries a killed run
+    left); a folder holding another run's shards is refused unless ``overwrite``, and a folder
+    another run is writing to (its lock file ``.discotok.lock``) is refused at once.
+    ``num_tokens=k`` keeps the first k tokens of a 1-D tokenizer, ``depth`` the first levels of
+    a residual quantizer. Audio is read at the tokenizer's rate and channels (resampled, mixed
+    down or duplicated), ``max_seconds`` of each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
     Limits that keep one bad file from exhausting memory (such files are skipped with the reason):
     audio longer than ``max_duration`` seconds (default 600), images of more than ``max_pixels``
     pixels (default 2**26, 8192 x 8192); None lifts either.
@@ -213,26 +215,26 @@ def extract(
            "format": format, "shard_size": shard_size}
     run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     plan = ShardPlan(output_dir, format, shard_size, src.items, run_id)
-    plan.check_foreign(overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    pending = list(range(plan.num_shards)) if overwrite else plan.pending()
-    done_before = sorted(set(range(plan.num_shards)) - set(pending))
-    if devices == 1:
-        written = _run_local(plan, pending, tokenizer, reader, options, batch_size, workers, progress)
-        rank = 0
-    else:
-        from discotok.extraction.distributed import run_distributed
+    with claim_output(output_dir, "discotok encode", lambda name: is_own_output(Path(name))):
+        plan.check_foreign(overwrite)
+        pending = list(range(plan.num_shards)) if overwrite else plan.pending()
+        done_before = sorted(set(range(plan.num_shards)) - set(pending))
+        if devices == 1:
+            written = _run_local(plan, pending, tokenizer, reader, options, batch_size, workers, progress)
+            rank = 0
+        else:
+            from discotok.extraction.distributed import run_distributed
 
-        written, rank = run_distributed(plan, tokenizer, reader, options, batch_size, workers, progress,
-                                        devices=devices, accelerator=accelerator, strategy=strategy, overwrite=overwrite)
-    manifest = None
-    if rank == 0:
-        header = {
-            "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
-            "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
-            "encode_options": options, "source": src.description,
-        }
-        manifest = merge_manifest(plan, header, reader.summarize)
+            written, rank = run_distributed(plan, tokenizer, reader, options, batch_size, workers, progress,
+                                            devices=devices, accelerator=accelerator, strategy=strategy, overwrite=overwrite)
+        manifest = None
+        if rank == 0:
+            header = {
+                "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
+                "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
+                "encode_options": options, "source": src.description,
+            }
+            manifest = merge_manifest(plan, header, reader.summarize)
     return ExtractReport(output_dir, manifest, len(src.items), plan.num_shards, done_before, written, rank)
 
 
