@@ -74,7 +74,7 @@ def batch_sampler(sampler: dict, index: int) -> dict:
     return {**sampler, "seed": sampler["seed"] + index} if sampler.get("seed") is not None else sampler
 
 
-def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
+def _image_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
     """Checks every id, then returns the decoder of batch i (rows i * batch_size onwards) to images."""
     ids, layout = check_ids_array(tokenizer, *loaded)
     image_size = (loaded.manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
@@ -87,7 +87,7 @@ def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sam
     return decode_batch
 
 
-def _audio_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
+def _audio_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
     """Checks every id, then returns the decoder of batch i to waveforms, each cut to its samples (else frames x hop)."""
     ids, frames, samples = check_frame_ids(tokenizer, loaded)
     lengths = frames * tokenizer.hop_length if samples is None else samples
@@ -145,7 +145,7 @@ def decode_ids(
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
     sampler = sampler or {}
-    decode_batch = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size, sampler)
+    decode_batch = (_audio_decoder if audio else _image_decoder)(tokenizer, loaded, batch_size, sampler)
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)

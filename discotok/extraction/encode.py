@@ -189,7 +189,8 @@ def extract(
     another run is writing to (its lock file ``.discotok.lock``) is refused at once.
     ``num_tokens=k`` keeps the first k tokens of a 1-D tokenizer, ``depth`` the first levels of
     a residual quantizer. Audio is read at the tokenizer's rate and channels (resampled, mixed
-    down or duplicated), ``max_seconds`` of each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
+    down or duplicated), ``max_seconds`` of each file at most; each item keeps its valid frames
+    (see ``discotok.io`` for the padding).
     Limits that keep one bad file from exhausting memory (such files are skipped with the reason):
     audio longer than ``max_duration`` seconds (default 600), images of more than ``max_pixels``
     pixels (default 2**26, 8192 x 8192); None lifts either.
