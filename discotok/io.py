@@ -29,11 +29,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -48,6 +49,7 @@ FORMATS = ("npy", "safetensors", "wds")
 SUFFIX = {"npy": ".npy", "safetensors": ".safetensors", "wds": ".tar"}
 PAD_ID = -1
 ITEM_LENGTHS = ("frames", "samples")
+NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 class ExtractError(ValueError):
@@ -122,9 +124,34 @@ def write_shard(
         raise ExtractError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def check_npy_header(f: BinaryIO, where: Path) -> None:
+    """Refuse an ``.npy`` stream whose header declares more data than the stream holds (a 1 KB file
+    can declare terabytes), before ``np.load`` allocates it; leaves ``f`` at its start."""
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in NPY_HEADER_READERS:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = NPY_HEADER_READERS[version](f)
+    except (ValueError, EOFError) as err:
+        raise ExtractError(f"{where}: not a readable .npy array ({err})") from err
+    needed = math.prod(shape) * dtype.itemsize
+    if needed > size - f.tell():
+        raise ExtractError(
+            f"{where}: the .npy header declares {dtype} ids of shape {tuple(shape)} ({needed} bytes) but the file "
+            f"holds {size - f.tell()} bytes of data (truncated or forged)"
+        )
+    f.seek(0)
+
+
 def _npy(data: bytes | Path, where: Path) -> np.ndarray:
     try:
-        arr = np.load(io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False)
+        with io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb") as f:
+            check_npy_header(f, where)
+            arr = np.load(f, allow_pickle=False)
+    except ExtractError:
+        raise
     except (OSError, ValueError, EOFError) as err:
         raise ExtractError(f"{where}: not a readable .npy array ({err})") from err
     if not isinstance(arr, np.ndarray):
@@ -132,8 +159,23 @@ def _npy(data: bytes | Path, where: Path) -> np.ndarray:
     return arr
 
 
+def as_int64(arr: np.ndarray, where: Path) -> np.ndarray:
+    """Ids of any integer dtype as int64; other dtypes, and unsigned ids beyond int64, refused naming ``where``."""
+    if arr.dtype.kind not in "iu":
+        raise ExtractError(f"{where}: ids must have an integer dtype, got {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ExtractError(f"{where}: holds {arr.dtype} ids up to {int(arr.max())}, which do not fit int64 (no codebook "
+                           "is that large)")
+    return arr.astype(np.int64, copy=False)
+
+
 def read_shard(path: Path) -> np.ndarray:
-    """The ids array of one ids file (``.npy``, ``.safetensors`` or WebDataset ``.tar``)."""
+    """The ids array of one ids file (``.npy``, ``.safetensors`` or WebDataset ``.tar``) as int64, whatever
+    integer dtype the file holds (so shards of different dtypes concatenate as ids)."""
+    return as_int64(_read_shard(path), path)
+
+
+def _read_shard(path: Path) -> np.ndarray:
     fmt = format_of(path)
     if not path.is_file():
         raise ExtractError(f"ids file {str(path)!r} does not exist")
@@ -155,7 +197,7 @@ def read_shard(path: Path) -> np.ndarray:
         with tarfile.open(path, "r:") as tar:
             for member in tar:
                 if member.isfile() and member.name.endswith(".ids.npy"):
-                    rows.append(_npy(tar.extractfile(member).read(), path))
+                    rows.append(as_int64(_npy(tar.extractfile(member).read(), path), path))
     except tarfile.TarError as err:
         raise ExtractError(f"{path}: not a readable tar shard ({err})") from err
     if not rows or len({r.shape[1:] for r in rows}) != 1 or min(r.ndim for r in rows) < 1:

@@ -16,19 +16,23 @@ T = TypeVar("T")
 
 PLAIN_TYPES = (str, int, float, bool, type(None))
 FORBIDDEN_KEYS = ("_target_", "_partial_", "_args_", "_recursive_", "_convert_")
+MAX_CONFIG_DEPTH = 32
 
 
 class ConfigError(ValueError):
     """A configuration names something unknown or carries a value that is not plain."""
 
 
-def check_plain(value: Any, where: str = "config") -> None:
-    """Raise ``ConfigError`` unless ``value`` is plain JSON data with no Hydra/import keys."""
+def check_plain(value: Any, where: str = "config", depth: int = 0) -> None:
+    """Raise ``ConfigError`` unless ``value`` is plain JSON data with no Hydra/import keys, nested at
+    most ``MAX_CONFIG_DEPTH`` levels."""
     if isinstance(value, PLAIN_TYPES):
         return
+    if depth >= MAX_CONFIG_DEPTH:
+        raise ConfigError(f"{where[:60]}...: nested more than {MAX_CONFIG_DEPTH} levels deep")
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_plain(item, f"{where}[{i}]")
+            check_plain(item, f"{where}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -39,7 +43,7 @@ def check_plain(value: Any, where: str = "config") -> None:
                     f"{where}: key {key!r} is not allowed; components are named by registered "
                     "name only, never by import path"
                 )
-            check_plain(item, f"{where}.{key}")
+            check_plain(item, f"{where}.{key}", depth + 1)
         return
     raise ConfigError(f"{where}: value of type {type(value).__name__} is not plain data")
 

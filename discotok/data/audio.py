@@ -2,8 +2,10 @@
 
 ``load_audio`` reads any format libsndfile knows (wav, flac, ogg/vorbis, opus, mp3, aiff, ...)
 through soundfile, converts to float32 (C, T), mixes or duplicates channels to the asked-for
-count and resamples with ``torchaudio.functional.resample``; ``AudioInfo`` records what the
-file was and what was done. ``save_audio`` writes through ``discotok.atomic.atomic_path``.
+count and resamples with ``discotok.data.resample.resample`` (torchaudio's windowed sinc, at
+memory in proportion to the audio whatever the rates); ``AudioInfo`` records what the file was
+and what was done. ``max_duration`` refuses a file longer than that from its header, before
+reading it (a two-hour file would otherwise become one tensor of gigabytes). ``save_audio`` writes through ``discotok.atomic.atomic_path``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch import Tensor
-from torchaudio.functional import resample
+
+from discotok.data.resample import output_length, resample
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64")
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".aif": "AIFF", ".aiff": "AIFF"}
@@ -74,13 +77,25 @@ def convert_channels(wave: Tensor, channels: int, name: str | os.PathLike = "aud
 
 
 def _read(
-    source: str | os.PathLike | BinaryIO, name: str | os.PathLike, start: float, duration: float | None
+    source: str | os.PathLike | BinaryIO,
+    name: str | os.PathLike,
+    start: float,
+    duration: float | None,
+    max_duration: float | None = None,
 ) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(source) as f:
             rate = f.samplerate
-            f.seek(min(int(start * rate), f.frames))
-            data = f.read(-1 if duration is None else int(round(duration * rate)), dtype="float32", always_2d=True)
+            first = min(int(start * rate), f.frames)
+            frames = f.frames - first if duration is None else min(f.frames - first, int(round(duration * rate)))
+            if max_duration is not None and frames > max_duration * rate:
+                raise AudioLoadError(
+                    name, f"{frames / rate:.1f} s of audio ({frames} samples at {rate} Hz), over the limit of "
+                    f"{max_duration:g} s per file (max_duration raises it; max_seconds keeps the first seconds)")
+            f.seek(first)
+            data = f.read(-1 if duration is None else frames, dtype="float32", always_2d=True)
+    except AudioLoadError:
+        raise
     except sf.LibsndfileError as err:
         suffix = Path(str(name)).suffix.lower()
         kind = "corrupt or unsupported audio file" if suffix in AUDIO_EXTENSIONS else "not an audio file"
@@ -108,17 +123,20 @@ def load_audio(
     name: str | os.PathLike | None = None,
     start: float = 0.0,
     duration: float | None = None,
+    max_duration: float | None = None,
 ) -> tuple[Tensor, AudioInfo]:
     """Read ``path`` (a file or a binary file object) as float32 (channels, T) at ``sample_rate``.
 
     Raises ``AudioLoadError`` naming the file for an unreadable, corrupt, empty, non-finite or
     too-short (fewer than ``min_samples`` after resampling) input. ``name`` labels a file object
     in errors and in ``AudioInfo.path``. ``start`` / ``duration`` (seconds) read only a part.
+    ``max_duration`` (seconds, None: no limit) refuses, from the header and before reading, a file
+    whose part to read is longer; resampling costs memory in proportion to the audio at any rate.
     """
     if sample_rate <= 0 or channels <= 0:
         raise ValueError(f"sample_rate and channels must be positive, got {sample_rate} and {channels}")
     name = str(name if name is not None else path if not isinstance(path, io.IOBase) else "<stream>")
-    data, rate = _read(path, name, start, duration)
+    data, rate = _read(path, name, start, duration, max_duration)
     frames, have = data.shape
     if frames == 0:
         raise AudioLoadError(name, "empty audio file (no samples)")
@@ -152,7 +170,7 @@ def resample_clips(clips: list[Tensor], orig_rate: int, new_rate: int) -> list[T
     longest = max(c.shape[-1] for c in clips)
     batch = torch.stack([torch.nn.functional.pad(c, (0, longest - c.shape[-1])) for c in clips])
     out = resample(batch, orig_rate, new_rate)
-    return [o[:, : -(-c.shape[-1] * new_rate // orig_rate)].contiguous() for o, c in zip(out, clips, strict=True)]
+    return [o[:, : output_length(c.shape[-1], orig_rate, new_rate)].contiguous() for o, c in zip(out, clips, strict=True)]
 
 
 def save_audio(path: str | os.PathLike, wave: Tensor, sample_rate: int, subtype: str | None = None) -> Path:

@@ -1,9 +1,16 @@
-"""Reading images safely: clear errors naming the file, any mode converted to RGB."""
+"""Reading images safely: clear errors naming the file, any mode converted to RGB.
+
+``load_image`` refuses an image of more than ``max_pixels`` pixels (``DEFAULT_MAX_PIXELS``,
+2**26: 8192 x 8192) from its header, before decoding it: a 381 KB PNG can declare 13376 x 13376
+pixels. 16-bit images are scaled to 8 bits by the format's range (0..65535 -> 0..255), in
+row blocks of at most ``CONVERT_BLOCK`` pixels, so no full-size wider temporaries are made.
+"""
 
 from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DEFAULT_MAX_PIXELS = 1 << 26
+CONVERT_BLOCK = 1 << 18
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 
 
 class ImageLoadError(ValueError):
@@ -36,18 +46,47 @@ def iter_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path
             yield p
 
 
-def load_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Image:
+def sixteen_to_eight_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (modes ``I;16*``, or ``I`` holding 0..65535) as 8-bit ``L``, scaled by
+    the format's range (round(v * 255 / 65535); values outside 0..65535 clipped), block by block."""
+    arr = np.asarray(img)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    rows = max(1, CONVERT_BLOCK // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], rows):
+        block = arr[start : start + rows].astype(np.int64 if arr.dtype.kind == "i" else np.uint32)
+        np.clip(block, 0, 65535, out=block)
+        block *= 255
+        block += 32767
+        block //= 65535
+        out[start : start + rows] = block
+    return Image.fromarray(out, mode="L")
+
+
+def load_image(
+    path: str | os.PathLike, data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Image.Image:
     """Open ``path`` as an RGB PIL image (grayscale, palette, 16-bit and RGBA converted).
 
     RGBA is composited on white so transparent regions do not turn black. With ``data``
     the image is decoded from those bytes (e.g. a member of a tar shard) and ``path``
-    only names it in errors.
+    only names it in errors. An image of more than ``max_pixels`` pixels (None: no limit of
+    ours; Pillow still refuses twice its ``Image.MAX_IMAGE_PIXELS``) is refused before decoding.
     """
     path = Path(path)
     try:
-        with Image.open(path if data is None else io.BytesIO(data)) as img:
+        with warnings.catch_warnings():  # our own limit replaces Pillow's decompression-bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path if data is None else io.BytesIO(data))
+        with img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageLoadError(
+                    path, f"image of {width}x{height} pixels ({width * height / 1e6:.1f} Mpx) is over the limit of "
+                    f"{max_pixels} pixels (max_pixels raises it)")
             img.load()
             img = ImageOps.exif_transpose(img)
+    except ImageLoadError:
+        raise
     except Image.DecompressionBombError as err:
         raise ImageLoadError(path, f"image too large ({err})") from None
     except UnidentifiedImageError:
@@ -59,10 +98,8 @@ def load_image(path: str | os.PathLike, data: bytes | None = None) -> Image.Imag
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        arr = (arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
+    if img.mode in SIXTEEN_BIT_MODES:
+        img = sixteen_to_eight_bits(img)
     return img.convert("RGB")
 
 
@@ -88,6 +125,9 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
 
 
-def load_image_tensor(path: str | os.PathLike, size: Sequence[int], data: bytes | None = None) -> Tensor:
-    """Load ``path`` (or ``data`` named ``path``), resize-and-centre-crop to ``size``, return (3, H, W) in [-1, 1]."""
-    return pil_to_tensor(resize_center_crop(load_image(path, data), size))
+def load_image_tensor(
+    path: str | os.PathLike, size: Sequence[int], data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Tensor:
+    """Load ``path`` (or ``data`` named ``path``; at most ``max_pixels``), resize-and-centre-crop to ``size``,
+    return (3, H, W) in [-1, 1]."""
+    return pil_to_tensor(resize_center_crop(load_image(path, data, max_pixels), size))

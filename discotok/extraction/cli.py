@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from discotok.data.images import DEFAULT_MAX_PIXELS
 from discotok.extraction.decode import decode_ids
 from discotok.extraction.encode import describe_report, extract
+from discotok.extraction.sources import DEFAULT_MAX_DURATION
 from discotok.io import FORMATS
 from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
 
@@ -26,6 +28,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
     return value
 
 
@@ -53,6 +62,18 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def printable(text: str) -> str:
+    """``text`` itself when every character is printable, else its ``repr`` (newlines and other control
+    characters escaped), so a file's name cannot forge lines of a report."""
+    return text if text.isprintable() else repr(text)
+
+
+def report_skipped(prog: str, skipped: Sequence[dict]) -> None:
+    """One line on stderr per skipped input: its name and the reason, both escaped by ``printable``."""
+    for item in skipped:
+        print(f"{prog}: skipped {printable(str(item['source']))}: {printable(str(item['error']))}", file=sys.stderr)
+
+
 def run_command(
     prog: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], int], argv: Sequence[str]
 ) -> int:
@@ -64,8 +85,7 @@ def run_command(
     try:
         return body(args)
     except (TokenizerLoadError, ValueError, OSError, ImportError) as err:
-        for item in getattr(err, "skipped", []):
-            print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+        report_skipped(prog, getattr(err, "skipped", []))
         message = " ".join(str(err).split())
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
@@ -81,6 +101,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     report = extract(
         args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
         batch_size=args.batch_size, image_size=args.image_size, max_seconds=args.max_seconds,
+        max_duration=args.max_duration, max_pixels=args.max_pixels,
         num_tokens=args.num_tokens, depth=args.depth,
         recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
         strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
@@ -88,8 +109,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     )
     if report.rank != 0:
         return EXIT_OK
-    for item in report.skipped:
-        print(f"{prog}: skipped {item['source']}: {item['error']}", file=sys.stderr)
+    report_skipped(prog, report.skipped)
     print(describe_report(report))
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 
@@ -104,7 +124,9 @@ def encode_main(argv: Sequence[str]) -> int:
         "finished shards are kept. Images are converted to RGB, resized to cover the image size\n"
         "and centre cropped. Audio (wav, flac, ogg, ...) is read at the tokenizer's sample rate and\n"
         "channels (resampled, mixed down or duplicated); each clip keeps its own frame count\n"
-        "(rows padded with -1, the manifest gives each item's frames and samples).",
+        "(rows padded with -1, the manifest gives each item's frames and samples). One run at a time\n"
+        "per OUTPUT_DIR (lock file .discotok.lock); a resumed run removes the temporaries of a killed one.\n"
+        "A skipped input's name is printed escaped (Python repr) when it holds control characters.",
         EXIT_HELP + "  3  some inputs were skipped (listed on stderr with the reason and in the manifest)\n",
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")
@@ -120,6 +142,13 @@ def encode_main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--max-seconds", type=float, metavar="S",
                         help="audio: encode the first S seconds of each file (default: all of it)")
+    parser.add_argument("--max-duration", type=positive_float, default=DEFAULT_MAX_DURATION, metavar="S",
+                        help="audio: skip (with the reason) files longer than S seconds, checked from the header "
+                             f"before reading (default {DEFAULT_MAX_DURATION:g}; memory grows with batch size x the "
+                             "longest clip); --max-seconds crops instead")
+    parser.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="P",
+                        help="images: skip (with the reason) images of more than P pixels, checked from the header "
+                             f"before decoding (default {DEFAULT_MAX_PIXELS}, 8192 x 8192)")
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
@@ -150,7 +179,8 @@ def decode_main(argv: Sequence[str]) -> int:
         "Decode ids (the folder written by `discotok encode`, or one ids file: .npy, .safetensors,\n"
         ".tar) into one PNG per row, or one wav per clip at an audio tokenizer's rate (cut to the\n"
         "clip's original length when the manifest gives it). All ids are checked against the\n"
-        "tokenizer before anything is decoded.",
+        "tokenizer before anything is decoded. Re-running a killed decode resumes it: files already\n"
+        "written are kept and the rest come out as in one run. One run at a time per OUTPUT_DIR.",
         EXIT_HELP,
     )
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR", help="folder with config.json and model.safetensors")

@@ -4,16 +4,21 @@ Images become one PNG per row. Audio ids become one wav per item at the tokenize
 items are decoded in zero-padded batches with their lengths (``Tokenizer.decode(ids,
 lengths=...)``), each cut to its valid frames x hop, or to its original sample count when the
 manifest records it.
+
+A killed decode resumes: the same call keeps the files already written (see ``decode_ids``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
@@ -22,8 +27,13 @@ from discotok.atomic import atomic_path
 from discotok.data.audio import save_audio
 from discotok.data.images import tensor_to_pil
 from discotok.extraction.checks import check_frame_ids, check_ids_array
+from discotok.extraction.encode import tokenizer_fingerprint
+from discotok.extraction.lock import claim_output
 from discotok.io import ExtractError, LoadedIds, load_ids
 from discotok.tokenizers.tokenizer import Tokenizer
+
+DECODE_RECORD = ".discotok-decode.json"
+BatchDecoder = Callable[[int], list[Tensor]]
 
 
 class ImageWriter:
@@ -64,32 +74,49 @@ def batch_sampler(sampler: dict, index: int) -> dict:
     return {**sampler, "seed": sampler["seed"] + index} if sampler.get("seed") is not None else sampler
 
 
-def _image_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> Iterator[list[Tensor]]:
-    """Checks every id, then yields decoded images batch by batch."""
+def _image_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
+    """Checks every id, then returns the decoder of batch i (rows i * batch_size onwards) to images."""
     ids, layout = check_ids_array(tokenizer, *loaded)
     image_size = (loaded.manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
 
-    def batches() -> Iterator[list[Tensor]]:
-        for i, start in enumerate(range(0, ids.shape[0], batch_size)):
-            yield list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size,
-                                        **batch_sampler(sampler, i)))
+    def decode_batch(i: int) -> list[Tensor]:
+        start = i * batch_size
+        return list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size,
+                                     **batch_sampler(sampler, i)))
 
-    return batches()
+    return decode_batch
 
 
-def _audio_batches(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> Iterator[list[Tensor]]:
-    """Checks every id, then yields decoded waveforms batch by batch, each cut to its samples (else frames x hop)."""
+def _audio_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
+    """Checks every id, then returns the decoder of batch i to waveforms, each cut to its samples (else frames x hop)."""
     ids, frames, samples = check_frame_ids(tokenizer, loaded)
     lengths = frames * tokenizer.hop_length if samples is None else samples
 
-    def batches() -> Iterator[list[Tensor]]:
-        for i, start in enumerate(range(0, ids.shape[0], batch_size)):
-            stop = min(start + batch_size, ids.shape[0])
-            width = int(frames[start:stop].max())
-            waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
-            yield [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
+    def decode_batch(i: int) -> list[Tensor]:
+        start = i * batch_size
+        stop = min(start + batch_size, ids.shape[0])
+        width = int(frames[start:stop].max())
+        waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
+        return [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
 
-    return batches()
+    return decode_batch
+
+
+def decode_run_id(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict, names: list[str]) -> str:
+    """sha256 over everything that decides a decode's files: tokenizer, ids, manifest, batching, sampler, names."""
+    digest = hashlib.sha256(tokenizer_fingerprint(tokenizer).encode())
+    digest.update(f"{loaded.ids.dtype}:{loaded.ids.shape}".encode())
+    digest.update(np.ascontiguousarray(loaded.ids).tobytes())
+    digest.update(json.dumps([loaded.manifest, batch_size, sampler, names], sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _recorded_run(path: Path) -> str | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return record.get("run") if isinstance(record, dict) else None
 
 
 def decode_ids(
@@ -105,6 +132,10 @@ def decode_ids(
     image, a wav per audio item (at the tokenizer's rate, cut to the item's length).
 
     All ids are validated first; each output file is written atomically. Returns the paths in row order.
+    Resumable: while a run is in progress ``.discotok-decode.json`` in ``output_dir`` records it, so
+    the same call after a kill keeps the files already written (whole batches are skipped, and
+    the rest decode as in one run) and removes the killed run's temporaries; the record goes
+    when the run finishes. ``output_dir`` is locked against other runs (``.discotok.lock``).
     ``sampler`` (``timesteps``, ``guidance_scale``, ``seed``) goes to a generative decoder's
     ``decode``; batch i samples with ``seed + i``, so a fixed seed and batch size give the same files.
     """
@@ -113,18 +144,28 @@ def decode_ids(
     loaded = load_ids(ids_path_or_dir)
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
-    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size, sampler or {})
+    sampler = sampler or {}
+    decode_batch = (_audio_decoder if audio else _image_decoder)(tokenizer, loaded, batch_size, sampler)
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    bar = tqdm(total=num_rows, desc="decode", unit="item", file=sys.stderr, disable=not progress)
-    with bar, torch.inference_mode():
-        for decoded in batches:
-            for item in decoded:
-                path = output_dir / names[len(written)]
-                writer.write(path, item)
-                written.append(path)
-            bar.update(len(decoded))
-    return written
+    paths = [output_dir / name for name in names]
+    run = decode_run_id(tokenizer, loaded, batch_size, sampler, names)
+    ours = {*names, DECODE_RECORD}
+    with claim_output(output_dir, "discotok decode", ours.__contains__):
+        record = output_dir / DECODE_RECORD
+        resumed = _recorded_run(record) == run
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps({"format": "discotok.decode", "run": run}) + "\n", encoding="utf-8")
+        bar = tqdm(total=num_rows, desc="decode", unit="item", file=sys.stderr, disable=not progress)
+        with bar, torch.inference_mode():
+            for i, start in enumerate(range(0, num_rows, batch_size)):
+                rows = range(start, min(start + batch_size, num_rows))
+                todo = [r for r in rows if not (resumed and paths[r].is_file())]
+                if todo:
+                    decoded = decode_batch(i)
+                    for r in todo:
+                        writer.write(paths[r], decoded[r - start])
+                bar.update(len(rows))
+        record.unlink()
+    return paths

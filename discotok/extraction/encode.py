@@ -21,8 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from discotok.extraction.lock import claim_output
 from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
 from discotok.extraction.sources import (
+    DEFAULT_MAX_DURATION,
     AudioReader,
     ImageReader,
     ItemDataset,
@@ -31,6 +33,7 @@ from discotok.extraction.sources import (
     encode_batch,
     open_source,
 )
+from discotok.data.images import DEFAULT_MAX_PIXELS
 from discotok.io import MANIFEST_NAME, ExtractError
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -75,18 +78,23 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 
 def make_reader(
-    tokenizer: Tokenizer, image_size: int | Sequence[int] | None = None, max_seconds: float | None = None
+    tokenizer: Tokenizer,
+    image_size: int | Sequence[int] | None = None,
+    max_seconds: float | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Reader:
     """The input reader of the tokenizer's modality: images resized and cropped to ``image_size``
-    (default: the tokenizer's), or waveforms at the tokenizer's rate and channels, at least one
-    hop long, the first ``max_seconds`` of each file (default: all of it)."""
+    (default: the tokenizer's), at most ``max_pixels`` pixels each before resizing; or waveforms at
+    the tokenizer's rate and channels, at least one hop long, the first ``max_seconds`` of each
+    file (default: all of it), files longer than ``max_duration`` seconds refused (None: no limit)."""
     if tokenizer.modality == "audio":
         if image_size is not None:
             raise ExtractError("image_size (--image-size) applies to image tokenizers; this one is an audio tokenizer")
         if max_seconds is not None and max_seconds <= 0:
             raise ExtractError(f"max_seconds (--max-seconds) must be positive, got {max_seconds}")
         return AudioReader(tokenizer.sample_rate, tokenizer.channels, min_samples=tokenizer.hop_length,
-                           max_seconds=max_seconds)
+                           max_seconds=max_seconds, max_duration=max_duration)
     if max_seconds is not None:
         raise ExtractError("max_seconds (--max-seconds) applies to audio tokenizers; this one is an image tokenizer")
     size = tokenizer.image_size if image_size is None else image_size
@@ -96,7 +104,7 @@ def make_reader(
     size = size * 2 if len(size) == 1 else size
     if len(size) != 2 or min(size) < 1:
         raise ExtractError(f"image_size must be one or two positive ints (H [W]), got {image_size!r}")
-    return ImageReader(size)
+    return ImageReader(size, max_pixels)
 
 
 def modality_header(tokenizer: Tokenizer, options: dict) -> dict:
@@ -157,6 +165,8 @@ def extract(
     batch_size: int = 16,
     image_size: int | Sequence[int] | None = None,
     max_seconds: float | None = None,
+    max_duration: float | None = DEFAULT_MAX_DURATION,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     num_tokens: int | None = None,
     depth: int | None = None,
     recursive: bool = True,
@@ -174,11 +184,16 @@ def extract(
     brace pattern), or a list of these; images or audio files, as the tokenizer's modality.
     ``format``: ``npy``, ``safetensors`` or ``wds``. Each shard holds ``shard_size`` inputs
     (fewer when some are unreadable: those are listed in the manifest's ``skipped``).
-    Re-running the same call skips finished shards; a folder holding another run's shards is
-    refused unless ``overwrite``. ``num_tokens=k`` keeps the first k tokens of a 1-D
-    tokenizer, ``depth`` the first levels of a residual quantizer. Audio is read at the
-    tokenizer's rate and channels (resampled, mixed down or duplicated), ``max_seconds`` of
-    each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
+    Re-running the same call skips finished shards (and removes the temporaries a killed run
+    left); a folder holding another run's shards is refused unless ``overwrite``, and a folder
+    another run is writing to (its lock file ``.discotok.lock``) is refused at once.
+    ``num_tokens=k`` keeps the first k tokens of a 1-D tokenizer, ``depth`` the first levels of
+    a residual quantizer. Audio is read at the tokenizer's rate and channels (resampled, mixed
+    down or duplicated), ``max_seconds`` of each file at most; each item keeps its valid frames
+    (see ``discotok.io`` for the padding).
+    Limits that keep one bad file from exhausting memory (such files are skipped with the reason):
+    audio longer than ``max_duration`` seconds (default 600), images of more than ``max_pixels``
+    pixels (default 2**26, 8192 x 8192); None lifts either.
     ``devices > 1`` runs one process per device through Lightning (``strategy``: ``ddp`` from
     a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device.
     """
@@ -191,7 +206,7 @@ def extract(
     elif device is not None:
         tokenizer = tokenizer.to(device)
     tokenizer.eval()
-    reader = make_reader(tokenizer, image_size, max_seconds)
+    reader = make_reader(tokenizer, image_size, max_seconds, max_duration, max_pixels)
     options = encode_options(tokenizer, num_tokens, depth)
     output_dir = Path(output_dir)
     own = [p for p in output_dir.iterdir() if is_own_output(p)] if output_dir.is_dir() else []
@@ -201,26 +216,26 @@ def extract(
            "format": format, "shard_size": shard_size}
     run_id = hashlib.sha256(json.dumps(run, sort_keys=True).encode()).hexdigest()
     plan = ShardPlan(output_dir, format, shard_size, src.items, run_id)
-    plan.check_foreign(overwrite)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    pending = list(range(plan.num_shards)) if overwrite else plan.pending()
-    done_before = sorted(set(range(plan.num_shards)) - set(pending))
-    if devices == 1:
-        written = _run_local(plan, pending, tokenizer, reader, options, batch_size, workers, progress)
-        rank = 0
-    else:
-        from discotok.extraction.distributed import run_distributed
+    with claim_output(output_dir, "discotok encode", lambda name: is_own_output(Path(name))):
+        plan.check_foreign(overwrite)
+        pending = list(range(plan.num_shards)) if overwrite else plan.pending()
+        done_before = sorted(set(range(plan.num_shards)) - set(pending))
+        if devices == 1:
+            written = _run_local(plan, pending, tokenizer, reader, options, batch_size, workers, progress)
+            rank = 0
+        else:
+            from discotok.extraction.distributed import run_distributed
 
-        written, rank = run_distributed(plan, tokenizer, reader, options, batch_size, workers, progress,
-                                        devices=devices, accelerator=accelerator, strategy=strategy, overwrite=overwrite)
-    manifest = None
-    if rank == 0:
-        header = {
-            "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
-            "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
-            "encode_options": options, "source": src.description,
-        }
-        manifest = merge_manifest(plan, header, reader.summarize)
+            written, rank = run_distributed(plan, tokenizer, reader, options, batch_size, workers, progress,
+                                            devices=devices, accelerator=accelerator, strategy=strategy, overwrite=overwrite)
+        manifest = None
+        if rank == 0:
+            header = {
+                "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
+                "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
+                "encode_options": options, "source": src.description,
+            }
+            manifest = merge_manifest(plan, header, reader.summarize)
     return ExtractReport(output_dir, manifest, len(src.items), plan.num_shards, done_before, written, rank)
 
 

@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
-from discotok.data.images import IMAGE_EXTENSIONS, ImageLoadError, iter_files, load_image_tensor
+from discotok.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageLoadError, iter_files, load_image_tensor
 from discotok.io import ExtractError
 from discotok.quantizers.base import NonFiniteError
 from discotok.tokenizers.layout import Layout
@@ -43,18 +43,19 @@ from discotok.tokenizers.tokenizer import Tokenizer
 
 IMAGE_PREPROCESSING = {
     "orientation": "EXIF transpose",
-    "color": "RGB; grayscale replicated, alpha composited on white, 16-bit scaled to 8-bit",
+    "color": "RGB; grayscale replicated, alpha composited on white, 16-bit scaled to 8-bit by the range 0..65535",
     "resize": "bicubic resize to cover image_size, then centre crop (no padding, no stretching)",
     "range": [-1.0, 1.0],
 }
 AUDIO_PREPROCESSING = {
     "decoding": "soundfile (libsndfile), float32",
     "channels": "mixed down to mono by the mean over channels, or mono duplicated to every channel",
-    "resampling": "torchaudio.functional.resample to the model's rate (windowed sinc, Hann, lowpass_filter_width 6, "
-                  "rolloff 0.99) when a file has another rate",
+    "resampling": "discotok.data.resample.resample to the model's rate (torchaudio's windowed sinc: Hann, "
+                  "lowpass_filter_width 6, rolloff 0.99; per-sample taps for coprime rates) when a file has another rate",
     "batching": "zero-padded to the longest item of a batch with each item's length; each item keeps its valid "
                 "frames only, num_frames(samples) = ceil(samples / hop)",
 }
+DEFAULT_MAX_DURATION = 600.0
 TAR_IMAGE_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 TAR_EXTENSIONS = {"image": TAR_IMAGE_EXTENSIONS, "audio": tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)}
 
@@ -229,21 +230,23 @@ class Reader(Protocol):
 
 
 class ImageReader:
-    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``)."""
+    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``);
+    images of more than ``max_pixels`` pixels are refused before decoding."""
 
     modality = "image"
 
-    def __init__(self, size: Sequence[int]) -> None:
+    def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.size = tuple(int(s) for s in size)
+        self.max_pixels = max_pixels
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
-        return load_image_tensor(item.name, self.size, item.read_bytes()), {}
+        return load_image_tensor(item.name, self.size, item.read_bytes(), self.max_pixels), {}
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
         return torch.stack(tensors), {}
 
     def describe(self) -> dict:
-        return {"image_size": list(self.size), "preprocessing": IMAGE_PREPROCESSING}
+        return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": IMAGE_PREPROCESSING}
 
     def summarize(self, infos: list[dict]) -> dict:
         return {}
@@ -253,24 +256,33 @@ class AudioReader:
     """Waveforms (channels, T) at ``sample_rate`` through ``discotok.data.audio.load_audio`` (``AUDIO_PREPROCESSING``).
 
     Files shorter than ``min_samples`` (at the model's rate) are refused; ``max_seconds`` keeps
-    the first seconds of longer files. Each item records ``samples`` (its length at the model's
+    the first seconds of longer files. A file (or its first ``max_seconds``) longer than
+    ``max_duration`` seconds (default ``DEFAULT_MAX_DURATION``, 600; None: no limit) is refused from
+    its header before it is read: the batch tensor and the encoder's activations grow with the
+    longest item, so one two-hour file would need tens of gigabytes. Each item records ``samples`` (its length at the model's
     rate), ``source_sample_rate``, ``source_channels`` and ``cropped`` when it was cut.
     """
 
     modality = "audio"
 
-    def __init__(self, sample_rate: int, channels: int, min_samples: int = 1, max_seconds: float | None = None) -> None:
+    def __init__(self, sample_rate: int, channels: int, min_samples: int = 1, max_seconds: float | None = None,
+                 max_duration: float | None = DEFAULT_MAX_DURATION) -> None:
         if max_seconds is not None and max_seconds * sample_rate < min_samples:
             raise ExtractError(f"max_seconds must keep at least {min_samples} samples at {sample_rate} Hz, got {max_seconds}")
+        if max_duration is not None and not max_duration > 0:
+            raise ExtractError(f"max_duration (--max-duration) must be positive, got {max_duration}")
         self.sample_rate, self.channels, self.min_samples, self.max_seconds = sample_rate, channels, min_samples, max_seconds
+        self.max_duration = max_duration
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
         data = item.read_bytes()
         # Read a little past max_seconds so that the crop both is detected and keeps the
         # resampling filter's right context (the first max_seconds equal those of the whole file).
         duration = None if self.max_seconds is None else self.max_seconds + 0.1
+        within = self.max_duration is None or (self.max_seconds is not None and self.max_seconds <= self.max_duration)
         wave, info = load_audio(item.path if data is None else io.BytesIO(data), self.sample_rate, self.channels,
-                                self.min_samples, name=item.name, duration=duration)
+                                self.min_samples, name=item.name, duration=duration,
+                                max_duration=None if within else self.max_duration)
         record = {"samples": wave.shape[-1], "source_sample_rate": info.source_sample_rate,
                   "source_channels": info.source_channels}
         if self.max_seconds is not None and wave.shape[-1] > round(self.max_seconds * self.sample_rate):
@@ -284,7 +296,7 @@ class AudioReader:
 
     def describe(self) -> dict:
         return {"sample_rate": self.sample_rate, "channels": self.channels, "min_samples": self.min_samples,
-                "max_seconds": self.max_seconds, "preprocessing": AUDIO_PREPROCESSING}
+                "max_seconds": self.max_seconds, "max_duration": self.max_duration, "preprocessing": AUDIO_PREPROCESSING}
 
     def summarize(self, infos: list[dict]) -> dict:
         """Total duration and how many items were resampled (from which rates), channel-converted or cropped."""

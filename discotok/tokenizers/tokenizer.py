@@ -29,6 +29,7 @@ from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
 from discotok.tokenizers.config import accepts, check_prefix_length, tokenizer_config, validate_config  # noqa: F401
 from discotok.tokenizers.layout import EncoderOutput, Layout
+from discotok.tokenizers.weights import check_weights
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -39,6 +40,12 @@ Perturb = Callable[[Quantizer, QuantizerOutput], QuantizerOutput]
 
 class TokenizerLoadError(RuntimeError):
     """A tokenizer directory is missing, incomplete or inconsistent."""
+
+
+def _first_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (allocation errors carry long C++ traces)."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 @dataclass
@@ -404,7 +411,13 @@ class Tokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Tokenizer":
-        """Load a tokenizer directory written by ``save_pretrained`` (in eval mode)."""
+        """Load a tokenizer directory written by ``save_pretrained`` (in eval mode).
+
+        The config is first built on the ``meta`` device and every tensor's shape compared with
+        ``model.safetensors``' header (``discotok.tokenizers.weights``), so a config asking for
+        absurd sizes is refused before anything is allocated; every failure, running out of
+        memory included, is a ``TokenizerLoadError`` naming the file.
+        """
         path = Path(path)
         if not path.is_dir():
             raise TokenizerLoadError(f"tokenizer directory {str(path)!r} does not exist")
@@ -415,14 +428,32 @@ class Tokenizer(nn.Module):
             config = json.loads((path / CONFIG_NAME).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise TokenizerLoadError(f"{path / CONFIG_NAME} is not valid JSON: {err}") from err
+        except RecursionError:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME} is refused: JSON nested too deeply") from None
+        weights = path / WEIGHTS_NAME
+        try:
+            with torch.device("meta"):
+                shapes_only = cls.from_config(config)
+        except (ConfigError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME} is refused: {err}") from err
+        except RecursionError:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME} is refused: nested too deeply") from None
+        try:
+            check_weights(shapes_only, weights)
+        except ValueError as err:
+            raise TokenizerLoadError(
+                f"{weights} does not hold this tokenizer's weights (incomplete or mismatched): {err}"
+            ) from None
+        except (SafetensorError, OSError) as err:
+            raise TokenizerLoadError(f"{weights} is not a readable safetensors file: {err}") from err
         try:
             tok = cls.from_config(config)
-        except (ConfigError, TypeError, ValueError) as err:
-            raise TokenizerLoadError(f"{path / CONFIG_NAME} is refused: {err}") from err
+        except (MemoryError, RuntimeError) as err:
+            raise TokenizerLoadError(f"{path / CONFIG_NAME}: cannot build the tokenizer ({_first_line(err)})") from err
         try:
-            load_model(tok, str(path / WEIGHTS_NAME), strict=True, device=str(device))
-        except (SafetensorError, RuntimeError, OSError) as err:
+            load_model(tok, str(weights), strict=True, device=str(device))
+        except (SafetensorError, RuntimeError, OSError, MemoryError) as err:
             raise TokenizerLoadError(
-                f"{path / WEIGHTS_NAME} does not hold this tokenizer's weights (incomplete or mismatched): {err}"
+                f"{weights} does not hold this tokenizer's weights (incomplete or mismatched): {_first_line(err)}"
             ) from err
         return tok.to(device).eval()
