@@ -127,7 +127,8 @@ def baselines_markdown(section: dict) -> list[str]:
     """The classical baselines of a report: where a tokenizer loses to a codec, the codecs' table,
     their lowest rates, notes and protocol, as markdown lines."""
     lines = ["## Classical codecs at the same bit rate", ""]
-    lines += [f"- **{s}**" for s in section["loses_to"]] or ["No tokenizer point loses to a codec that spends as few bits."]
+    losing = [f"- **{sentence}**" for sentence in section["loses_to"]]
+    lines += losing or ["No tokenizer point loses to a codec that spends as few bits."]
     lines += ["", markdown_table(section["results"]), "", "Lowest rate each codec reaches on these inputs:", "",
               markdown_table(section["lowest"]), ""]
     lines += [f"- {note}" for note in section["notes"]] + ([""] if section["notes"] else [])

@@ -13,7 +13,7 @@ from discotok.eval.baselines.contract import Comparison, losses, run_codecs
 from discotok.eval.baselines.jpeg import jpeg
 from discotok.eval.baselines.thumbnail import Thumbnail
 from discotok.eval.baselines.webp import webp
-from discotok.eval.metrics import image_metrics
+from discotok.eval.metrics import PSNR_CEILING_DB, image_metrics
 
 if TYPE_CHECKING:
     from discotok.eval.protocol import EvalSet
@@ -56,6 +56,9 @@ def image_baselines(data: EvalSet, results: list[dict], opts: EvalOptions, nets:
     targets = sorted({r["bits_per_image"] for r in results})
     section = run_codecs(data, codecs, targets, ImageItems(size), lambda: image_metrics(nets.get("lpips")),
                          opts.progress)
+    section["notes"] += [f"{r['label']}: {r['psnr_at_ceiling']} image{'s' * (r['psnr_at_ceiling'] != 1)} reproduced to within 8-bit rounding "
+                         f"(PSNR counted at the {PSNR_CEILING_DB:.2f} dB ceiling; flat images, for instance)"
+                         for r in section["results"] if r.get("psnr_at_ceiling")]
     protocol = {codec.name: codec.describe() for codec in codecs}
     protocol["metrics"] = "PSNR, SSIM and LPIPS (with --lpips-weights) as for the tokenizers; no rFID"
     protocol["comparison"] = ("a tokenizer point loses when a codec row spends no more payload bits per image "

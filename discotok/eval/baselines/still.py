@@ -16,6 +16,9 @@ from PIL import Image
 from discotok.eval.baselines.contract import Coded, Point, nearest_setting
 
 
+CURVE = (0.5, 1.0, 2.0)  # points per tokenizer rate, as factors of it
+
+
 class PillowCodec:
     """A lossy Pillow format at a quality in ``qualities`` (low..high), extra save options ``options``,
     and a parser ``header_bytes(data)`` of the container's header."""
@@ -40,7 +43,9 @@ class PillowCodec:
         return Coded(decoded, 8.0 * (len(data) - header), 8.0 * header, float(quality))
 
     def points(self, targets: Sequence[float]) -> list[Point]:
-        return [Point(f"{self.title} near {t:,.0f} bits", float(t)) for t in sorted(set(targets))]
+        """Every target, and half and twice each, so the codec draws a curve around every tokenizer point."""
+        around = {round(t * f, 3) for t in targets for f in CURVE}
+        return [Point(f"{self.title} near {t:,.0f} bits", float(t)) for t in sorted(around)]
 
     def code(self, item: np.ndarray, point: Point) -> Coded:
         files: dict[int, bytes] = {}
@@ -61,5 +66,6 @@ class PillowCodec:
 
         low, high = self.qualities
         return (f"Pillow {PIL.__version__} {self.pil_format}, options {self.options}; per image the quality in "
-                f"{low}..{high} whose payload is nearest the tokenizer's bits per image (binary search); "
+                f"{low}..{high} whose payload is nearest the target (binary search); targets: each tokenizer "
+                f"point's bits per image times {', '.join(f'{f:g}' for f in CURVE)}; "
                 f"header: {self.header_rule}")
