@@ -101,7 +101,6 @@ class _Tally:
     size: float = 0.0
     settings: list[float] = field(default_factory=list)
     item_rates: list[float] = field(default_factory=list)
-    item_header_rates: list[float] = field(default_factory=list)
 
     def add(self, coded: list[Coded], items: Items, originals: list[np.ndarray]) -> None:
         for c, original in zip(coded, originals, strict=True):
@@ -110,7 +109,6 @@ class _Tally:
             self.header_bits += c.header_bits
             self.size += size
             self.item_rates.append(c.bits / size)
-            self.item_header_rates.append((c.bits + c.header_bits) / size)
             self.settings += [] if c.setting is None else [c.setting]
 
 
@@ -193,7 +191,7 @@ class Comparison:
 
 def losses(results: list[dict], rows: list[dict], comparison: Comparison) -> list[str]:
     """One sentence per tokenizer row that a codec row beats on ``comparison``'s quality while spending
-    no more payload bits: the cheapest such codec row is named."""
+    no more payload bits; it names the winner that is cheapest with its header counted."""
     rate, key = comparison.rate_key, comparison.quality_key
     sentences = []
     for r in results:
@@ -202,7 +200,7 @@ def losses(results: list[dict], rows: list[dict], comparison: Comparison) -> lis
         winners = [c for c in rows if c.get(key) is not None and c[rate] <= r[rate] and comparison.better(c[key], r[key])]
         if not winners:
             continue
-        c = min(winners, key=lambda w: (w[rate], -w[key] if comparison.higher_is_better else w[key]))
+        c = min(winners, key=lambda w: (w[f"{rate}_with_header"], w[rate]))
         with_header = c[f"{rate}_with_header"]
         header = f", {with_header:,.0f} with its header" if with_header != c[rate] else ""
         sentences.append(
