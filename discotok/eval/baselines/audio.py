@@ -48,7 +48,7 @@ class AudioItems:
 def audio_baselines(data: EvalSet, results: list[dict], opts: EvalOptions, nets: dict) -> dict[str, Any]:
     """Opus at every tokenizer point's bits per second and 8-bit mu-law, scored with eval's audio metrics."""
     rate = data.reader.sample_rate
-    codecs = [Opus(rate), MuLaw(rate)]
+    codecs = [Opus(rate, data.reader.channels), MuLaw(rate)]
     targets = sorted({r["bits_per_second"] for r in results})
     section = run_codecs(data, codecs, targets, AudioItems(rate), lambda: audio_metrics(rate, opts.pesq_stoi),
                          opts.progress)

@@ -62,11 +62,11 @@ class Opus:
     title = "Opus"
     setting_name = "nominal kbps"
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, channels: int = 1) -> None:
         if "OPUS" not in sf.available_subtypes("OGG"):
             raise RuntimeError(f"the Opus baseline needs libsndfile >= 1.1 with Opus; soundfile {sf.__version__} "
                                f"has libsndfile {sf.__libsndfile_version__} without it (or pass --no-baselines)")
-        self.sample_rate, self.rate = sample_rate, opus_rate(sample_rate)
+        self.sample_rate, self.channels, self.rate = sample_rate, channels, opus_rate(sample_rate)
 
     def encode(self, item: np.ndarray, bps_per_channel: int) -> bytes:
         """``item`` (C, T) float at the model's rate as an Ogg Opus file at a nominal rate per channel."""
@@ -85,7 +85,14 @@ class Opus:
         return Coded(wave.numpy(), 8.0 * payload, 8.0 * (len(data) - payload), bps_per_channel / 1000)
 
     def points(self, targets: Sequence[float]) -> list[Point]:
-        return [Point(f"Opus near {t:,.0f} bits/s", float(t)) for t in sorted(set(targets))]
+        """A point per target; the targets under Opus's floor share one point at the floor."""
+        floor = MIN_BPS * self.channels
+        below = sorted({t for t in targets if t < floor})
+        points = [Point(f"Opus near {t:,.0f} bits/s", float(t)) for t in sorted({t for t in targets if t >= floor})]
+        if below:
+            asked = ", ".join(f"{t:,.0f}" for t in below)
+            points.insert(0, Point(f"Opus at its floor (asked {asked} bits/s)", float(below[0])))
+        return points
 
     def code(self, item: np.ndarray, point: Point) -> Coded:
         goal, channels = point.target * item.shape[-1] / self.sample_rate, item.shape[0]
