@@ -30,13 +30,15 @@ def _eval_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, fid=not args.no_fid, fid_weights=args.fid_weights,
             lpips_weights=args.lpips_weights, num_tokens=args.num_tokens, depths=args.depth,
             pfid_alpha=args.pfid_alpha, pfid_delta=args.pfid_delta, seed=args.seed, cache_dir=args.cache_dir,
-            device=args.device, workers=args.workers, progress=not args.no_progress,
+            device=args.device, workers=args.workers, progress=not args.no_progress, baselines=not args.no_baselines,
         )
     for item in report["skipped"]:
         print(f"discotok eval: skipped {item['source']}: {item['error']}", file=sys.stderr)
     for message in report["warnings"]:
         print(f"discotok eval: warning: {message}", file=sys.stderr)
     print(markdown_table(report["results"]))
+    for sentence in report.get("baselines", {}).get("loses_to", []):
+        print(sentence)
     print(f"\nreport: {args.output}/report.json, {args.output}/report.md, plots in {args.output}/")
     return EXIT_OK
 
@@ -49,7 +51,9 @@ def eval_main(argv: Sequence[str]) -> int:
         "Evaluate tokenizers on one image set with one protocol: PSNR, SSIM, LPIPS, rFID (and pFID),\n"
         "codebook usage and perplexity, bits per image and per pixel, encode and decode time.\n"
         "Writes OUT/report.json, OUT/report.md, OUT/rate_distortion.png, OUT/quality_vs_k_*.png\n"
-        "(flexible tokenizers) and OUT/reconstructions_*.png.\n\n"
+        "(flexible tokenizers) and OUT/reconstructions_*.png. Classical codecs run at the tokenizers'\n"
+        "own rates beside them (thumbnail, JPEG, WebP; Opus, 8-bit mu-law) unless --no-baselines;\n"
+        "the report names every point that loses to a codec spending no more bits.\n\n"
         "Audio tokenizers on an audio set: SI-SNR, mel and STFT distances (PESQ, STOI with\n"
         "--pesq-stoi), codebook usage and perplexity, bits per second and the encode/decode\n"
         "real-time factor at each RVQ depth (default 1, 2, 4, ..., depth); the rate-distortion\n"
@@ -76,6 +80,9 @@ def eval_main(argv: Sequence[str]) -> int:
                         help="residual depths to evaluate (RVQ; default for audio: 1, 2, 4, ..., depth)")
     parser.add_argument("--pesq-stoi", action="store_true",
                         help='audio: also PESQ and STOI (needs pip install "discotok[audio-metrics]")')
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="leave out the classical codecs at the tokenizers' rates (images: thumbnail, JPEG, "
+                             "WebP; audio: Opus, 8-bit mu-law)")
     parser.add_argument("--pfid-alpha", type=float, metavar="A", help="pFID: probability of perturbing an id")
     parser.add_argument("--pfid-delta", type=positive_int, metavar="D", help="pFID: among the D nearest codes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pFID perturbation (default 0)")

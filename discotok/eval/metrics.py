@@ -1,13 +1,15 @@
 """Evaluation metrics as small named pieces: each takes batches of (x, x_hat, ids) and reports numbers.
 
 ``discotok eval`` runs a list of them over the whole set; adding a metric is adding a class
-with ``update(batch)`` and ``compute() -> dict``. Image pieces: PSNR, SSIM, LPIPS, Fréchet
-distances; audio pieces (``audio_metrics``): SI-SNR, mel and STFT distances, PESQ and STOI,
-each over every clip's valid samples; the codebook piece serves both.
+with ``update(batch)`` and ``compute() -> dict``. Image pieces: PSNR, SSIM, LPIPS
+(``image_metrics``), Fréchet distances; audio pieces (``audio_metrics``): SI-SNR, mel and STFT
+distances, PESQ and STOI, each over every clip's valid samples; the codebook piece serves both.
+The classical baselines (``discotok.eval.baselines``) are scored with the same pieces.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,13 +75,28 @@ class _PerItemMean:
         return {self.name: self.total / max(self.count, 1)}
 
 
+# PSNR of 8-bit rounding noise (variance LSB^2 / 12): no reconstruction is counted as closer than
+# storing the image in 8 bits, so an exact copy (a flat image through a 1x1 thumbnail) is finite.
+PSNR_CEILING_DB = 10 * math.log10(12 * 255**2)
+
+
 class PSNRMetric(_PerItemMean):
-    """PSNR in dB per image (data range 2 on [-1, 1]), averaged over images."""
+    """PSNR in dB per image (data range 2 on [-1, 1]) at most ``PSNR_CEILING_DB``, averaged over images;
+    ``psnr_at_ceiling`` counts the images that reached the ceiling (when any did)."""
 
     name = "psnr"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_ceiling = 0
+
     def score(self, batch: EvalBatch) -> Tensor:
-        return psnr(batch.x_hat, batch.x)
+        values = psnr(batch.x_hat, batch.x)
+        self.at_ceiling += int((values >= PSNR_CEILING_DB).sum())
+        return values.clamp(max=PSNR_CEILING_DB)
+
+    def compute(self) -> dict[str, float]:
+        return {**super().compute(), **({"psnr_at_ceiling": self.at_ceiling} if self.at_ceiling else {})}
 
 
 class SSIMMetric(_PerItemMean):
@@ -185,6 +202,11 @@ class SpeechMetric(_PerItemMean):
 
     def compute(self) -> dict[str, float]:
         return {self.name: self.total / self.count if self.count else float("nan"), f"{self.name}_unscored": self.unscored}
+
+
+def image_metrics(lpips: nn.Module | None = None) -> list[Metric]:
+    """PSNR and SSIM; LPIPS when its network ``lpips`` is given."""
+    return [PSNRMetric(), SSIMMetric(), *([LPIPSMetric(lpips)] if lpips is not None else [])]
 
 
 def audio_metrics(sample_rate: int, pesq_stoi: bool = False) -> list[Metric]:

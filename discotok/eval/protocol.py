@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from discotok.atomic import atomic_path
+from discotok.eval.metrics import PSNR_CEILING_DB
 from discotok.extraction.sources import ItemDataset, Source, collate_items
 from discotok.losses.perceptual import LPIPS
 from discotok.metrics.fid import FEATURE_DIM, INCEPTION_FILE, FeatureStats, default_inception_path, features_of
@@ -84,7 +85,8 @@ def image_protocol(reader, data_set: EvalSet, opts: EvalOptions, device: torch.d
     """The image protocol, and the networks its metrics need: FID network and reference statistics, LPIPS."""
     protocol: dict[str, Any] = {
         "image_size": list(reader.size), **reader.describe(), "images_listed": len(data_set.items),
-        "psnr": "per image, data range 2 on [-1, 1] (reconstructions clamped), mean over images",
+        "psnr": "per image, data range 2 on [-1, 1] (reconstructions clamped), at most the PSNR of 8-bit rounding "
+                f"noise ({PSNR_CEILING_DB:.2f} dB; psnr_at_ceiling counts the images there), mean over images",
         "ssim": "per image, torchmetrics SSIM (Gaussian window 11, sigma 1.5) on [0, 1], mean over images",
         "timing": "wall time of encode / decode calls on the device (synchronised), every batch, first included",
     }

@@ -8,6 +8,7 @@ Plots use matplotlib's object API (``Figure``), never pyplot, so no GUI backend 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,9 +20,12 @@ from discotok.atomic import atomic_path
 from discotok.data.audio import save_audio
 
 COLUMNS = (
-    ("tokenizer", "tokenizer", "{}"), ("label", "point", "{}"), ("tokens_per_image", "tokens", "{}"),
-    ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_pixel", "bpp", "{:.4f}"),
-    ("frames_per_second", "frames/s", "{:.2f}"), ("bits_per_second", "bits/s", "{:.0f}"), ("psnr", "PSNR dB", "{:.2f}"),
+    ("tokenizer", "tokenizer", "{}"), ("codec", "codec", "{}"), ("label", "point", "{}"),
+    ("tokens_per_image", "tokens", "{}"), ("setting", "setting", "{}"),
+    ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_image_with_header", "bits/img with header", "{:.0f}"),
+    ("bits_per_pixel", "bpp", "{:.4f}"), ("frames_per_second", "frames/s", "{:.2f}"),
+    ("bits_per_second", "bits/s", "{:.0f}"), ("bits_per_second_with_header", "bits/s with header", "{:.0f}"),
+    ("psnr", "PSNR dB", "{:.2f}"),
     ("ssim", "SSIM", "{:.4f}"), ("lpips", "LPIPS", "{:.4f}"), ("rfid", "rFID", "{:.2f}"), ("pfid", "pFID", "{:.2f}"),
     ("si_snr", "SI-SNR dB", "{:.2f}"), ("mel_distance", "mel dist", "{:.3f}"), ("stft_distance", "STFT dist", "{:.3f}"),
     ("pesq", "PESQ", "{:.2f}"), ("stoi", "STOI", "{:.3f}"),
@@ -52,9 +56,10 @@ def save_grid(rows: list[Tensor], path: Path) -> Path:
     return path
 
 
-def plot_rate_distortion(results: list[dict], path: Path) -> Path:
+def plot_rate_distortion(results: list[dict], path: Path, baselines: Sequence[dict] = ()) -> Path:
     """Quality against bit rate, one line per tokenizer: PSNR (and LPIPS, when measured) against bits
-    per pixel for images; SI-SNR, mel and STFT distances (PESQ, STOI) against bits per second for audio."""
+    per pixel for images; SI-SNR, mel and STFT distances (PESQ, STOI) against bits per second for audio.
+    Classical codec rows (``baselines``, payload rate without the header) are dashed, one line per codec."""
     rate, rate_label, quality = RATE_DISTORTION["audio" if "bits_per_second" in results[0] else "image"]
     panels = [(k, t) for k, t in quality if any(k in r for r in results)]
     fig = Figure(figsize=(5.2 * len(panels), 4))
@@ -63,6 +68,10 @@ def plot_rate_distortion(results: list[dict], path: Path) -> Path:
         for name in dict.fromkeys(r["tokenizer"] for r in results):
             mine = sorted((r for r in results if r["tokenizer"] == name and key in r), key=lambda r: r[rate])
             ax.plot([r[rate] for r in mine], [r[key] for r in mine], marker="o", label=name)
+        for codec in dict.fromkeys(r["codec"] for r in baselines):
+            mine = sorted((r for r in baselines if r["codec"] == codec and key in r), key=lambda r: r[rate])
+            ax.plot([r[rate] for r in mine], [r[key] for r in mine], marker="s", markersize=4, linestyle="--",
+                    alpha=0.8, label=codec)
         ax.set_xlabel(rate_label)
         ax.set_ylabel(title)
         ax.set_xscale("log")
@@ -114,10 +123,25 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def baselines_markdown(section: dict) -> list[str]:
+    """The classical baselines of a report: where a tokenizer loses to a codec, the codecs' table,
+    their lowest rates, notes and protocol, as markdown lines."""
+    lines = ["## Classical codecs at the same bit rate", ""]
+    losing = [f"- **{sentence}**" for sentence in section["loses_to"]]
+    lines += losing or ["No tokenizer point loses to a codec that spends as few bits."]
+    lines += ["", markdown_table(section["results"]), "", "Lowest rate each codec reaches on these inputs:", "",
+              markdown_table(section["lowest"]), ""]
+    lines += [f"- {note}" for note in section["notes"]] + ([""] if section["notes"] else [])
+    lines += [f"- **{key}**: {value}" for key, value in section["protocol"].items()] + [""]
+    return lines
+
+
 def write_markdown(report: dict, path: Path) -> Path:
-    """``report.md``: the table, the protocol, skipped inputs and warnings."""
+    """``report.md``: the table, the classical baselines, the protocol, skipped inputs and warnings."""
     protocol = report["protocol"]
-    lines = ["# discotok eval", "", markdown_table(report["results"]), "", "## Protocol", ""]
+    lines = ["# discotok eval", "", markdown_table(report["results"]), ""]
+    lines += baselines_markdown(report["baselines"]) if "baselines" in report else []
+    lines += ["## Protocol", ""]
     for key, value in protocol.items():
         if isinstance(value, dict):
             lines.append(f"- **{key}**:")

@@ -18,6 +18,10 @@ for residual quantizers: 1, 2, 4, ..., depth) it measures SI-SNR, mel and STFT d
 (PESQ and STOI with ``pesq_stoi``) over each clip's valid samples, codebook usage and
 perplexity over the valid frames, bits per second, and the encode and decode real-time
 factor. The protocol is written into every report.
+
+Unless ``baselines`` is off, classical codecs run at the tokenizers' own rates beside them
+(``discotok.eval.baselines``: thumbnails, JPEG and WebP for images; Opus and 8-bit mu-law for
+audio), scored with the same metric pieces, in the report's ``baselines`` section and plot.
 """
 
 from __future__ import annotations
@@ -39,16 +43,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from discotok.atomic import atomic_path
-from discotok.eval.metrics import (
-    CodebookMetric,
-    EvalBatch,
-    FrechetMetric,
-    LPIPSMetric,
-    Metric,
-    PSNRMetric,
-    SSIMMetric,
-    audio_metrics,
-)
+from discotok.eval.baselines import audio_baselines, image_baselines
+from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, Metric, audio_metrics, image_metrics
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_examples, save_grid, write_markdown
 from discotok.eval.protocol import EvalSet, audio_protocol, image_protocol
 from discotok.extraction.encode import make_reader
@@ -83,6 +79,7 @@ class EvalOptions:
     workers: int = 0
     progress: bool = True
     grid_images: int = 8
+    baselines: bool = True
 
 
 def powers_of_two(n: int) -> list[int]:
@@ -206,8 +203,7 @@ def _metrics(tok: Tokenizer, opts: EvalOptions, nets: dict) -> tuple[list[Metric
     """The metric pieces of one operating point, and pFID's (images, when asked for)."""
     if tok.modality == "audio":
         return [*audio_metrics(tok.sample_rate, opts.pesq_stoi), CodebookMetric(tok.codebook_size)], None
-    metrics: list[Metric] = [PSNRMetric(), SSIMMetric(), CodebookMetric(tok.codebook_size)]
-    metrics += [LPIPSMetric(nets["lpips"])] if nets["lpips"] else []
+    metrics: list[Metric] = [*image_metrics(nets["lpips"]), CodebookMetric(tok.codebook_size)]
     metrics += [FrechetMetric(nets["fid"], nets["reference"])] if nets["fid"] else []
     pfid = FrechetMetric(nets["fid"], nets["reference"], "pfid") if opts.pfid_alpha is not None else None
     return metrics, pfid
@@ -246,9 +242,10 @@ def evaluate(
     audio = reader.modality == "audio"
     data_set = EvalSet(open_source(data, modality=reader.modality), reader, opts.batch_size, opts.workers, opts.num_images)
     if audio:
-        protocol, nets = audio_protocol(reader, data_set, opts), {}
+        protocol, nets, baselines = audio_protocol(reader, data_set, opts), {}, audio_baselines
     else:
         protocol, nets = image_protocol(reader, data_set, opts, device)
+        baselines = image_baselines
     warns: list[str] = []
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +294,9 @@ def evaluate(
                         "machine": platform.machine(), "processor": platform.processor() or platform.machine()},
         "files": files,
     }
-    plot_rate_distortion(results, out / "rate_distortion.png")
+    if opts.baselines:
+        report["baselines"] = baselines(data_set, results, opts, nets)
+    plot_rate_distortion(results, out / "rate_distortion.png", report.get("baselines", {}).get("results", []))
     for name in names:
         mine = [r for r in results if r["tokenizer"] == name]
         if len(mine) > 1 and "num_tokens" in mine[0]["point"]:
