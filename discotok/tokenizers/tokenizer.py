@@ -23,6 +23,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
+from discotok.nn.precision import precision_context
 from discotok.quantizers.base import Quantizer, QuantizerOutput
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
@@ -290,6 +291,7 @@ class Tokenizer(nn.Module):
         depth: int | None = None,
         return_layout: bool = False,
         num_tokens: int | None = None,
+        precision: str = "fp32",
         **quantizer_kwargs: Any,
     ):
         """Inputs -> ids (B, N) (or (B, N, depth)); optionally the layout too.
@@ -299,19 +301,27 @@ class Tokenizer(nn.Module):
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
+        ``precision``: ``fp32`` (default, bit-exact), ``bf16`` or ``auto`` (bf16 where the hardware has
+        it, see ``discotok.nn.precision``): the encoder runs under bf16 autocast, the quantizer's
+        projection and nearest-code search stay in float32.
         """
         if getattr(self.quantizer, "continuous", False):
             self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
         if depth is not None:
             quantizer_kwargs["depth"] = self._depth(depth)
-        enc = self._encoder_output(x, lengths, num_tokens)
-        ids = self.quantizer(enc.z, **quantizer_kwargs).ids
+        with precision_context(precision, x.device):
+            enc = self._encoder_output(x, lengths, num_tokens)
+            ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
     @torch.no_grad()
-    def encode_latents(self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None) -> Tensor:
-        """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them)."""
-        return self._encoder_output(x, lengths, num_tokens).z
+    def encode_latents(
+        self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None, precision: str = "fp32"
+    ) -> Tensor:
+        """Inputs -> the encoder's continuous latents z (B, N, D) in float32, the quantizer's input (as ``encode``
+        takes them)."""
+        with precision_context(precision, x.device):
+            return self._encoder_output(x, lengths, num_tokens).z.float()
 
     def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
         if self.modality == "audio":
@@ -334,8 +344,9 @@ class Tokenizer(nn.Module):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        precision: str = "fp32",
     ) -> Tensor:
-        """Ids -> images or waveforms in [-1, 1]; ids are checked against the codebook first.
+        """Ids -> images or waveforms in [-1, 1], float32; ids are checked against the codebook first.
 
         For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
         ``image_size`` (H, W) overrides the output size of decoders that take one.
@@ -345,9 +356,17 @@ class Tokenizer(nn.Module):
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
+        ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast.
         """
         self.quantizer.check_ids(ids)
         sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
+        with precision_context(precision, next(self.parameters()).device):
+            return self._decode_ids(ids, layout, image_size, lengths, **sampler).float()
+
+    def _decode_ids(
+        self, ids: Tensor, layout: Layout | None, image_size: Sequence[int] | None, lengths: Tensor | None,
+        **sampler: Any,
+    ) -> Tensor:
         if self.modality == "audio":
             return self._decode_audio(ids, layout, lengths, **sampler)
         if lengths is not None:
