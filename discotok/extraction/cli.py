@@ -11,6 +11,7 @@ import torch
 from discotok.extraction.decode import decode_ids
 from discotok.extraction.encode import describe_report, extract
 from discotok.io import FORMATS
+from discotok.nn.precision import PRECISIONS
 from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
@@ -47,9 +48,17 @@ def make_parser(prog: str, description: str, exit_help: str) -> argparse.Argumen
     )
 
 
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|auto`` (default fp32: bit-exact ids)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default, bit-exact), bf16 (autocast; the quantizer's search stays fp32) or auto "
+                             "(bf16 where the device has bf16 units: avx512_bf16/amx_bf16 CPUs, bf16 GPUs)")
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="items per batch (default 16)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    add_precision(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -81,7 +90,7 @@ def _encode_command(args: argparse.Namespace) -> int:
     report = extract(
         args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
         batch_size=args.batch_size, image_size=args.image_size, max_seconds=args.max_seconds,
-        num_tokens=args.num_tokens, depth=args.depth,
+        num_tokens=args.num_tokens, depth=args.depth, precision=args.precision,
         recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
         strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
         device=args.device if args.devices == 1 else "cpu",
@@ -137,7 +146,7 @@ def _decode_command(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
     sampler = {k: v for k in ("timesteps", "guidance_scale", "seed") if (v := getattr(args, k)) is not None}
     paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress,
-                       sampler=sampler)
+                       sampler=sampler, precision=args.precision)
     print(f"decoded {len(paths)} {'clips' if tokenizer.modality == 'audio' else 'images'} into {args.output}")
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from discotok.data.audio import save_audio
 from discotok.data.images import tensor_to_pil
 from discotok.extraction.checks import check_frame_ids, check_ids_array
 from discotok.io import ExtractError, LoadedIds, load_ids
+from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -99,6 +100,7 @@ def decode_ids(
     batch_size: int = 16,
     progress: bool = True,
     sampler: dict | None = None,
+    precision: str = "fp32",
 ) -> list[Path]:
     """Decode the ids of an output folder of ``discotok encode`` (any format and manifest version)
     or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row: a PNG per
@@ -107,13 +109,19 @@ def decode_ids(
     All ids are validated first; each output file is written atomically. Returns the paths in row order.
     ``sampler`` (``timesteps``, ``guidance_scale``, ``seed``) goes to a generative decoder's
     ``decode``; batch i samples with ``seed + i``, so a fixed seed and batch size give the same files.
+    ``precision``: ``fp32`` (default), ``bf16`` or ``auto`` (``Tokenizer.decode``).
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
+    try:
+        resolve_precision(precision, "cpu")
+    except ValueError as err:
+        raise ExtractError(f"--precision: {err}") from err
     loaded = load_ids(ids_path_or_dir)
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
-    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size, sampler or {})
+    decode_kwargs = {**(sampler or {}), "precision": precision}  # batch_sampler passes every key on to decode
+    batches = (_audio_batches if audio else _image_batches)(tokenizer, loaded, batch_size, decode_kwargs)
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)

@@ -32,6 +32,7 @@ from discotok.extraction.sources import (
     open_source,
 )
 from discotok.io import MANIFEST_NAME, ExtractError
+from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -107,9 +108,19 @@ def modality_header(tokenizer: Tokenizer, options: dict) -> dict:
             "bits_per_second": tokenizer.bits_per_second(options.get("depth"))}
 
 
-def encode_options(tokenizer: Tokenizer, num_tokens: int | None = None, depth: int | None = None) -> dict[str, int]:
-    """Checked keyword arguments for ``tokenizer.encode``: ``num_tokens`` (1-D tokenizers), ``depth`` (RVQ)."""
-    options = {}
+def encode_options(
+    tokenizer: Tokenizer, num_tokens: int | None = None, depth: int | None = None, precision: str = "fp32"
+) -> dict[str, int | str]:
+    """Checked keyword arguments for ``tokenizer.encode``: ``num_tokens`` (1-D tokenizers), ``depth`` (RVQ),
+    ``precision`` resolved on the tokenizer's device (recorded only when it is not fp32, so fp32 runs keep
+    their manifest and resume as before)."""
+    options: dict[str, int | str] = {}
+    try:
+        resolved = resolve_precision(precision, next(tokenizer.parameters()).device)
+    except ValueError as err:
+        raise ExtractError(f"--precision: {err}") from err
+    if resolved != "fp32":
+        options["precision"] = resolved
     name = tokenizer.config["quantizer"]["name"]
     if depth is not None:
         max_depth = tokenizer.quantizer.depth
@@ -159,6 +170,7 @@ def extract(
     max_seconds: float | None = None,
     num_tokens: int | None = None,
     depth: int | None = None,
+    precision: str = "fp32",
     recursive: bool = True,
     workers: int = 2,
     devices: int = 1,
@@ -179,6 +191,8 @@ def extract(
     tokenizer, ``depth`` the first levels of a residual quantizer. Audio is read at the
     tokenizer's rate and channels (resampled, mixed down or duplicated), ``max_seconds`` of
     each file at most; each item keeps its valid frames (see ``discotok.io`` for the padding).
+    ``precision``: ``fp32`` (default), ``bf16`` or ``auto`` (``Tokenizer.encode``); the manifest's
+    ``encode_options`` records bf16 when used.
     ``devices > 1`` runs one process per device through Lightning (``strategy``: ``ddp`` from
     a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device.
     """
@@ -192,7 +206,7 @@ def extract(
         tokenizer = tokenizer.to(device)
     tokenizer.eval()
     reader = make_reader(tokenizer, image_size, max_seconds)
-    options = encode_options(tokenizer, num_tokens, depth)
+    options = encode_options(tokenizer, num_tokens, depth, precision)
     output_dir = Path(output_dir)
     own = [p for p in output_dir.iterdir() if is_own_output(p)] if output_dir.is_dir() else []
     src = open_source(source, recursive=recursive, exclude=own, modality=reader.modality)
