@@ -35,8 +35,10 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-                   device: torch.device | None = None) -> dict[str, float]:
-    """Median ms of each function, the functions called in turn within every repeat (after ``warmup`` rounds)."""
+                   device: torch.device | None = None) -> dict[str, tuple[float, float]]:
+    """(median wall, median process CPU) ms of each function, the functions called in turn within every repeat
+    (after ``warmup`` rounds). On a shared machine the CPU time (all of the process's threads) is the steadier
+    figure: with one thread it is the time the step would take alone."""
 
     def sync() -> None:
         if device is not None and device.type == "cuda":
@@ -45,15 +47,16 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: i
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             sync()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+    return {name: (1e3 * statistics.median(w for w, _ in t), 1e3 * statistics.median(c for _, c in t))
+            for name, t in times.items()}
 
 
 def data_inputs(tok: Tokenizer, data: str, count: int) -> tuple[torch.Tensor, dict]:
@@ -80,14 +83,14 @@ def compare(tok: Tokenizer, x: torch.Tensor, extra: dict, repeats: int, train: b
     row: dict = {}
     if train:  # first: the VQ search's scratch buffer made under inference mode cannot be written outside it
         steps = {p: train_step(copy.deepcopy(tok), x, p) for p in PRECISIONS}
-        row |= {f"train_ms_{p}": ms for p, ms in interleaved_ms(steps, repeats, device=device).items()}
+        row |= timing_fields("train", interleaved_ms(steps, repeats, device=device))
     tok.eval()
     with torch.inference_mode():
         encoded = {p: tok.encode(x, return_layout=True, precision=p, **extra) for p in PRECISIONS}
         encodes = {p: (lambda p=p: tok.encode(x, precision=p, **extra)) for p in PRECISIONS}
         decodes = {p: (lambda p=p: reconstruct(tok, *encoded[p], x, extra, size, p)) for p in PRECISIONS}
-        row |= {f"encode_ms_{p}": ms for p, ms in interleaved_ms(encodes, repeats, device=device).items()}
-        row |= {f"decode_ms_{p}": ms for p, ms in interleaved_ms(decodes, repeats, device=device).items()}
+        row |= timing_fields("encode", interleaved_ms(encodes, repeats, device=device))
+        row |= timing_fields("decode", interleaved_ms(decodes, repeats, device=device))
         lengths = extra.get("lengths")
         frames = None if lengths is None else tok.num_frames(lengths)
         batches = {p: EvalBatch(x.cpu(), decodes[p]().float().cpu(), encoded[p][0].cpu(), lengths, frames)
@@ -101,7 +104,17 @@ def compare(tok: Tokenizer, x: torch.Tensor, extra: dict, repeats: int, train: b
     for step in ("train", "encode", "decode"):
         if f"{step}_ms_fp32" in row:
             row[f"{step}_speedup"] = row[f"{step}_ms_fp32"] / row[f"{step}_ms_bf16"]
+            row[f"{step}_speedup_cpu"] = row[f"{step}_cpu_ms_fp32"] / row[f"{step}_cpu_ms_bf16"]
     return row
+
+
+def timing_fields(step: str, timings: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """``{step}_ms_{precision}`` (wall) and ``{step}_cpu_ms_{precision}`` (process CPU) of ``interleaved_ms``."""
+    fields = {}
+    for precision, (wall, cpu) in timings.items():
+        fields[f"{step}_ms_{precision}"] = wall
+        fields[f"{step}_cpu_ms_{precision}"] = cpu
+    return fields
 
 
 def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8, repeats: int = 5,
@@ -123,14 +136,16 @@ def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8,
 
 def format_table(rows: Sequence[dict]) -> str:
     """A markdown table: per target, fp32 / bf16 ms and the speed-up of each step, ids agreement, quality change."""
-    head = ("| target | batch | encode ms fp32 / bf16 (x) | decode ms fp32 / bf16 (x) | train step ms fp32 / bf16 (x) "
+    head = ("| target | batch | encode ms fp32 / bf16 (x; CPU ms) | decode ms fp32 / bf16 (x; CPU ms) "
+            "| train step ms fp32 / bf16 (x; CPU ms) "
             "| ids = fp32 | quality fp32 -> bf16 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def cell(r: dict, step: str) -> str:
         if f"{step}_ms_fp32" not in r:
             return "-"
-        return f"{r[f'{step}_ms_fp32']:.1f} / {r[f'{step}_ms_bf16']:.1f} ({r[f'{step}_speedup']:.2f}x)"
+        return (f"{r[f'{step}_ms_fp32']:.1f} / {r[f'{step}_ms_bf16']:.1f} ({r[f'{step}_speedup']:.2f}x; "
+                f"CPU {r[f'{step}_cpu_ms_fp32']:.1f} / {r[f'{step}_cpu_ms_bf16']:.1f}, {r[f'{step}_speedup_cpu']:.2f}x)")
 
     for r in rows:
         q = r["quality"]
@@ -138,7 +153,8 @@ def format_table(rows: Sequence[dict]) -> str:
                      f"| {cell(r, 'train')} | {r['ids_identical_vs_fp32']:.4f} "
                      f"| {q} {r[f'{q}_fp32']:.3f} -> {r[f'{q}_bf16']:.3f} ({r[f'{q}_change_vs_fp32']:+.3f}) |")
     notes = [f"device {rows[0]['device']}, bf16 units: {rows[0]['bf16_units']}, {rows[0]['threads']} threads, "
-             f"allocator {rows[0]['allocator']}; medians of {rows[0]['repeats']}, fp32 and bf16 interleaved"]
+             f"allocator {rows[0]['allocator']}; medians of {rows[0]['repeats']} (wall, and process CPU time), "
+             "fp32 and bf16 interleaved; x = fp32 time / bf16 time"]
     return "\n".join(lines + ["", *notes])
 
 

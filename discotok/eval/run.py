@@ -138,7 +138,7 @@ def reconstruct(
 ) -> Tensor:
     """Decode ``ids`` like ``x``: images at ``image_size``, waveforms masked past each length and cut to T."""
     if tok.modality == "audio":
-        return tok.decode(ids, layout, lengths=extra["lengths"], precision=precision)[..., : x.shape[-1]]
+        return tok.decode(ids, layout, lengths=extra.get("lengths"), precision=precision)[..., : x.shape[-1]]
     return tok.decode(ids, layout, image_size=image_size, precision=precision)
 
 
