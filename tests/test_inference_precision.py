@@ -202,3 +202,20 @@ def test_bf16_mixed_training_on_cpu_keeps_quantizer_math_float32(tmp_path, monke
     assert summary["steps"] == 2
     assert torch.bfloat16 in encoder_dtypes  # the encoder did run under bf16 autocast
     assert seen and all(dtype == torch.float32 and not autocast for dtype, autocast in seen), seen
+
+
+def test_bench_precision_compares_on_the_same_inputs():
+    """``discotok bench precision``'s agreement and quality figures are those of the two precisions' outputs."""
+    from discotok.bench.precision import format_table, measure
+    from discotok.bench.tokenizer import bench_inputs, compose_tokenizer
+    from discotok.metrics.image import psnr
+
+    row = measure(["experiment=smoke"], batch_size=2, repeats=1, train=False)
+    tok, size = compose_tokenizer(["experiment=smoke"])
+    x, _ = bench_inputs(tok.eval(), size, 2, 2.0)
+    ids = {p: tok.encode(x, precision=p) for p in ("fp32", "bf16")}
+    assert row["ids_identical_vs_fp32"] == pytest.approx((ids["fp32"] == ids["bf16"]).float().mean().item())
+    fp32 = psnr(tok.decode(ids["fp32"], precision="fp32"), x).mean().item()
+    assert row["psnr_fp32"] == pytest.approx(fp32, abs=1e-4)
+    assert row["encode_speedup"] == pytest.approx(row["encode_ms_fp32"] / row["encode_ms_bf16"])
+    assert "train_ms_fp32" not in row and "ids = fp32" in format_table([row])
