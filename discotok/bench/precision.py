@@ -28,7 +28,7 @@ from discotok.bench.tokenizer import bench_inputs, load_target, num_params, trai
 from discotok.eval.metrics import EvalBatch
 from discotok.eval.precision import Fp32Comparison
 from discotok.eval.run import headline_metric, reconstruct
-from discotok.nn.precision import bf16_supported
+from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 PRECISIONS = ("fp32", "bf16")
@@ -129,7 +129,7 @@ def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8,
         x, extra = data_inputs(tok, data, batch_size)
     x = x.to(device)
     return {"target": label, "modality": tok.modality, "inputs": data or "random images / speech",
-            "device": str(device), "bf16_units": bf16_supported(device), "allocator": allocator_in_effect(),
+            "device": str(device), "auto": resolve_precision("auto", device), "allocator": allocator_in_effect(),
             "threads": threads, "batch_size": int(x.shape[0]), "repeats": repeats, "params_m": num_params(tok) / 1e6,
             **rates, **compare(tok, x, extra, repeats, train)}
 
@@ -152,7 +152,7 @@ def format_table(rows: Sequence[dict]) -> str:
         lines.append(f"| {r['target']} | {r['batch_size']} | {cell(r, 'encode')} | {cell(r, 'decode')} "
                      f"| {cell(r, 'train')} | {r['ids_identical_vs_fp32']:.4f} "
                      f"| {q} {r[f'{q}_fp32']:.3f} -> {r[f'{q}_bf16']:.3f} ({r[f'{q}_change_vs_fp32']:+.3f}) |")
-    notes = [f"device {rows[0]['device']}, bf16 units: {rows[0]['bf16_units']}, {rows[0]['threads']} threads, "
+    notes = [f"device {rows[0]['device']} (precision auto -> {rows[0]['auto']}), {rows[0]['threads']} threads, "
              f"allocator {rows[0]['allocator']}; medians of {rows[0]['repeats']} (wall, and process CPU time), "
              "fp32 and bf16 interleaved; x = fp32 time / bf16 time"]
     return "\n".join(lines + ["", *notes])

@@ -52,7 +52,7 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
     """``--precision fp32|bf16|auto`` (default fp32: bit-exact ids)."""
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default, bit-exact), bf16 (autocast; the quantizer's search stays fp32) or auto "
-                             "(bf16 where the device has bf16 units: avx512_bf16/amx_bf16 CPUs, bf16 GPUs)")
+                             "(bf16 where it is faster: CPUs with AMX (amx_bf16), bf16 GPUs)")
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Inference precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the hardware has bf16 units).
+"""Inference precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the hardware runs it faster).
 
 ``Tokenizer.encode`` / ``decode`` (and ``discotok encode | decode | eval | bench``) run their
 encoder and decoder under ``precision_context``; the quantizers keep their projection and
@@ -16,7 +16,10 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("fp32", "bf16", "auto")
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags under which ``auto`` picks bf16: AMX tiles. With AVX-512 BF16 alone (``avx512_bf16``, no AMX, as on
+# this project's KVM guest) bf16 autocast measured 0.6-0.8x fp32's speed (docs/benchmarks/precision.md):
+# VDPBF16PS issues on one port where fp32 FMAs use two, and autocast adds casts.
+CPU_BF16_FLAGS = ("amx_bf16",)
 
 
 @lru_cache(maxsize=1)
@@ -33,9 +36,9 @@ def cpu_flags() -> frozenset[str]:
 
 
 def bf16_supported(device: str | torch.device) -> bool:
-    """Whether ``device`` has bf16 matrix units: a CUDA GPU that reports bf16 support, or a CPU with
-    AVX-512 BF16 or AMX-BF16 in ``/proc/cpuinfo`` (without them oneDNN emulates bf16, slower than float32;
-    ``torch.backends.cpu.get_cpu_capability()`` says only ``AVX512`` either way)."""
+    """Whether bf16 is faster than float32 on ``device``: a CUDA GPU that reports bf16 support, or a CPU with
+    AMX-BF16 (``amx_bf16`` in ``/proc/cpuinfo``; ``torch.backends.cpu.get_cpu_capability()`` says only
+    ``AVX512``). AVX-512 BF16 alone does not count: measured slower than float32 (``CPU_BF16_FLAGS``)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
