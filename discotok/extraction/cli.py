@@ -132,7 +132,8 @@ def encode_main(argv: Sequence[str]) -> int:
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (0: in process)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data-loading processes per device (0: in process; default: half the cores, 1 to 8)")
     parser.add_argument("--devices", type=positive_int, default=1,
                         help="processes, one per device, through Lightning DDP (default 1: no Lightning)")
     parser.add_argument("--accelerator", default="auto", help="with --devices > 1: gpu, cpu or auto")

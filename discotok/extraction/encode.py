@@ -143,6 +143,13 @@ def encode_options(
     return options
 
 
+def default_workers() -> int:
+    """Loader processes sized to the cores this process may use: half of them (the model's threads take the
+    rest), at least 1, at most 8. On a 2-core machine: 1 (measured: 2 loaders slow the encoder's 2 threads)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))
+
+
 def _run_local(plan: ShardPlan, shards: list[int], tokenizer: Tokenizer, reader: Reader, options: dict,
                batch_size: int, workers: int, progress: bool) -> list[int]:
     loader = DataLoader(ItemDataset(plan.items, reader), batch_sampler=ShardBatches(plan, shards, batch_size),
@@ -172,7 +179,7 @@ def extract(
     depth: int | None = None,
     precision: str = "fp32",
     recursive: bool = True,
-    workers: int = 2,
+    workers: int | None = None,
     devices: int = 1,
     accelerator: str = "auto",
     strategy: str = "ddp",
@@ -194,10 +201,12 @@ def extract(
     ``precision``: ``fp32`` (default), ``bf16`` or ``auto`` (``Tokenizer.encode``); the manifest's
     ``encode_options`` records bf16 when used.
     ``devices > 1`` runs one process per device through Lightning (``strategy``: ``ddp`` from
-    a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device.
+    a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device
+    (None: ``default_workers()``).
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
+    workers = default_workers() if workers is None else workers
     tokenizer_path = None
     if not isinstance(tokenizer, Tokenizer):
         tokenizer_path = str(Path(tokenizer).resolve())
