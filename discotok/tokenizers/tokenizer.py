@@ -301,8 +301,8 @@ class Tokenizer(nn.Module):
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
-        ``precision``: ``fp32`` (default, bit-exact), ``bf16`` or ``auto`` (bf16 where the hardware has
-        it, see ``discotok.nn.precision``): the encoder runs under bf16 autocast, the quantizer's
+        ``precision``: ``fp32`` (default, bit-exact), ``bf16`` or ``auto`` (bf16 where the hardware runs it
+        faster, see ``discotok.nn.precision``): the encoder runs under bf16 autocast, the quantizer's
         projection and nearest-code search stay in float32.
         """
         if getattr(self.quantizer, "continuous", False):
