@@ -12,9 +12,8 @@ from hydra import compose, initialize_config_dir
 
 from discotok import Tokenizer
 from discotok.cli import main
-from discotok.data.images import load_image_tensor
+from discotok.data.images import load_image_tensor, pil_to_tensor, resize_center_crop, tensor_to_pil
 from discotok.data.sample import load_sample_photos
-from discotok.data.images import pil_to_tensor, resize_center_crop
 from discotok.eval.run import evaluate
 from discotok.extraction import ExtractError, extract
 from discotok.nn import precision as precision_module
@@ -124,8 +123,6 @@ def test_quantizer_projection_runs_in_float32_under_autocast():
 def test_cli_takes_precision_and_refuses_others(trained, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
-    from discotok.data.images import tensor_to_pil
-
     for i, t in enumerate(photo_crops(6)):
         tensor_to_pil(t).save(images / f"{i}.png")
     tok_dir = trained.save_pretrained(tmp_path / "tok")
@@ -144,15 +141,13 @@ def test_cli_takes_precision_and_refuses_others(trained, tmp_path, capsys):
                      precision, "--no-progress"]) == 0
     fp32 = json.loads((tmp_path / "ids_fp32" / "manifest.json").read_text())
     assert fp32["encode_options"] == {}  # fp32 runs record nothing new: their manifests and resumes are as before
-    decoded = load_image_tensor(str(tmp_path / "png_bf16" / sorted((tmp_path / "png_bf16").iterdir())[0].name), (32, 32))
-    assert decoded.shape == (3, 32, 32)
+    pngs = sorted((tmp_path / "png_bf16").iterdir())
+    assert len(pngs) == 6 and load_image_tensor(pngs[0], (32, 32)).shape == (3, 32, 32)
 
 
 def test_eval_reports_bf16_against_fp32(trained, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
-    from discotok.data.images import tensor_to_pil
-
     crops = photo_crops(12)
     for i, t in enumerate(crops):
         tensor_to_pil(t).save(images / f"{i:02d}.png")
