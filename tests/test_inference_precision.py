@@ -3,6 +3,7 @@ bf16-mixed training on CPU with the quantizer's math in float32."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -92,6 +93,7 @@ def test_fp32_path_is_plain_float32(trained):
     with torch.no_grad():
         image = trained.decoder(trained.quantizer.ids_to_codes(ids), trained.default_layout()).clamp(-1, 1)
     assert torch.equal(trained.decode(ids), image)
+    assert copy.deepcopy(trained).double().decode(ids).dtype == torch.float64  # fp32 casts nothing
 
 
 def test_bf16_ids_agree_with_fp32_and_decode_gives_float32(trained):

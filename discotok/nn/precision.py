@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 PRECISIONS = ("fp32", "bf16", "auto")
 # CPU flags under which ``auto`` picks bf16: AMX tiles. With AVX-512 BF16 alone (``avx512_bf16``, no AMX, as on
@@ -67,3 +68,8 @@ def precision_context(precision: str, device: str | torch.device) -> Iterator[st
         return
     with torch.autocast(device.type, dtype=torch.bfloat16):
         yield resolved
+
+
+def undo_autocast(t: Tensor) -> Tensor:
+    """``t`` in float32 when autocast left it in bf16 or fp16; any other dtype (float32, float64) as it is."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t

@@ -23,7 +23,7 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
-from discotok.nn.precision import precision_context
+from discotok.nn.precision import precision_context, undo_autocast
 from discotok.quantizers.base import Quantizer, QuantizerOutput
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
@@ -318,10 +318,10 @@ class Tokenizer(nn.Module):
     def encode_latents(
         self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None, precision: str = "fp32"
     ) -> Tensor:
-        """Inputs -> the encoder's continuous latents z (B, N, D) in float32, the quantizer's input (as ``encode``
-        takes them)."""
+        """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them),
+        float32 under bf16 ``precision``."""
         with precision_context(precision, x.device):
-            return self._encoder_output(x, lengths, num_tokens).z.float()
+            return undo_autocast(self._encoder_output(x, lengths, num_tokens).z)
 
     def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
         if self.modality == "audio":
@@ -346,7 +346,7 @@ class Tokenizer(nn.Module):
         seed: int | None = None,
         precision: str = "fp32",
     ) -> Tensor:
-        """Ids -> images or waveforms in [-1, 1], float32; ids are checked against the codebook first.
+        """Ids -> images or waveforms in [-1, 1] (float32 under bf16); ids are checked against the codebook first.
 
         For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
         ``image_size`` (H, W) overrides the output size of decoders that take one.
@@ -361,7 +361,7 @@ class Tokenizer(nn.Module):
         self.quantizer.check_ids(ids)
         sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
         with precision_context(precision, next(self.parameters()).device):
-            return self._decode_ids(ids, layout, image_size, lengths, **sampler).float()
+            return undo_autocast(self._decode_ids(ids, layout, image_size, lengths, **sampler))
 
     def _decode_ids(
         self, ids: Tensor, layout: Layout | None, image_size: Sequence[int] | None, lengths: Tensor | None,
