@@ -9,6 +9,8 @@ BENCHES = {
     "quantizers": "discotok.bench.quantizers",
     "titok": "discotok.bench.titok",
     "audio": "discotok.bench.audio",
+    "precision": "discotok.bench.precision",
+    "extract": "discotok.bench.extract",
 }
 
 

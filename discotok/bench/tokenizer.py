@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from discotok.bench.quantizers import allocator_in_effect, time_ms, write_json
+from discotok.nn.precision import precision_context
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -68,14 +69,16 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
-def train_step(tok: Tokenizer, x: torch.Tensor) -> Callable[[], object]:
-    """One training step of the whole tokenizer: MSE + quantizer loss, backward, AdamW."""
+def train_step(tok: Tokenizer, x: torch.Tensor, precision: str = "fp32") -> Callable[[], object]:
+    """One training step of the whole tokenizer: MSE + quantizer loss, backward, AdamW; ``precision`` bf16 runs
+    forward and loss under bf16 autocast, as Lightning's ``bf16-mixed`` does (weights and optimizer in fp32)."""
     opt = torch.optim.AdamW(tok.parameters(), lr=1e-4)
 
     def run() -> object:
         tok.train()
-        out = tok(x)
-        loss = F.mse_loss(out.x_hat, x) + out.quantized.loss
+        with precision_context(precision, x.device):
+            out = tok(x)
+            loss = F.mse_loss(out.x_hat.float(), x) + out.quantized.loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -121,6 +124,22 @@ def audio_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1
     return {**codec_timings(tok, x, repeats, warmup), **train, "train_rtf": train["train_step_ms"] / 1e3 / seconds}
 
 
+def bench_inputs(
+    tok: Tokenizer, size: tuple[int, int] | None, batch_size: int, seconds: float
+) -> tuple[torch.Tensor, dict]:
+    """The benchmark batch and its rate figures: ``batch_size`` clips of ``seconds`` of speech for an audio
+    tokenizer, else seeded uniform random images at ``size``."""
+    if tok.modality == "audio":
+        from discotok.bench.audio import speech_clip
+
+        x = speech_clip(tok.sample_rate, tok.channels, seconds, count=batch_size)
+        return x, {"sample_rate": tok.sample_rate, "seconds": seconds, "frames_per_second": tok.frames_per_second,
+                   "bits_per_second": tok.bits_per_second()}
+    x = torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    return x, {"image_size": list(size), "tokens_per_image": tok.num_tokens,
+               "bits_per_image": tok.num_tokens * tok.bits_per_token}
+
+
 def measure(
     target: Sequence[str], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2,
     seconds: float = 2.0,
@@ -131,16 +150,9 @@ def measure(
     tok = tok.to(device)
     row = {"target": label, "modality": tok.modality, "device": str(device), "allocator": allocator_in_effect(),
            "threads": threads, "batch_size": batch_size, "repeats": repeats, "params_m": num_params(tok) / 1e6}
-    if tok.modality == "audio":
-        from discotok.bench.audio import speech_clip
-
-        x = speech_clip(tok.sample_rate, tok.channels, seconds, count=batch_size).to(device)
-        row |= {"sample_rate": tok.sample_rate, "seconds": seconds, "frames_per_second": tok.frames_per_second,
-                "bits_per_second": tok.bits_per_second(), **audio_timings(tok, x, repeats)}
-    else:
-        x = (torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(device)
-        row |= {"image_size": list(size), "tokens_per_image": tok.num_tokens,
-                "bits_per_image": tok.num_tokens * tok.bits_per_token, **timings(tok, x, repeats)}
+    x, rates = bench_inputs(tok, size, batch_size, seconds)
+    x = x.to(device)
+    row |= rates | (audio_timings if tok.modality == "audio" else timings)(tok, x, repeats)
     row["peak_memory"] = "CUDA max allocated" if str(device).startswith("cuda") else "process peak RSS"
     return row
 

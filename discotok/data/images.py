@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_MAX_PIXELS = 1 << 26
 CONVERT_BLOCK = 1 << 18
@@ -46,24 +47,11 @@ def iter_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path
             yield p
 
 
-def sixteen_to_eight_bits(img: Image.Image) -> Image.Image:
-    """A 16-bit grayscale image (modes ``I;16*``, or ``I`` holding 0..65535) as 8-bit ``L``, scaled by
-    the format's range (round(v * 255 / 65535); values outside 0..65535 clipped), block by block."""
-    arr = np.asarray(img)
-    out = np.empty(arr.shape, dtype=np.uint8)
-    rows = max(1, CONVERT_BLOCK // max(1, arr.shape[1]))
-    for start in range(0, arr.shape[0], rows):
-        block = arr[start : start + rows].astype(np.int64 if arr.dtype.kind == "i" else np.uint32)
-        np.clip(block, 0, 65535, out=block)
-        block *= 255
-        block += 32767
-        block //= 65535
-        out[start : start + rows] = block
-    return Image.fromarray(out, mode="L")
-
-
 def load_image(
-    path: str | os.PathLike, data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike,
+    data: bytes | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    draft: int | None = None,
 ) -> Image.Image:
     """Open ``path`` as an RGB PIL image (grayscale, palette, 16-bit and RGBA converted).
 
@@ -71,6 +59,8 @@ def load_image(
     the image is decoded from those bytes (e.g. a member of a tar shard) and ``path``
     only names it in errors. An image of more than ``max_pixels`` pixels (None: no limit of
     ours; Pillow still refuses twice its ``Image.MAX_IMAGE_PIXELS``) is refused before decoding.
+    ``draft=m``: a JPEG is decoded at a reduced size (libjpeg's DCT scaling by 1/2, 1/4 or 1/8,
+    PIL's draft mode) that keeps both sides at least ``m`` pixels.
     """
     path = Path(path)
     try:
@@ -83,6 +73,8 @@ def load_image(
                 raise ImageLoadError(
                     path, f"image of {width}x{height} pixels ({width * height / 1e6:.1f} Mpx) is over the limit of "
                     f"{max_pixels} pixels (max_pixels raises it)")
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
             img.load()
             img = ImageOps.exif_transpose(img)
     except ImageLoadError:
@@ -125,9 +117,55 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
 
 
+def decode_png_at_size(path: str | os.PathLike, data: bytes | None, size: Sequence[int]) -> Tensor | None:
+    """uint8 (3, H, W) of an 8-bit RGB or grayscale PNG that is already ``size`` (H, W), decoded by torchvision
+    (libpng, about twice as fast as PIL on small files; PNG is lossless, so the pixels are PIL's); None for any
+    other file (alpha, 16-bit, another size, not a PNG, unreadable): those take the PIL path."""
+    if Path(path).suffix.lower() != ".png":
+        return None
+    from torchvision.io import ImageReadMode, decode_png
+
+    try:
+        raw = Path(path).read_bytes() if data is None else data
+    except OSError:
+        return None
+    # IHDR: bit depth at byte 24, colour type at 25 (0 grayscale, 2 RGB; palette and alpha take PIL's path)
+    if len(raw) < 26 or raw[:8] != PNG_SIGNATURE or raw[24] != 8 or raw[25] not in (0, 2):
+        return None
+    try:
+        img = decode_png(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED,
+                         apply_exif_orientation=True)
+    except RuntimeError:
+        return None
+    if img.shape[0] not in (1, 3) or tuple(img.shape[1:]) != tuple(size):
+        return None
+    return img.expand(3, -1, -1).contiguous() if img.shape[0] == 1 else img
+
+
+def load_image_pixels(
+    path: str | os.PathLike, size: Sequence[int], data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> Tensor:
+    """Load ``path`` (or ``data`` named ``path``; at most ``max_pixels``), resize-and-centre-crop to ``size``:
+    uint8 (3, H, W).
+
+    PNGs already at ``size`` go through ``decode_png_at_size``; JPEGs are decoded at a reduced size
+    (``load_image``'s ``draft``) that still covers ``size``; the rest through PIL alone.
+    """
+    pixels = decode_png_at_size(path, data, size)
+    if pixels is not None:
+        return pixels
+    img = resize_center_crop(load_image(path, data, max_pixels, draft=max(size)), size)
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def pixels_to_tensor(pixels: Tensor) -> Tensor:
+    """uint8 pixels (..., 3, H, W) -> float in [-1, 1], as ``pil_to_tensor`` gives."""
+    return pixels.float().div(127.5).sub(1.0)
+
+
 def load_image_tensor(
     path: str | os.PathLike, size: Sequence[int], data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> Tensor:
     """Load ``path`` (or ``data`` named ``path``; at most ``max_pixels``), resize-and-centre-crop to ``size``,
     return (3, H, W) in [-1, 1]."""
-    return pil_to_tensor(resize_center_crop(load_image(path, data, max_pixels), size))
+    return pixels_to_tensor(load_image_pixels(path, size, data, max_pixels))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from discotok.eval.report import markdown_table
 from discotok.eval.run import evaluate
-from discotok.extraction.cli import EXIT_OK, device_arg, make_parser, positive_int, run_command
+from discotok.extraction.cli import EXIT_OK, add_precision, device_arg, make_parser, positive_int, run_command
 from discotok.metrics.fid import INCEPTION_FILE, default_inception_path
 
 EXIT_HELP = """exit status:
@@ -26,7 +26,7 @@ def _eval_command(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="rFID over")  # printed below, once, with the others
         report = evaluate(
             args.tokenizers, args.data, args.output, image_size=args.image_size, max_seconds=args.max_seconds,
-            num_images=args.num_images, pesq_stoi=args.pesq_stoi,
+            num_images=args.num_images, pesq_stoi=args.pesq_stoi, precision=args.precision,
             batch_size=args.batch_size, fid=not args.no_fid, fid_weights=args.fid_weights,
             lpips_weights=args.lpips_weights, num_tokens=args.num_tokens, depths=args.depth,
             pfid_alpha=args.pfid_alpha, pfid_delta=args.pfid_delta, seed=args.seed, cache_dir=args.cache_dir,
@@ -57,7 +57,9 @@ def eval_main(argv: Sequence[str]) -> int:
         "Audio tokenizers on an audio set: SI-SNR, mel and STFT distances (PESQ, STOI with\n"
         "--pesq-stoi), codebook usage and perplexity, bits per second and the encode/decode\n"
         "real-time factor at each RVQ depth (default 1, 2, 4, ..., depth); the rate-distortion\n"
-        "plot is quality against bits per second, example wavs go to OUT/examples_*/.",
+        "plot is quality against bits per second, example wavs go to OUT/examples_*/.\n\n"
+        "--precision bf16 (or auto, where it resolves to bf16) also runs every batch in fp32 and reports\n"
+        "the fraction of ids identical to fp32's and the change in PSNR (SI-SNR for audio).",
         EXIT_HELP,
     )
     parser.add_argument("tokenizers", metavar="TOKENIZER_DIR", nargs="+", help="one or more tokenizer folders")
@@ -91,4 +93,5 @@ def eval_main(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images or clips per batch (default 16)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_precision(parser)
     return run_command(prog, parser, _eval_command, argv)

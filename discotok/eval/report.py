@@ -30,6 +30,8 @@ COLUMNS = (
     ("si_snr", "SI-SNR dB", "{:.2f}"), ("mel_distance", "mel dist", "{:.3f}"), ("stft_distance", "STFT dist", "{:.3f}"),
     ("pesq", "PESQ", "{:.2f}"), ("stoi", "STOI", "{:.3f}"),
     ("codebook_usage", "usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
+    ("precision", "precision", "{}"), ("ids_identical_vs_fp32", "ids = fp32", "{:.4f}"),
+    ("psnr_change_vs_fp32", "ΔPSNR vs fp32", "{:+.3f}"), ("si_snr_change_vs_fp32", "ΔSI-SNR vs fp32", "{:+.3f}"),
     ("encode_images_per_s", "enc img/s", "{:.1f}"), ("decode_images_per_s", "dec img/s", "{:.1f}"),
     ("encode_rtf", "enc RTF", "{:.4f}"), ("decode_rtf", "dec RTF", "{:.4f}"),
 )

@@ -45,11 +45,13 @@ from tqdm import tqdm
 from discotok.atomic import atomic_path
 from discotok.eval.baselines import audio_baselines, image_baselines
 from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, Metric, audio_metrics, image_metrics
+from discotok.eval.precision import Fp32Comparison
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_examples, save_grid, write_markdown
 from discotok.eval.protocol import EvalSet, audio_protocol, image_protocol
 from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import open_source
 from discotok.metrics.fid import FEATURE_DIM
+from discotok.nn.precision import resolve_precision
 from discotok.quantizers.perturb import perturb_ids
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -73,6 +75,7 @@ class EvalOptions:
     pfid_alpha: float | None = None
     pfid_delta: int | None = None
     pesq_stoi: bool = False
+    precision: str = "fp32"
     seed: int = 0
     cache_dir: str | None = None
     device: str = "cpu"
@@ -127,11 +130,13 @@ def _label(point: dict) -> str:
     return ", ".join(f"{'k' if k == 'num_tokens' else k}={v}" for k, v in point.items()) or "full"
 
 
-def _reconstruct(tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, image_size) -> Tensor:
+def reconstruct(
+    tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, image_size, precision: str = "fp32"
+) -> Tensor:
     """Decode ``ids`` like ``x``: images at ``image_size``, waveforms masked past each length and cut to T."""
     if tok.modality == "audio":
-        return tok.decode(ids, layout, lengths=extra["lengths"])[..., : x.shape[-1]]
-    return tok.decode(ids, layout, image_size=image_size)
+        return tok.decode(ids, layout, lengths=extra.get("lengths"), precision=precision)[..., : x.shape[-1]]
+    return tok.decode(ids, layout, image_size=image_size, precision=precision)
 
 
 def _rate_figures(tok: Tokenizer, shape: tuple[int, ...], image_size) -> dict[str, Any]:
@@ -156,23 +161,31 @@ def _timing_figures(tok: Tokenizer, items: int, samples: int, enc_s: float, dec_
 def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Metric], options: EvalOptions,
                    pfid: FrechetMetric | None) -> tuple[dict, list[tuple[Tensor, Tensor]]]:
     """One pass over the set with ``tok.encode(x, **point)``; returns figures and a few (x, x_hat) examples
-    (audio: each cut to its length)."""
+    (audio: each cut to its length). In a precision other than fp32 every batch also runs in fp32
+    (untimed), for ``discotok.eval.precision.Fp32Comparison``'s figures."""
     device = next(tok.parameters()).device
+    precision = resolve_precision(options.precision, device)
+    comparison = Fp32Comparison(metrics[0]) if precision != "fp32" else None
     size = getattr(data.reader, "size", None)
     generator = torch.Generator().manual_seed(options.seed)
     enc_s = dec_s = 0.0
     items, samples, shape, examples = 0, 0, None, []
     with torch.inference_mode():
         for x, extra in data.batches():
-            (ids, layout), t = _timed(lambda: tok.encode(x.to(device), return_layout=True, **extra, **point), device)
+            (ids, layout), t = _timed(
+                lambda: tok.encode(x.to(device), return_layout=True, precision=precision, **extra, **point), device)
             enc_s += t
-            x_hat, t = _timed(lambda: _reconstruct(tok, ids, layout, x, extra, size), device)
+            x_hat, t = _timed(lambda: reconstruct(tok, ids, layout, x, extra, size, precision), device)
             dec_s += t
             lengths = extra.get("lengths")
             frames = None if lengths is None else tok.num_frames(lengths)
             batch = EvalBatch(x, x_hat.float().cpu(), ids.cpu(), lengths, frames)
             for metric in metrics:
                 metric.update(batch)
+            if comparison is not None:
+                ref_ids = tok.encode(x.to(device), **extra, **point)
+                ref_x_hat = reconstruct(tok, ref_ids, layout, x, extra, size, "fp32")
+                comparison.update(batch, EvalBatch(x, ref_x_hat.float().cpu(), ref_ids.cpu(), lengths, frames))
             if pfid is not None:
                 noisy = perturb_ids(tok.quantizer, ids, options.pfid_alpha, options.pfid_delta, generator)
                 pfid.update(EvalBatch(x, tok.decode(noisy, layout, image_size=size).float().cpu(), noisy.cpu()))
@@ -183,9 +196,12 @@ def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Met
             shape = tuple(ids.shape[1:])
     if items == 0:
         raise ValueError(f"none of the evaluation {'clips' if tok.modality == 'audio' else 'images'} could be read")
-    figures: dict[str, Any] = {"point": point, "label": _label(point), **_rate_figures(tok, shape, size)}
+    figures: dict[str, Any] = {"point": point, "label": _label(point), "precision": precision,
+                               **_rate_figures(tok, shape, size)}
     for metric in [*metrics, *([pfid] if pfid else [])]:
         figures.update(metric.compute())
+    if comparison is not None:
+        figures.update(comparison.compute(figures))
     figures.update(_timing_figures(tok, items, samples, enc_s, dec_s))
     return figures, examples
 
@@ -200,13 +216,19 @@ def _names(paths: list[str | None]) -> list[str]:
 
 
 def _metrics(tok: Tokenizer, opts: EvalOptions, nets: dict) -> tuple[list[Metric], FrechetMetric | None]:
-    """The metric pieces of one operating point, and pFID's (images, when asked for)."""
+    """The metric pieces of one operating point, and pFID's (images, when asked for); the first piece is the
+    headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32."""
     if tok.modality == "audio":
         return [*audio_metrics(tok.sample_rate, opts.pesq_stoi), CodebookMetric(tok.codebook_size)], None
     metrics: list[Metric] = [*image_metrics(nets["lpips"]), CodebookMetric(tok.codebook_size)]
     metrics += [FrechetMetric(nets["fid"], nets["reference"])] if nets["fid"] else []
     pfid = FrechetMetric(nets["fid"], nets["reference"], "pfid") if opts.pfid_alpha is not None else None
     return metrics, pfid
+
+
+def headline_metric(tok: Tokenizer) -> Metric:
+    """A fresh piece for the tokenizer's headline quality: PSNR for images, SI-SNR for audio."""
+    return _metrics(tok, EvalOptions(), {"lpips": None, "fid": None})[0][0]
 
 
 def _check_comparable(toks: list[Tokenizer]) -> None:

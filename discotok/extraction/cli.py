@@ -13,6 +13,7 @@ from discotok.extraction.decode import decode_ids
 from discotok.extraction.encode import describe_report, extract
 from discotok.extraction.sources import DEFAULT_MAX_DURATION
 from discotok.io import FORMATS
+from discotok.nn.precision import PRECISIONS
 from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
@@ -56,9 +57,17 @@ def make_parser(prog: str, description: str, exit_help: str) -> argparse.Argumen
     )
 
 
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    """``--precision fp32|bf16|auto`` (default fp32: bit-exact ids)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default, bit-exact), bf16 (autocast; the quantizer's search stays fp32) or auto "
+                             "(bf16 where it is faster: CPUs with AMX (amx_bf16), bf16 GPUs)")
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=16, help="items per batch (default 16)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    add_precision(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -102,7 +111,7 @@ def _encode_command(args: argparse.Namespace) -> int:
         args.tokenizer, args.inputs, args.output, format=args.format, shard_size=args.shard_size,
         batch_size=args.batch_size, image_size=args.image_size, max_seconds=args.max_seconds,
         max_duration=args.max_duration, max_pixels=args.max_pixels,
-        num_tokens=args.num_tokens, depth=args.depth,
+        num_tokens=args.num_tokens, depth=args.depth, precision=args.precision,
         recursive=not args.no_recursive, workers=args.workers, devices=args.devices, accelerator=args.accelerator,
         strategy=args.strategy, overwrite=args.overwrite, progress=not args.no_progress,
         device=args.device if args.devices == 1 else "cpu",
@@ -152,7 +161,8 @@ def encode_main(argv: Sequence[str]) -> int:
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes per device (0: in process)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data-loading processes per device (0: in process; default: half the cores, 1 to 8)")
     parser.add_argument("--devices", type=positive_int, default=1,
                         help="processes, one per device, through Lightning DDP (default 1: no Lightning)")
     parser.add_argument("--accelerator", default="auto", help="with --devices > 1: gpu, cpu or auto")
@@ -166,7 +176,7 @@ def _decode_command(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
     sampler = {k: v for k in ("timesteps", "guidance_scale", "seed") if (v := getattr(args, k)) is not None}
     paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress,
-                       sampler=sampler)
+                       sampler=sampler, precision=args.precision)
     print(f"decoded {len(paths)} {'clips' if tokenizer.modality == 'audio' else 'images'} into {args.output}")
     return EXIT_OK
 

@@ -30,6 +30,7 @@ from discotok.extraction.checks import check_frame_ids, check_ids_array
 from discotok.extraction.encode import tokenizer_fingerprint
 from discotok.extraction.lock import claim_output
 from discotok.io import ExtractError, LoadedIds, load_ids
+from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 DECODE_RECORD = ".discotok-decode.json"
@@ -126,6 +127,7 @@ def decode_ids(
     batch_size: int = 16,
     progress: bool = True,
     sampler: dict | None = None,
+    precision: str = "fp32",
 ) -> list[Path]:
     """Decode the ids of an output folder of ``discotok encode`` (any format and manifest version)
     or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row: a PNG per
@@ -138,13 +140,18 @@ def decode_ids(
     when the run finishes. ``output_dir`` is locked against other runs (``.discotok.lock``).
     ``sampler`` (``timesteps``, ``guidance_scale``, ``seed``) goes to a generative decoder's
     ``decode``; batch i samples with ``seed + i``, so a fixed seed and batch size give the same files.
+    ``precision``: ``fp32`` (default), ``bf16`` or ``auto`` (``Tokenizer.decode``).
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
+    try:
+        resolve_precision(precision, "cpu")
+    except ValueError as err:
+        raise ExtractError(f"--precision: {err}") from err
     loaded = load_ids(ids_path_or_dir)
     audio = tokenizer.modality == "audio"
     writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
-    sampler = sampler or {}
+    sampler = {**(sampler or {}), "precision": precision}  # batch_sampler passes every key on to decode
     decode_batch = (_audio_decoder if audio else _image_decoder)(tokenizer, loaded, batch_size, sampler)
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)

@@ -35,6 +35,7 @@ from discotok.extraction.sources import (
 )
 from discotok.data.images import DEFAULT_MAX_PIXELS
 from discotok.io import MANIFEST_NAME, ExtractError
+from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -115,9 +116,19 @@ def modality_header(tokenizer: Tokenizer, options: dict) -> dict:
             "bits_per_second": tokenizer.bits_per_second(options.get("depth"))}
 
 
-def encode_options(tokenizer: Tokenizer, num_tokens: int | None = None, depth: int | None = None) -> dict[str, int]:
-    """Checked keyword arguments for ``tokenizer.encode``: ``num_tokens`` (1-D tokenizers), ``depth`` (RVQ)."""
-    options = {}
+def encode_options(
+    tokenizer: Tokenizer, num_tokens: int | None = None, depth: int | None = None, precision: str = "fp32"
+) -> dict[str, int | str]:
+    """Checked keyword arguments for ``tokenizer.encode``: ``num_tokens`` (1-D tokenizers), ``depth`` (RVQ),
+    ``precision`` resolved on the tokenizer's device (recorded only when it is not fp32, so fp32 runs keep
+    their manifest and resume as before)."""
+    options: dict[str, int | str] = {}
+    try:
+        resolved = resolve_precision(precision, next(tokenizer.parameters()).device)
+    except ValueError as err:
+        raise ExtractError(f"--precision: {err}") from err
+    if resolved != "fp32":
+        options["precision"] = resolved
     name = tokenizer.config["quantizer"]["name"]
     if depth is not None:
         max_depth = tokenizer.quantizer.depth
@@ -138,6 +149,13 @@ def encode_options(tokenizer: Tokenizer, num_tokens: int | None = None, depth: i
             raise ExtractError(f"--num-tokens must lie in 1..{layout.num_tokens}, got {num_tokens}")
         options["num_tokens"] = int(num_tokens)
     return options
+
+
+def default_workers() -> int:
+    """Loader processes sized to the cores this process may use: half of them (the model's threads take the
+    rest), at least 1, at most 8. On a 2-core machine: 1 (measured: 2 loaders slow the encoder's 2 threads)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // 2))
 
 
 def _run_local(plan: ShardPlan, shards: list[int], tokenizer: Tokenizer, reader: Reader, options: dict,
@@ -169,8 +187,9 @@ def extract(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     num_tokens: int | None = None,
     depth: int | None = None,
+    precision: str = "fp32",
     recursive: bool = True,
-    workers: int = 2,
+    workers: int | None = None,
     devices: int = 1,
     accelerator: str = "auto",
     strategy: str = "ddp",
@@ -194,11 +213,15 @@ def extract(
     Limits that keep one bad file from exhausting memory (such files are skipped with the reason):
     audio longer than ``max_duration`` seconds (default 600), images of more than ``max_pixels``
     pixels (default 2**26, 8192 x 8192); None lifts either.
+    ``precision``: ``fp32`` (default), ``bf16`` or ``auto`` (``Tokenizer.encode``); the manifest's
+    ``encode_options`` records bf16 when used.
     ``devices > 1`` runs one process per device through Lightning (``strategy``: ``ddp`` from
-    a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device.
+    a script or the CLI, ``ddp_notebook`` in a notebook); ``workers`` loader processes per device
+    (None: ``default_workers()``).
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
+    workers = default_workers() if workers is None else workers
     tokenizer_path = None
     if not isinstance(tokenizer, Tokenizer):
         tokenizer_path = str(Path(tokenizer).resolve())
@@ -207,7 +230,7 @@ def extract(
         tokenizer = tokenizer.to(device)
     tokenizer.eval()
     reader = make_reader(tokenizer, image_size, max_seconds, max_duration, max_pixels)
-    options = encode_options(tokenizer, num_tokens, depth)
+    options = encode_options(tokenizer, num_tokens, depth, precision)
     output_dir = Path(output_dir)
     own = [p for p in output_dir.iterdir() if is_own_output(p)] if output_dir.is_dir() else []
     src = open_source(source, recursive=recursive, exclude=own, modality=reader.modality)

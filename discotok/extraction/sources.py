@@ -35,13 +35,22 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
-from discotok.data.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageLoadError, iter_files, load_image_tensor
+from discotok.data.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageLoadError,
+    iter_files,
+    load_image_pixels,
+    pixels_to_tensor,
+)
 from discotok.io import ExtractError
 from discotok.quantizers.base import NonFiniteError
 from discotok.tokenizers.layout import Layout
 from discotok.tokenizers.tokenizer import Tokenizer
 
 IMAGE_PREPROCESSING = {
+    "decoding": "8-bit RGB/grayscale PNGs already at image_size: torchvision (libpng); JPEGs: PIL at a reduced size "
+                "(DCT scaling, draft mode) whose sides are still >= max(image_size); others: PIL",
     "orientation": "EXIF transpose",
     "color": "RGB; grayscale replicated, alpha composited on white, 16-bit scaled to 8-bit by the range 0..65535",
     "resize": "bicubic resize to cover image_size, then centre crop (no padding, no stretching)",
@@ -240,10 +249,12 @@ class ImageReader:
         self.max_pixels = max_pixels
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
-        return load_image_tensor(item.name, self.size, item.read_bytes(), self.max_pixels), {}
+        """uint8 pixels (3, H, W): a quarter of float32's bytes between loader processes."""
+        return load_image_pixels(item.name, self.size, item.read_bytes(), self.max_pixels), {}
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
-        return torch.stack(tensors), {}
+        """The stacked batch, converted to float in [-1, 1] in one operation."""
+        return pixels_to_tensor(torch.stack(tensors)), {}
 
     def describe(self) -> dict:
         return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": IMAGE_PREPROCESSING}

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
+from discotok.quantizers.precision import in_full_precision
+
 
 @dataclass
 class QuantizerOutput:
@@ -117,14 +119,16 @@ class Quantizer(nn.Module):
 
     def forward(self, z: Tensor, **kwargs) -> QuantizerOutput:
         """Quantize ``z`` of shape (B, N, dim); ``NonFiniteError`` (a ``ValueError``) names the
-        batch items holding NaN or inf, which would otherwise become garbage ids."""
+        batch items holding NaN or inf, which would otherwise become garbage ids. The input
+        projection and the quantizer's math run in float32 whatever autocast does around them;
+        ``z_q`` comes back in ``z``'s dtype (before ``project_out``)."""
         if z.ndim != 3 or z.shape[-1] != self.dim:
             raise ValueError(
                 f"{type(self).__name__} expects z of shape (B, N, {self.dim}), got {tuple(z.shape)}"
             )
         check_finite(z, "the encoder's latents (the quantizer's input; an overflow?)")
-        out = self.quantize(self.project_in(z), **kwargs)
-        return replace(out, z_q=self.project_out(out.z_q))
+        out = self.quantize(in_full_precision(self.project_in, z), **kwargs)
+        return replace(out, z_q=self.project_out(out.z_q.to(z.dtype)))
 
     def ids_to_codes(self, ids: Tensor) -> Tensor:
         """Map ids of shape (B, N) or (B, N, depth) back to z_q of shape (B, N, dim)."""

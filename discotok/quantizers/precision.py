@@ -6,7 +6,7 @@ from functools import wraps
 from typing import Callable, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -27,3 +27,10 @@ def full_precision(fn: F) -> F:
         return out
 
     return inner  # type: ignore[return-value]
+
+
+def in_full_precision(module: nn.Module, h: Tensor) -> Tensor:
+    """``module(h)`` with autocast off and ``h`` in float32 (float64 kept): a quantizer's input projection,
+    so that bf16 autocast around the encoder does not round the vectors the nearest-code search sees."""
+    with torch.autocast(h.device.type, enabled=False):
+        return module(h if h.dtype == torch.float64 else h.float())

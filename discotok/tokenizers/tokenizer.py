@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from discotok.decoders.generative import SAMPLER_ARGUMENTS, is_generative
 from discotok.nn.modes import eval_mode
+from discotok.nn.precision import precision_context, undo_autocast
 from discotok.quantizers.base import Quantizer, QuantizerOutput, check_finite
 from discotok.registry import DECODERS, ENCODERS, QUANTIZERS, ConfigError
 from discotok.tokenizers.audio import check_audio_batch, check_audio_parts, check_lengths, mask_past
@@ -303,6 +304,7 @@ class Tokenizer(nn.Module):
         depth: int | None = None,
         return_layout: bool = False,
         num_tokens: int | None = None,
+        precision: str = "fp32",
         **quantizer_kwargs: Any,
     ):
         """Inputs -> ids (B, N) (or (B, N, depth)); optionally the layout too.
@@ -314,21 +316,27 @@ class Tokenizer(nn.Module):
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
         Items holding NaN or inf, in the input or in the encoder's latents, raise
         ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
+        ``precision``: ``fp32`` (default, bit-exact), ``bf16`` or ``auto`` (bf16 where the hardware runs it
+        faster, see ``discotok.nn.precision``): the encoder runs under bf16 autocast, the quantizer's
+        projection and nearest-code search stay in float32.
         """
         if getattr(self.quantizer, "continuous", False):
             self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
         if depth is not None:
             quantizer_kwargs["depth"] = self._depth(depth)
-        with eval_mode(self):
+        with eval_mode(self), precision_context(precision, x.device):
             enc = self._encoder_output(x, lengths, num_tokens)
             ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
     @torch.no_grad()
-    def encode_latents(self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None) -> Tensor:
-        """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them)."""
-        with eval_mode(self):
-            return self._encoder_output(x, lengths, num_tokens).z
+    def encode_latents(
+        self, x: Tensor, lengths: Tensor | None = None, *, num_tokens: int | None = None, precision: str = "fp32"
+    ) -> Tensor:
+        """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them),
+        float32 under bf16 ``precision``."""
+        with eval_mode(self), precision_context(precision, x.device):
+            return undo_autocast(self._encoder_output(x, lengths, num_tokens).z)
 
     def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
         if self.modality == "audio":
@@ -353,8 +361,9 @@ class Tokenizer(nn.Module):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        precision: str = "fp32",
     ) -> Tensor:
-        """Ids -> images or waveforms in [-1, 1]; ids are checked against the codebook first.
+        """Ids -> images or waveforms in [-1, 1] (float32 under bf16); ids are checked against the codebook first.
 
         For a sequence layout of N tokens, ids may hold any prefix of 1..N tokens.
         ``image_size`` (H, W) overrides the output size of decoders that take one.
@@ -364,22 +373,29 @@ class Tokenizer(nn.Module):
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
+        ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast.
         """
-        with eval_mode(self):
-            self.quantizer.check_ids(ids)
-            sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
-            if self.modality == "audio":
-                return self._decode_audio(ids, layout, lengths, **sampler)
-            if lengths is not None:
-                raise ValueError("lengths belongs to audio tokenizers")
-            layout = layout or self.default_layout(ids.shape[1])
-            if layout.kind == "sequence":
-                check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
-            elif layout.num_tokens != ids.shape[1]:
-                raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
-            device = next(self.parameters()).device
-            z_q = self.quantizer.ids_to_codes(ids.to(device))
-            return self._decode(z_q, layout, image_size=image_size, **sampler).clamp(-1, 1)
+        self.quantizer.check_ids(ids)
+        sampler = {"timesteps": timesteps, "guidance_scale": guidance_scale, "seed": seed}
+        with eval_mode(self), precision_context(precision, next(self.parameters()).device):
+            return undo_autocast(self._decode_ids(ids, layout, image_size, lengths, **sampler))
+
+    def _decode_ids(
+        self, ids: Tensor, layout: Layout | None, image_size: Sequence[int] | None, lengths: Tensor | None,
+        **sampler: Any,
+    ) -> Tensor:
+        if self.modality == "audio":
+            return self._decode_audio(ids, layout, lengths, **sampler)
+        if lengths is not None:
+            raise ValueError("lengths belongs to audio tokenizers")
+        layout = layout or self.default_layout(ids.shape[1])
+        if layout.kind == "sequence":
+            check_prefix_length(ids.shape[1], layout.num_tokens, "the token count of ids")
+        elif layout.num_tokens != ids.shape[1]:
+            raise ValueError(f"ids have {ids.shape[1]} tokens but the layout {layout} holds {layout.num_tokens}")
+        device = next(self.parameters()).device
+        z_q = self.quantizer.ids_to_codes(ids.to(device))
+        return self._decode(z_q, layout, image_size=image_size, **sampler).clamp(-1, 1)
 
     def _decode_audio(self, ids: Tensor, layout: Layout | None, lengths: Tensor | None, **sampler: Any) -> Tensor:
         n = ids.shape[1]

@@ -1,0 +1,194 @@
+"""``discotok bench precision TARGET...``: fp32 against bf16 side by side, interleaved in one process.
+
+For each target (a tokenizer directory, Hydra overrides or an experiment name, as ``discotok bench
+tokenizer`` takes them) it times ``encode``, ``decode`` and one training step in fp32 and in bf16,
+alternating the two every repeat so that the load of a shared machine hits both alike, and
+reports the medians, the bf16 speed-up (fp32 time / bf16 time), the fraction of bf16 ids identical
+to fp32's and the change in headline quality (PSNR for images, SI-SNR for audio) on the same
+inputs. Inputs: the first ``batch_size`` items of ``--data`` (read as ``discotok encode`` reads
+them), else seeded random images or espeak-ng speech. bf16 inference is ``Tokenizer.encode`` /
+``decode`` with ``precision="bf16"``; the bf16 training step is Lightning's ``bf16-mixed``: forward
+and loss under bf16 autocast, fp32 weights, gradients and AdamW (each precision trains its own copy
+of the tokenizer). A benchmark, never a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from discotok.bench.quantizers import allocator_in_effect, write_json
+from discotok.bench.tokenizer import bench_inputs, load_target, num_params, train_step
+from discotok.eval.metrics import EvalBatch
+from discotok.eval.precision import Fp32Comparison
+from discotok.eval.run import headline_metric, reconstruct
+from discotok.nn.precision import resolve_precision
+from discotok.tokenizers.tokenizer import Tokenizer
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
+                   device: torch.device | None = None) -> dict[str, tuple[float, float]]:
+    """(median wall, median process CPU) ms of each function, the functions called in turn within every repeat
+    (after ``warmup`` rounds). On a shared machine the CPU time (all of the process's threads) is the steadier
+    figure: with one thread it is the time the step would take alone."""
+
+    def sync() -> None:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            sync()
+            start, cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - start, time.process_time() - cpu))
+    return {name: (1e3 * statistics.median(w for w, _ in t), 1e3 * statistics.median(c for _, c in t))
+            for name, t in times.items()}
+
+
+def data_inputs(tok: Tokenizer, data: str, count: int) -> tuple[torch.Tensor, dict]:
+    """The first ``count`` readable items of ``data`` as one batch (and ``encode``'s extra arguments)."""
+    from discotok.extraction.encode import make_reader
+    from discotok.extraction.sources import open_source
+
+    reader = make_reader(tok)
+    tensors = []
+    for item in open_source(data, modality=reader.modality).items:
+        if item.problem is None:
+            tensors.append(reader.load(item)[0])
+        if len(tensors) == count:
+            break
+    if not tensors:
+        raise ValueError(f"{data}: no readable {reader.modality} inputs")
+    return reader.collate(tensors)
+
+
+def compare(tok: Tokenizer, x: torch.Tensor, extra: dict, repeats: int, train: bool = True) -> dict:
+    """Interleaved fp32 / bf16 timings of encode, decode and a training step, ids agreement and quality change."""
+    device = x.device
+    size = tuple(x.shape[-2:]) if x.ndim == 4 else None
+    row: dict = {}
+    if train:  # first: the VQ search's scratch buffer made under inference mode cannot be written outside it
+        steps = {p: train_step(copy.deepcopy(tok), x, p) for p in PRECISIONS}
+        row |= timing_fields("train", interleaved_ms(steps, repeats, device=device))
+    tok.eval()
+    with torch.inference_mode():
+        encoded = {p: tok.encode(x, return_layout=True, precision=p, **extra) for p in PRECISIONS}
+        encodes = {p: (lambda p=p: tok.encode(x, precision=p, **extra)) for p in PRECISIONS}
+        decodes = {p: (lambda p=p: reconstruct(tok, *encoded[p], x, extra, size, p)) for p in PRECISIONS}
+        row |= timing_fields("encode", interleaved_ms(encodes, repeats, device=device))
+        row |= timing_fields("decode", interleaved_ms(decodes, repeats, device=device))
+        lengths = extra.get("lengths")
+        frames = None if lengths is None else tok.num_frames(lengths)
+        batches = {p: EvalBatch(x.cpu(), decodes[p]().float().cpu(), encoded[p][0].cpu(), lengths, frames)
+                   for p in PRECISIONS}
+    quality = headline_metric(tok)
+    comparison = Fp32Comparison(quality)
+    comparison.update(batches["bf16"], batches["fp32"])
+    quality.update(batches["bf16"])
+    row |= {"quality": quality.name, f"{quality.name}_bf16": quality.compute()[quality.name]}
+    row |= comparison.compute({quality.name: row[f"{quality.name}_bf16"]})
+    for step in ("train", "encode", "decode"):
+        if f"{step}_ms_fp32" in row:
+            row[f"{step}_speedup"] = row[f"{step}_ms_fp32"] / row[f"{step}_ms_bf16"]
+            row[f"{step}_speedup_cpu"] = row[f"{step}_cpu_ms_fp32"] / row[f"{step}_cpu_ms_bf16"]
+    return row
+
+
+def timing_fields(step: str, timings: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """``{step}_ms_{precision}`` (wall) and ``{step}_cpu_ms_{precision}`` (process CPU) of ``interleaved_ms``."""
+    fields = {}
+    for precision, (wall, cpu) in timings.items():
+        fields[f"{step}_ms_{precision}"] = wall
+        fields[f"{step}_cpu_ms_{precision}"] = cpu
+    return fields
+
+
+def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8, repeats: int = 5,
+            threads: int = 2, seconds: float = 2.0, device: str = "cpu", train: bool = True) -> dict:
+    """One row: fp32 and bf16 timings, speed-ups, ids agreement and quality change for one target."""
+    torch.set_num_threads(threads)
+    tok, size, label = load_target(target)
+    tok = tok.to(device)
+    x, rates = bench_inputs(tok, size, batch_size, seconds)
+    extra: dict = {}
+    if data is not None:
+        x, extra = data_inputs(tok, data, batch_size)
+    x = x.to(device)
+    return {"target": label, "modality": tok.modality, "inputs": data or "random images / speech",
+            "device": str(device), "auto": resolve_precision("auto", device), "allocator": allocator_in_effect(),
+            "threads": threads, "batch_size": int(x.shape[0]), "repeats": repeats, "params_m": num_params(tok) / 1e6,
+            **rates, **compare(tok, x, extra, repeats, train)}
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """A markdown table: per target, fp32 / bf16 ms and the speed-up of each step, ids agreement, quality change."""
+    head = ("| target | batch | encode ms fp32 / bf16 (x; CPU ms) | decode ms fp32 / bf16 (x; CPU ms) "
+            "| train step ms fp32 / bf16 (x; CPU ms) "
+            "| ids = fp32 | quality fp32 -> bf16 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def cell(r: dict, step: str) -> str:
+        if f"{step}_ms_fp32" not in r:
+            return "-"
+        return (f"{r[f'{step}_ms_fp32']:.1f} / {r[f'{step}_ms_bf16']:.1f} ({r[f'{step}_speedup']:.2f}x; "
+                f"CPU {r[f'{step}_cpu_ms_fp32']:.1f} / {r[f'{step}_cpu_ms_bf16']:.1f}, {r[f'{step}_speedup_cpu']:.2f}x)")
+
+    for r in rows:
+        q = r["quality"]
+        lines.append(f"| {r['target']} | {r['batch_size']} | {cell(r, 'encode')} | {cell(r, 'decode')} "
+                     f"| {cell(r, 'train')} | {r['ids_identical_vs_fp32']:.4f} "
+                     f"| {q} {r[f'{q}_fp32']:.3f} -> {r[f'{q}_bf16']:.3f} ({r[f'{q}_change_vs_fp32']:+.3f}) |")
+    notes = [f"device {rows[0]['device']} (precision auto -> {rows[0]['auto']}), {rows[0]['threads']} threads, "
+             f"allocator {rows[0]['allocator']}; medians of {rows[0]['repeats']} (wall, and process CPU time), "
+             "fp32 and bf16 interleaved; x = fp32 time / bf16 time"]
+    return "\n".join(lines + ["", *notes])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``discotok bench precision TARGET... [--data DIR] [--batch-size 8] [--repeats 5] [--no-train] [--json P]``."""
+    from discotok.extraction.cli import device_arg
+
+    parser = argparse.ArgumentParser(prog="discotok bench precision", description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", metavar="TARGET",
+                        help="tokenizer directories or experiment names (smoke, titok_s128, encodec_24k, ...), each "
+                             "timed in turn; none: the default config")
+    parser.add_argument("--data", help="real inputs: a folder, list or shards (default: random images / speech)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images, or audio clips, per batch (default 8)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported) after one warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--no-train", action="store_true", help="leave out the training step")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    rows = []
+    try:
+        for target in args.targets or [""]:
+            rows.append(measure([target] if target else [], args.data, args.batch_size, args.repeats, args.threads,
+                                args.seconds, args.device, not args.no_train))
+            print(f"done: {rows[-1]['target']}", file=sys.stderr, flush=True)
+    except (ValueError, OSError) as err:
+        print(f"discotok bench precision: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
