@@ -64,12 +64,19 @@ def test_encode_names_items_whose_latents_overflow(photo_batch: torch.Tensor) ->
         tok.encode(x)
 
 
+class FloatImageReader(ImageReader):
+    """An image reader whose items are already float images in [-1, 1] (ImageReader's are uint8 pixels)."""
+
+    def collate(self, tensors: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return torch.stack(tensors), {}
+
+
 def test_encode_batch_moves_non_finite_items_to_failures(photo_batch: torch.Tensor) -> None:
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
     tensors = list(photo_batch[:4].clone())
     tensors[2][0, 0, 0] = float("nan")
     batch = LoadedBatch(indices=[10, 11, 12, 13], tensors=tensors, infos=[{}] * 4, failures=[(9, "unreadable")])
-    out = encode_batch(tok, ImageReader((32, 32)), batch, {})
+    out = encode_batch(tok, FloatImageReader((32, 32)), batch, {})
     assert out.indices == [10, 11, 13]
     assert [i for i, _ in out.failures] == [9, 12] and "NaN or infinite" in out.failures[1][1]
     expected = tok.encode(photo_batch[[0, 1, 3]])
