@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ COLUMNS = ("params_m", "encode_img_s", "decode_img_s", "train_s_per_img", "peak_
 def test_named_config_row_has_every_column() -> None:
     row = measure(["smoke"], batch_size=2, repeats=1)
     assert row["target"] == "experiment=smoke" and row["image_size"] == [32, 32] and row["device"] == "cpu"
-    assert row["tokens_per_image"] == 16 and row["bits_per_image"] == 160  # 4x4 tokens of a 1024-code VQ
+    assert row["tokens_per_image"] == 16 and row["bits_per_image"] == pytest.approx(16 * math.log2(1000))  # 4x4 FSQ tokens
     for key in COLUMNS:
         assert row[key] > 0, key
     assert "experiment=smoke" in format_table([row])
@@ -67,3 +68,15 @@ def test_named_audio_experiment_and_a_mixed_table() -> None:
              "train_s_per_img": 1.0, "peak_gb": 1.0, "peak_memory": "process peak RSS"}
     table = format_table([image, audio])
     assert table.count("| target |") == 2 and "encode img/s" in table and "encode RTF" in table
+
+
+def test_targets_timed_in_turns_give_their_ratio(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "turns.json"
+    rc = bench_main(["tokenizer", "smoke", "--vs", "experiment=smoke quantizer=vq", "--batch-size", "2",
+                     "--repeats", "2", "--device", "cpu", "--json", str(out)])
+    assert rc == 0
+    first, vq = json.loads(out.read_text())["rows"]
+    assert first["target"] == "experiment=smoke" and vq["target"] == "experiment=smoke quantizer=vq"
+    assert "train_vs_first" not in first
+    assert vq["train_vs_first"] == pytest.approx(vq["train_s_per_img"] / first["train_s_per_img"])
+    assert "| train vs 1st |" in capsys.readouterr().out

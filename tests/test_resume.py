@@ -12,7 +12,7 @@ from discotok.train.run import config_dir, train
 
 STEPS = 4
 TINY_GAN = [
-    "experiment=smoke", "quantizer.codebook_size=64", "quantizer.dead_code_threshold=1.0", "ema.decay=0.8",
+    "experiment=smoke", "quantizer=vq", "quantizer.codebook_size=64", "quantizer.dead_code_threshold=1.0", "ema.decay=0.8",
     "loss.adversarial.weight=0.5", "loss.adversarial.discriminator.channels=8",
     "loss.adversarial.discriminator.num_layers=2", "loss.adversarial.start_step=1", "loss.adversarial.lecam_weight=0.1",
     "optim.grad_clip=1.0", f"trainer.max_steps={STEPS}", f"trainer.val_check_interval={STEPS // 2}",

@@ -1,4 +1,6 @@
-"""Training: every quantizer trains with every encoder/decoder pair; gradients reach the encoder."""
+"""Training: every quantizer trains with every encoder/decoder pair; gradients reach the encoder.
+
+Whether training learns is judged in tests/test_learning.py, against a baseline on held-out photos."""
 
 from __future__ import annotations
 
@@ -37,28 +39,13 @@ def test_two_step_training_run(encoder, quantizer, photo_batch, tmp_path):
     trainer.fit(module, train_dataloaders=loader, val_dataloaders=loader)
     assert trainer.global_step == 2
     metrics = trainer.validate(module, loader, verbose=False)[0]
-    assert metrics["val/psnr"] > 0 and 0 < metrics["val/usage"] <= 1
+    assert torch.isfinite(torch.tensor(metrics["val/psnr"])) and 0 < metrics["val/usage"] <= 1
     after = module.tokenizer.encoder.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "encoder weights did not move"
     tok = module.tokenizer.eval()
     out = tok(photo_batch)
     assert torch.isfinite(out.x_hat).all()
     assert torch.allclose(tok.quantizer.ids_to_codes(out.ids), out.quantized.z_q, atol=1e-5)
-
-
-def test_training_lowers_the_loss_on_real_photos(photo_batch):
-    torch.manual_seed(0)
-    module = TokenizerModule(tiny_tokenizer_config("fsq"), optim={"lr": 3e-3, "warmup_steps": 1})
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(30):
-        out = module.tokenizer(photo_batch)
-        loss, _ = module.reconstruction(out.x_hat, photo_batch)
-        opt.zero_grad()
-        (loss + out.quantized.loss).backward()
-        opt.step()
-        losses.append(loss.item())
-    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:5]) / 5
 
 
 def test_warmup_cosine_schedule():

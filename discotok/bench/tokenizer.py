@@ -9,7 +9,10 @@ quantizer loss, backward, AdamW step over the whole tokenizer). Image tokenizers
 batch of random images at the config's image size and report images/s; audio tokenizers on
 ``batch_size`` clips of ``seconds`` of speech (espeak-ng, else synthetic) and report the
 real-time factor (compute seconds per second of audio, measured by
-``discotok.bench.audio.codec_timings``, which ``discotok bench audio`` uses too). Peak memory
+``discotok.bench.audio.codec_timings``, which ``discotok bench audio`` uses too). With ``--vs
+TARGET`` (repeatable) the training steps of all targets are timed in turns in one process, so a
+shared machine's changing load falls on them alike, and each row gives its step time over the
+first target's (``train vs 1st``): compare quantizers this way, not from separate runs. Peak memory
 is the process's resident-set high-water mark on CPU, ``torch.cuda.max_memory_allocated``
 during the training step on GPU. Printed as a table and optionally written as JSON. A
 benchmark, never a timed test.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,24 +91,45 @@ def train_step(tok: Tokenizer, x: torch.Tensor, precision: str = "fp32") -> Call
     return run
 
 
-def train_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median ms of one training step on ``x`` and the peak memory (process RSS on CPU, CUDA max allocated)."""
+def train_timings(
+    tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1, train_ms: float | None = None
+) -> dict[str, float]:
+    """Median ms of one training step on ``x`` (``train_ms`` when it was timed already, e.g. in turns
+    with other targets) and the peak memory (process RSS on CPU, CUDA max allocated)."""
     device = x.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train_ms = time_ms(train_step(tok, x), repeats, warmup, device=device)
+    if train_ms is None:
+        train_ms = time_ms(train_step(tok, x), repeats, warmup, device=device)
     peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else peak_rss_gb()
     return {"train_step_ms": train_ms, "peak_gb": peak_gb}
 
 
-def timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Images: the training step's s/img and peak memory, then encode and decode img/s (eval, inference mode).
+def train_ms_in_turns(steps: Sequence[Callable[[], object]], repeats: int, warmup: int = 1,
+                      device: torch.device | None = None) -> list[float]:
+    """Median ms of each training step, timed in turns (first, second, ..., first, second, ...) in one
+    process: load that comes and goes on a shared machine falls on every target alike, so their ratio holds."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, taken in zip(steps, times):
+            taken.append(time_ms(step, 1, 0, device=device))
+    return [statistics.median(taken) for taken in times]
+
+
+def timings(
+    tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1, train_ms: float | None = None
+) -> dict[str, float]:
+    """Images: the training step's s/img (``train_ms`` when timed already) and peak memory, then encode
+    and decode img/s (eval, inference mode).
 
     Training comes first: the VQ search caches a scratch buffer, and one made under
     inference mode cannot be written outside it.
     """
     b, device = x.shape[0], x.device
-    train = train_timings(tok, x, repeats, warmup)
+    train = train_timings(tok, x, repeats, warmup, train_ms)
     tok.eval()
     with torch.inference_mode():
         ids = tok.encode(x)
@@ -114,13 +139,15 @@ def timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> d
             "train_s_per_img": train["train_step_ms"] / 1e3 / b, "peak_gb": train["peak_gb"]}
 
 
-def audio_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Audio: the training step (ms, real-time factor) and peak memory, then encode and decode real-time
-    factors (``discotok.bench.audio.codec_timings``); training first, as for images."""
+def audio_timings(
+    tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1, train_ms: float | None = None
+) -> dict[str, float]:
+    """Audio: the training step (ms, real-time factor; ``train_ms`` when timed already) and peak memory,
+    then encode and decode real-time factors (``discotok.bench.audio.codec_timings``); training first, as for images."""
     from discotok.bench.audio import codec_timings
 
     seconds = x.shape[0] * x.shape[-1] / tok.sample_rate
-    train = train_timings(tok, x, repeats, warmup)
+    train = train_timings(tok, x, repeats, warmup, train_ms)
     return {**codec_timings(tok, x, repeats, warmup), **train, "train_rtf": train["train_step_ms"] / 1e3 / seconds}
 
 
@@ -140,21 +167,34 @@ def bench_inputs(
                "bits_per_image": tok.num_tokens * tok.bits_per_token}
 
 
+def prepare(
+    target: Sequence[str], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2,
+    seconds: float = 2.0,
+) -> tuple[Tokenizer, torch.Tensor, dict]:
+    """The tokenizer of ``target`` on ``device``, its input batch (images, or ``batch_size`` clips of
+    ``seconds``) and the row's description (no timings yet)."""
+    torch.set_num_threads(threads)
+    tok, size, label = load_target(target)
+    tok = tok.to(device)
+    row = {"target": label, "modality": tok.modality, "device": str(device), "allocator": allocator_in_effect(),
+           "threads": threads, "batch_size": batch_size, "repeats": repeats, "params_m": num_params(tok) / 1e6,
+           "peak_memory": "CUDA max allocated" if str(device).startswith("cuda") else "process peak RSS"}
+    x, rates = bench_inputs(tok, size, batch_size, seconds)
+    return tok, x.to(device), row | rates
+
+
+def figures(tok: Tokenizer, x: torch.Tensor, row: dict, train_ms: float | None = None) -> dict:
+    """``row`` with the timings of ``tok`` on ``x`` (the training step's ``train_ms`` when timed already)."""
+    timed = audio_timings if tok.modality == "audio" else timings
+    return row | timed(tok, x, row["repeats"], train_ms=train_ms)
+
+
 def measure(
     target: Sequence[str], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2,
     seconds: float = 2.0,
 ) -> dict:
     """One result row for a tokenizer directory or named config (audio: ``batch_size`` clips of ``seconds``)."""
-    torch.set_num_threads(threads)
-    tok, size, label = load_target(target)
-    tok = tok.to(device)
-    row = {"target": label, "modality": tok.modality, "device": str(device), "allocator": allocator_in_effect(),
-           "threads": threads, "batch_size": batch_size, "repeats": repeats, "params_m": num_params(tok) / 1e6}
-    x, rates = bench_inputs(tok, size, batch_size, seconds)
-    x = x.to(device)
-    row |= rates | (audio_timings if tok.modality == "audio" else timings)(tok, x, repeats)
-    row["peak_memory"] = "CUDA max allocated" if str(device).startswith("cuda") else "process peak RSS"
-    return row
+    return figures(*prepare(target, batch_size, repeats, device, threads, seconds))
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -162,32 +202,35 @@ def format_table(rows: Sequence[dict]) -> str:
     tables = []
     images = [r for r in rows if r.get("modality", "image") == "image"]
     if images:
-        head = "| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img | peak GB |"
+        head = ("| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img "
+                "| train vs 1st | peak GB |")
         lines = [head, "|" + "---|" * (head.count("|") - 1)]
         for r in images:
             lines.append(
                 f"| {r['target']} | {r['device']} | {r['batch_size']} | {r['image_size'][0]}x{r['image_size'][1]} "
                 f"| {r['params_m']:.2f} | {r['bits_per_image']:.0f} | {r['encode_img_s']:.1f} | {r['decode_img_s']:.1f} "
-                f"| {r['train_s_per_img']:.4f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
+                f"| {r['train_s_per_img']:.4f} | {r.get('train_vs_first', 1.0):.2f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
             )
         tables.append("\n".join(lines))
     clips = [r for r in rows if r.get("modality") == "audio"]
     if clips:
         head = ("| target | device | batch x s | rate | params M | bits/s | encode RTF | decode RTF | train step ms "
-                "| train RTF | peak GB |")
+                "| train RTF | train vs 1st | peak GB |")
         lines = [head, "|" + "---|" * (head.count("|") - 1)]
         for r in clips:
             lines.append(
                 f"| {r['target']} | {r['device']} | {r['batch_size']} x {r['seconds']:g} | {r['sample_rate']} "
                 f"| {r['params_m']:.2f} | {r['bits_per_second']:.0f} | {r['encode_rtf']:.4f} | {r['decode_rtf']:.4f} "
-                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
+                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r.get('train_vs_first', 1.0):.2f} "
+                f"| {r['peak_gb']:.2f} ({r['peak_memory']}) |"
             )
         tables.append("\n".join(lines))
     return "\n\n".join(tables)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``discotok bench tokenizer TARGET... [--batch-size 8] [--repeats 5] [--device cpu] [--json PATH]``."""
+    """CLI: ``discotok bench tokenizer TARGET... [--vs TARGET]... [--batch-size 8] [--repeats 5] [--device cpu]
+    [--json PATH]``."""
     from discotok.extraction.cli import device_arg
 
     parser = argparse.ArgumentParser(prog="discotok bench tokenizer", description=__doc__.splitlines()[0])
@@ -199,16 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--json", default=None, help="also write the row to this JSON file")
+    parser.add_argument("--vs", action="append", default=[], metavar="TARGET",
+                        help="another target (quoted: 'quantizer=fsq'; 'default' for the default config), "
+                             "repeatable; the training steps of all targets are then timed in turns in one process")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    others = [[] if vs.strip() == "default" else vs.split() for vs in args.vs]
     try:
-        row = measure(args.target, args.batch_size, args.repeats, args.device, args.threads, args.seconds)
+        if others:
+            rows = measure_in_turns([args.target, *others], args.batch_size, args.repeats, args.device, args.threads,
+                                    args.seconds)
+        else:
+            rows = [measure(args.target, args.batch_size, args.repeats, args.device, args.threads, args.seconds)]
     except (ValueError, OSError) as err:
         print(f"discotok bench tokenizer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    print(format_table([row]))
+    print(format_table(rows))
     if args.json:
-        write_json(args.json, [row])
+        write_json(args.json, rows)
     return 0
 
 

@@ -234,6 +234,8 @@ class AudioDataModule(L.LightningDataModule):
         if not val:
             raise ValueError(f"no readable validation clips in {self.val_source or self.source!r}")
         self.val_set = val[: self.val_samples]
+        origin = self.val_source or (f"the {self.source} clips" if self.source in EMBEDDED else self.source)
+        self.val_description = f"{len(self.val_set)} clips from {origin}, held out of training"
 
     def train_dataloader(self) -> DataLoader:
         """The endless training stream for this rank: sample-exact across resumes for clips and

@@ -14,27 +14,52 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
-from discotok.data.sample import load_sample_photos, split_photos
+from discotok.data.sample import VALIDATION_PHOTOS, load_sample_photos
 from discotok.data.stream import loader_generator, sample_rng, stream_loader
 from discotok.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
 
 
+AUGMENT_KEYS = ("vflip", "brightness", "contrast", "saturation", "hue", "grayscale")
+
+
+def augmentations(augment: dict | None) -> list:
+    """The torchvision transforms of an ``augment`` block (applied after the crop and horizontal flip):
+    ``vflip`` (bool), ``brightness`` / ``contrast`` / ``saturation`` / ``hue`` (ColorJitter's ranges,
+    0 = off) and ``grayscale`` (the chance of a grey sample)."""
+    augment = dict(augment or {})
+    unknown = sorted(set(augment) - set(AUGMENT_KEYS))
+    if unknown:
+        raise ValueError(f"unknown data.augment setting(s) {unknown}; expected {', '.join(AUGMENT_KEYS)}")
+    transforms: list = [v2.RandomVerticalFlip()] if augment.get("vflip") else []
+    jitter = {k: float(augment.get(k) or 0.0) for k in ("brightness", "contrast", "saturation", "hue")}
+    if any(jitter.values()):
+        transforms.append(v2.ColorJitter(**jitter))
+    if augment.get("grayscale"):
+        transforms.append(v2.RandomGrayscale(float(augment["grayscale"])))
+    return transforms
+
+
 class RandomCrops(Dataset):
     """Random resized crops (with horizontal flips) of ``images``; sample ``i`` is a pure function of ``(seed, i)``.
 
     ``images`` holds PIL images or paths (loaded on access). ``crop_scale`` is the range of
-    the crop's area as a fraction of the image's. Any non-negative index is valid, so the
+    the crop's area as a fraction of the image's; ``augment`` adds vertical flips, colour
+    jitter and grey samples (see ``augmentations``). Any non-negative index is valid, so the
     same index gives the same sample in every process, worker and resumed run.
     """
 
-    def __init__(self, images: Sequence, image_size: Sequence[int], crop_scale: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self, images: Sequence, image_size: Sequence[int], crop_scale: Sequence[float], seed: int = 0,
+        augment: dict | None = None,
+    ) -> None:
         self.images = list(images)
         self.seed = seed
-        self.transform = v2.Compose(
-            [v2.RandomResizedCrop(tuple(image_size), scale=tuple(crop_scale), antialias=True), v2.RandomHorizontalFlip()]
-        )
+        self.transform = v2.Compose([
+            v2.RandomResizedCrop(tuple(image_size), scale=tuple(crop_scale), antialias=True), v2.RandomHorizontalFlip(),
+            *augmentations(augment),
+        ])
 
     def __getitem__(self, index: int) -> Tensor:
         with sample_rng(self.seed, index):  # torchvision draws from the global generator
@@ -86,9 +111,10 @@ def readable_images(folder: str | Path) -> list[Path]:
 class ImageDataModule(L.LightningDataModule):
     """Training crops and validation images from the sample photos or a folder.
 
-    ``source="sample_photos"`` uses scikit-image's bundled photos, the right-most
-    ``image_size`` pixels of each held out for validation (tiled); any other value is a folder of images, the last ``val_fraction`` of its
-    sorted files held out.
+    ``source="sample_photos"`` trains on the photos bundled with the dependencies
+    (``discotok.data.sample``) and validates on tiles of whole photos held out of training
+    (``VALIDATION_PHOTOS``); any other value is a folder of images, the last ``val_fraction``
+    of its sorted files held out. ``augment`` configures the training crops' augmentations.
 
     Training reads an endless stream of random crops in which sample ``i`` depends only on
     ``(seed, i)``: under DDP every rank reads its own samples, and a resumed run (the stream
@@ -106,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         val_fraction: float = 0.1,
         crop_scale: Sequence[float] = (0.06, 0.4),
         seed: int = 0,
+        augment: dict | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -116,21 +143,25 @@ class ImageDataModule(L.LightningDataModule):
         self.val_fraction = val_fraction
         self.crop_scale = tuple(crop_scale)
         self.seed = seed
+        self.augment = dict(augment or {})
+        augmentations(self.augment)  # a misspelt key fails here, before any data is read
 
     def setup(self, stage: str | None = None) -> None:
         if self.source == "sample_photos":
-            train, val = split_photos(load_sample_photos(), strip=self.image_size[1])
-            tile = True
+            train, val, tile = load_sample_photos(), load_sample_photos(names=VALIDATION_PHOTOS), True
+            held_out = f"tiles of whole photos held out of training ({', '.join(VALIDATION_PHOTOS)})"
         else:
             files = readable_images(self.source)
             if len(files) < 2:
                 raise ValueError(f"data folder {self.source!r} holds {len(files)} readable image(s); need at least 2")
             n_val = max(1, round(len(files) * self.val_fraction))
             train, val, tile = files[:-n_val], files[-n_val:], False
-        self.train_set = RandomCrops(train, self.image_size, self.crop_scale, self.seed)
+            held_out = f"centre crops of the last {n_val} of {len(files)} files of {self.source}, held out of training"
+        self.train_set = RandomCrops(train, self.image_size, self.crop_scale, self.seed, self.augment)
         val_set = CenterCrops(val, self.image_size, tile)
         keep = torch.linspace(0, len(val_set) - 1, min(self.val_samples, len(val_set))).round().long().tolist()
         self.val_set = torch.utils.data.Subset(val_set, keep)
+        self.val_description = f"{len(keep)} {held_out}"
 
     def train_dataloader(self) -> DataLoader:
         """The endless training stream, for this rank, from the batch a resumed run has reached."""

@@ -2,6 +2,6 @@
 
 from discotok.metrics.audio import mel_distance, pesq, si_snr, stft_distance, stoi
 from discotok.metrics.codebook import CodebookUsage
-from discotok.metrics.image import psnr, ssim
+from discotok.metrics.image import psnr, ssim, thumbnail, thumbnail_bits
 
-__all__ = ["CodebookUsage", "mel_distance", "pesq", "psnr", "si_snr", "ssim", "stft_distance", "stoi"]
+__all__ = ["CodebookUsage", "mel_distance", "pesq", "psnr", "si_snr", "ssim", "stft_distance", "stoi", "thumbnail", "thumbnail_bits"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
@@ -20,3 +21,15 @@ def ssim(x_hat: Tensor, x: Tensor) -> Tensor:
     a = x_hat.detach().float().clamp(-1, 1).add(1).div(2)
     b = x.detach().float().clamp(-1, 1).add(1).div(2)
     return structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+
+
+def thumbnail(x: Tensor, size: int) -> Tensor:
+    """The classical baseline at ``size * size * 24`` bits: each image (B, 3, H, W) box-averaged down to
+    ``size`` x ``size`` pixels, then scaled back up with bicubic interpolation (float, before any 8-bit rounding)."""
+    small = F.adaptive_avg_pool2d(x.float(), size)
+    return F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def thumbnail_bits(size: int) -> int:
+    """Bits of a ``size`` x ``size`` RGB thumbnail at 8 bits per channel."""
+    return size * size * 3 * 8

@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from discotok.losses import LOSSES, AdversarialLoss
-from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, stft_distance
+from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, ssim, stft_distance, thumbnail
 from discotok.quantizers.distributed import is_distributed
 from discotok.tokenizers import Tokenizer, TokenizerOutput
 from discotok.train.ema import TokenizerEMA
@@ -20,6 +20,7 @@ from discotok.train.perturbation import LatentPerturbation
 
 LOSS_KEYS = ("reconstruction", "perceptual", "adversarial", "alignment", "quantizer_weight")
 EXAMPLES = {"image": 8, "audio": 4}  # validation examples kept for the grid / example wavs
+THUMBNAILS = (2, 4)  # images: validation also scores 2x2 and 4x4 thumbnails (96, 384 bits), the classical baselines
 OPTIM_DEFAULTS = {
     "lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1, "grad_clip": None,
 }
@@ -213,7 +214,7 @@ class TokenizerModule(L.LightningModule):
         self.val_scores = {}
 
     def validation_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Images (B, 3, H, W): PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR, mel and STFT distances."""
+        """Images (B, 3, H, W): PSNR, SSIM and the thumbnails' PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR, mel and STFT distances."""
         x, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
         tok = self.export_tokenizer()
         out = tok(x) if lengths is None else tok(x, lengths=lengths)
@@ -225,7 +226,8 @@ class TokenizerModule(L.LightningModule):
             frames = None if lengths is None else tok.num_frames(lengths).tolist()
             used = out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None]
         else:
-            scores = {"psnr": psnr(out.x_hat, x)}
+            scores = {"psnr": psnr(out.x_hat, x), "ssim": ssim(out.x_hat, x)}
+            scores |= {f"psnr_thumbnail_{s}x{s}": psnr(thumbnail(x, s), x) for s in THUMBNAILS}
             used = out.ids
         if self.val_usage is not None:
             self.val_usage.update(used)

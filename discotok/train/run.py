@@ -25,7 +25,7 @@ from discotok.tokenizers import tokenizer_config
 from discotok.train.callbacks import AudioExamples, CodebookHistogram, ReconstructionGrid
 from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.launch import launch, processes_to_start
-from discotok.train.module import TokenizerModule
+from discotok.train.module import THUMBNAILS, TokenizerModule
 from discotok.train.resume import ResumeError, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -46,20 +46,23 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
-def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int) -> dict[str, Any]:
-    """The end-of-run numbers: quality (PSNR, LPIPS; audio: SI-SNR, mel and STFT distances),
-    codebook use and the bit budget."""
+def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int, val_data: str) -> dict[str, Any]:
+    """The end-of-run numbers on the validation data ``val_data`` (what it is, in words): quality
+    (PSNR, SSIM, LPIPS and the PSNR of 2x2 and 4x4 thumbnails of the same images; audio: SI-SNR,
+    mel and STFT distances), codebook use and the bit budget."""
     tok = module.tokenizer
 
     def metric(name: str, digits: int) -> float:
         return round(float(metrics.get(f"val/{name}", float("nan"))), digits)
 
-    summary: dict[str, Any] = {"steps": steps}
+    summary: dict[str, Any] = {"steps": steps, "val_data": val_data}
     if tok.modality == "audio":
         summary |= {"val_si_snr_db": metric("si_snr", 3), "val_mel_distance": metric("mel_distance", 4),
                     "val_stft_distance": metric("stft_distance", 4)}
     else:
         summary["val_psnr_db"] = metric("psnr", 3)
+        summary["val_ssim"] = metric("ssim", 4)
+        summary |= {f"val_thumbnail_{s}x{s}_psnr_db": metric(f"psnr_thumbnail_{s}x{s}", 3) for s in THUMBNAILS}
         if "val/lpips" in metrics:
             summary["val_lpips"] = metric("lpips", 4)
     if getattr(tok.quantizer, "continuous", False):  # identity: continuous tokens, no codebook or bit rate
@@ -167,7 +170,7 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     else:
         metrics = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
-    summary = summarize(module, metrics, trainer.global_step)
+    summary = summarize(module, metrics, trainer.global_step, datamodule.val_description)
     if trainer.is_global_zero:
         tok = module.export_tokenizer()
         quality = "val_si_snr_db" if modality == "audio" else "val_psnr_db"
