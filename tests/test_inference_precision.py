@@ -183,7 +183,7 @@ def test_bf16_mixed_training_on_cpu_keeps_quantizer_math_float32(tmp_path, monke
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir(), version_base=None):
         cfg = compose("train", overrides=[
-            "trainer=cpu_bf16", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
+            "trainer=cpu_bf16", "quantizer=vq", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
             "data.val_samples=4", "trainer.enable_progress_bar=false", f"+output_dir={run_dir}",
         ])
     assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accelerator == "cpu"

@@ -197,6 +197,21 @@ def measure(
     return figures(*prepare(target, batch_size, repeats, device, threads, seconds))
 
 
+def measure_in_turns(
+    targets: Sequence[Sequence[str]], batch_size: int = 8, repeats: int = 5, device: str = "cpu", threads: int = 2,
+    seconds: float = 2.0,
+) -> list[dict]:
+    """Rows for several targets whose training steps are timed in turns (``train_ms_in_turns``); each row
+    after the first also gets ``train_vs_first``, its training step's time over the first target's."""
+    prepared = [prepare(t, batch_size, repeats, device, threads, seconds) for t in targets]
+    steps = [train_step(tok, x) for tok, x, _ in prepared]
+    train_ms = train_ms_in_turns(steps, repeats, device=prepared[0][1].device)
+    rows = [figures(tok, x, row, ms) for (tok, x, row), ms in zip(prepared, train_ms)]
+    for row, ms in zip(rows[1:], train_ms[1:]):
+        row["train_vs_first"] = ms / train_ms[0]
+    return rows
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """Markdown tables of the rows: one for image tokenizers (images/s), one for audio ones (real-time factors)."""
     tables = []
