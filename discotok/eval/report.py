@@ -26,6 +26,7 @@ COLUMNS = (
     ("si_snr", "SI-SNR dB", "{:.2f}"), ("mel_distance", "mel dist", "{:.3f}"), ("stft_distance", "STFT dist", "{:.3f}"),
     ("pesq", "PESQ", "{:.2f}"), ("stoi", "STOI", "{:.3f}"),
     ("codebook_usage", "usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
+    ("residual_left", "residual left", "{:.4f}"),
     ("encode_images_per_s", "enc img/s", "{:.1f}"), ("decode_images_per_s", "dec img/s", "{:.1f}"),
     ("encode_rtf", "enc RTF", "{:.4f}"), ("decode_rtf", "dec RTF", "{:.4f}"),
 )
@@ -114,10 +115,32 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def levels_table(results: list[dict]) -> str:
+    """Residual quantizers: for each tokenizer and depth, the share of the residual each level removes
+    (empty when no result has levels)."""
+    rows = [r for r in results if r.get("residual_share")]
+    if not rows:
+        return ""
+    width = max(len(r["residual_share"]) for r in rows)
+    lines = ["| tokenizer | point | " + " | ".join(f"level {j + 1}" for j in range(width)) + " | residual left |",
+             "|" + "---|" * (width + 3)]
+    for r in rows:
+        shares = [f"{v:.3f}" for v in r["residual_share"]] + ["-"] * (width - len(r["residual_share"]))
+        lines.append(f"| {r['tokenizer']} | {r['label']} | " + " | ".join(shares) + f" | {r['residual_left']:.4f} |")
+    return "\n".join(lines)
+
+
 def write_markdown(report: dict, path: Path) -> Path:
-    """``report.md``: the table, the protocol, skipped inputs and warnings."""
+    """``report.md``: the table, the residual levels (residual quantizers), the protocol, skipped inputs and warnings."""
     protocol = report["protocol"]
-    lines = ["# discotok eval", "", markdown_table(report["results"]), "", "## Protocol", ""]
+    lines = ["# discotok eval", "", markdown_table(report["results"]), ""]
+    levels = levels_table(report["results"])
+    if levels:
+        lines += ["## Residual levels", "",
+                  "Share of the squared residual reaching each level that the level removes (code space, every "
+                  "token of the set); residual left: squared error after the last level over the quantizer's input.",
+                  "", levels, ""]
+    lines += ["## Protocol", ""]
     for key, value in protocol.items():
         if isinstance(value, dict):
             lines.append(f"- **{key}**:")
