@@ -50,6 +50,12 @@ def test_two_step_training_run(quantizer, decoder, speech_clips, tmp_path):
     assert torch.isfinite(torch.tensor(metrics["val/si_snr"]))
     assert metrics["val/mel_distance"] > 0 and metrics["val/stft_distance"] > 0 and 0 < metrics["val/usage"] <= 1
     assert module.val_example_lengths.tolist() == [3000, 1777, 2500, 999]
+    if quantizer == "rvq":  # depth 3: scored at depths 1, 2, 3, with the share of the residual each level removes
+        for depth in (1, 2, 3):
+            assert metrics[f"val/depth{depth}/mel_distance"] > 0 and math.isfinite(metrics[f"val/depth{depth}/si_snr"])
+        assert metrics["val/depth3/mel_distance"] == pytest.approx(metrics["val/mel_distance"])
+        assert all(-1 < metrics[f"val/level{j}/residual_share"] <= 1 for j in (1, 2, 3))
+        assert {"train/level1/usage", "train/level1/residual_share", "train/level1/code_norm"} <= set(metrics)
     after = module.tokenizer.encoder.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "encoder weights did not move"
     tok = module.tokenizer.eval()
@@ -177,6 +183,8 @@ def test_audio_tiny_trains_from_the_cli(tmp_path, speech_cache):
     assert summary["frames_per_second"] == 50 and summary["bits_per_second"] == 1600
     assert summary["bits_per_second_by_depth"] == {"1": 400, "2": 800, "3": 1200, "4": 1600}
     assert 0 < summary["val_codebook_usage"] <= 1 and summary["val_mel_distance"] > 0
+    assert list(summary["val_by_depth"]) == ["1", "2", "4"] and len(summary["val_residual_share"]) == 4
+    assert summary["val_by_depth"]["4"]["mel_distance"] == pytest.approx(summary["val_mel_distance"], abs=1e-4)
     for i in range(2):
         for kind in ("input", "reconstruction"):
             info = sf.info(str(run / "examples" / f"{i:02d}_{kind}.wav"))

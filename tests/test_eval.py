@@ -111,6 +111,13 @@ def test_rvq_depths_are_operating_points(images: Path, tmp_path: Path) -> None:
     first, full = report["results"]
     assert (first["label"], full["label"]) == ("depth=1", "depth=3")
     assert full["bits_per_image"] == pytest.approx(3 * first["bits_per_image"])
+    assert len(first["residual_share"]) == 1 and len(full["residual_share"]) == 3
+    assert full["residual_share"][0] == first["residual_share"][0]
+    x = torch.stack([load_image_tensor(images / f"{n}.png", (32, 32)) for n in sorted(NAMES)])
+    energies = tok.quantizer.residual_energies(tok.encode_latents(x), tok.encode(x, depth=3)).sum(dim=(0, 1)).double()
+    assert full["residual_share"] == pytest.approx([float(1 - energies[j + 1] / energies[j]) for j in range(3)], rel=1e-4)
+    assert full["residual_left"] == pytest.approx(float(energies[3] / energies[0]), rel=1e-4)
+    assert "## Residual levels" in (tmp_path / "o" / "report.md").read_text()
 
 
 def test_lpips_is_the_perceptual_network_with_local_weights(

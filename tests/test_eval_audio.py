@@ -73,6 +73,10 @@ def test_two_tokenizers_at_every_depth_report_plot_examples(
     assert "| tokenizer | point | frames/s | bits/s | SI-SNR dB | mel dist |" in markdown
     assert ("PESQ" in markdown) == HAS_PESQ_STOI
     assert "sample_rate" in markdown and "resampled_items" in markdown
+    assert "## Residual levels" in markdown and "| rvq | depth=3 |" in markdown.split("## Residual levels")[1]
+    rvq_rows = [r for r in report["results"] if r["tokenizer"] == "rvq"]
+    assert [len(r["residual_share"]) for r in rvq_rows] == [1, 2, 3] and "residual_share" not in report["results"][-1]
+    assert all(r["residual_share"] == rvq_rows[-1]["residual_share"][: r["depth"]] for r in rvq_rows)
     with Image.open(out / "rate_distortion.png") as img:
         # SI-SNR, mel, STFT (+ PESQ, STOI) side by side
         assert img.width > (1000 if HAS_PESQ_STOI else 600) and img.height > 200
@@ -108,6 +112,12 @@ def test_figures_match_a_direct_computation(tok_dirs: dict[str, Path], speech_fo
     x, lengths = pad_batch(waves)
     assert result["seconds"] == pytest.approx(lengths.sum().item() / AUDIO_RATE)
     assert result["bits_per_second"] == pytest.approx(tok.bits_per_second(2)) and x.shape[-1] == 4800
+    # The residual each level removes, over every valid frame of the set (padding left out).
+    energies = sum(tok.quantizer.residual_energies(tok.encode_latents(w[None]), tok.encode(w[None], depth=2))
+                   .sum(dim=(0, 1)).double() for w in waves)
+    shares = [float(1 - energies[j + 1] / energies[j]) for j in range(2)]
+    assert result["residual_share"] == pytest.approx(shares, rel=1e-3)
+    assert result["residual_left"] == pytest.approx(float(energies[2] / energies[0]), rel=1e-3)
 
 
 def test_image_options_and_mixed_tokenizers_are_refused(

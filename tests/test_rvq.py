@@ -110,3 +110,40 @@ def test_build_by_name_and_check_ids_messages() -> None:
         rvq.ids_to_codes(torch.full((1, 3, 2), 16))
     with pytest.raises(ValueError, match=r"depth must lie in \[1, 4\]"):
         rvq.eval()(torch.randn(1, 3, 4), depth=5)
+
+
+def test_per_level_stats_match_a_direct_computation() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 200, 8)
+    rvq = trained_rvq(x, steps=3, depth=3, codebook_size=16, code_dim=4)
+    out = rvq(x)
+    h = rvq.project_in(x)
+    energies = rvq.residual_energies(x, out.ids).sum(dim=(0, 1))
+    assert energies[0] == pytest.approx(h.square().sum().item(), rel=1e-5)
+    residual = h
+    for j in range(3):
+        codes = rvq.levels[j].lookup(out.ids[..., j])
+        after = residual - codes
+        share = 1 - after.square().sum() / residual.square().sum()
+        assert out.stats[f"level{j + 1}/residual_share"].item() == pytest.approx(share.item(), abs=1e-5)
+        assert energies[j + 1] == pytest.approx(after.square().sum().item(), rel=1e-5)
+        assert out.stats[f"level{j + 1}/code_norm"].item() == pytest.approx(codes.norm(dim=-1).mean().item(), rel=1e-5)
+        assert 0 < out.stats[f"level{j + 1}/usage"] <= 1
+        residual = after
+    left = residual.square().sum() / h.square().sum()
+    assert out.stats["residual_left"].item() == pytest.approx(left.item(), rel=1e-4)
+    assert "level3/usage" not in rvq(x, depth=2).stats
+
+
+def test_first_batch_smaller_than_the_codebook_leaves_every_level_a_residual() -> None:
+    """k-means on a first batch of fewer vectors than codes must not memorise it: a level that codes
+    every vector exactly leaves the next level an all-zero residual, whose k-means puts every code at 0."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(dim=8, depth=3, codebook_size=64, quantizer_dropout=0.0, dead_code_threshold=0.1).train()
+    first = rvq(torch.randn(1, 48, 8))
+    assert first.stats["level1/residual_share"] < 0.9, "level 1 memorised the batch"
+    for _ in range(3):
+        rvq(torch.randn(1, 48, 8))
+    held_out = rvq.eval()(torch.randn(1, 2000, 8))
+    shares = [held_out.stats[f"level{j}/residual_share"].item() for j in (1, 2, 3)]
+    assert min(shares) > 0.1, shares

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from discotok.metrics import audio as audio_fns
-from discotok.metrics.codebook import CodebookUsage
+from discotok.metrics.codebook import CodebookUsage, ResidualShares
 from discotok.metrics.fid import FEATURE_DIM, FeatureStats, features_of, frechet_distance_of
 from discotok.metrics.image import psnr, ssim
 
@@ -30,6 +30,7 @@ class EvalBatch:
 
     Images (B, 3, H, W), ids (B, N[, depth]). Audio: zero-padded waveforms (B, C, T) with each
     clip's ``lengths`` (B,) in samples and ``frames`` (B,): ids past a clip's frames are padding.
+    ``latents`` (B, N, D): the quantizer's input, where a metric needs it (residual quantizers).
     """
 
     x: Tensor
@@ -37,6 +38,7 @@ class EvalBatch:
     ids: Tensor
     lengths: Tensor | None = None
     frames: Tensor | None = None
+    latents: Tensor | None = None
 
     def valid_ids(self) -> Tensor:
         """The ids of every item's valid frames, as one (1, total frames[, depth]) sequence (audio), else ``ids``."""
@@ -153,6 +155,27 @@ class CodebookMetric:
     def compute(self) -> dict[str, float]:
         figures = self.usage.compute()
         return {"codebook_usage": figures["usage"], "perplexity": figures["perplexity"]}
+
+
+class ResidualMetric:
+    """A residual quantizer's levels over the whole set (valid tokens, code space): ``residual_share``, per
+    level the share of the squared residual reaching it that it removes, and ``residual_left``, the squared
+    residual after the last level over that of the quantizer's input. Needs ``EvalBatch.latents``."""
+
+    name = "residual"
+
+    def __init__(self, quantizer: nn.Module) -> None:
+        self.quantizer = quantizer
+        self.shares = ResidualShares()
+
+    def update(self, batch: EvalBatch) -> None:
+        if batch.latents is None:
+            raise ValueError("ResidualMetric needs the quantizer's input latents in the batch")
+        device = batch.latents.device
+        self.shares.update(self.quantizer.residual_energies(batch.latents, batch.ids.to(device)), batch.frames)
+
+    def compute(self) -> dict[str, float | list[float]]:
+        return self.shares.compute()
 
 
 class WaveMetric(_PerItemMean):

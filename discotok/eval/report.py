@@ -32,6 +32,7 @@ COLUMNS = (
     ("codebook_usage", "usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
     ("precision", "precision", "{}"), ("ids_identical_vs_fp32", "ids = fp32", "{:.4f}"),
     ("psnr_change_vs_fp32", "ΔPSNR vs fp32", "{:+.3f}"), ("si_snr_change_vs_fp32", "ΔSI-SNR vs fp32", "{:+.3f}"),
+    ("residual_left", "residual left", "{:.4f}"),
     ("encode_images_per_s", "enc img/s", "{:.1f}"), ("decode_images_per_s", "dec img/s", "{:.1f}"),
     ("encode_rtf", "enc RTF", "{:.4f}"), ("decode_rtf", "dec RTF", "{:.4f}"),
 )
@@ -138,10 +139,32 @@ def baselines_markdown(section: dict) -> list[str]:
     return lines
 
 
+def levels_table(results: list[dict]) -> str:
+    """Residual quantizers: for each tokenizer and depth, the share of the residual each level removes
+    (empty when no result has levels)."""
+    rows = [r for r in results if r.get("residual_share")]
+    if not rows:
+        return ""
+    width = max(len(r["residual_share"]) for r in rows)
+    lines = ["| tokenizer | point | " + " | ".join(f"level {j + 1}" for j in range(width)) + " | residual left |",
+             "|" + "---|" * (width + 3)]
+    for r in rows:
+        shares = [f"{v:.3f}" for v in r["residual_share"]] + ["-"] * (width - len(r["residual_share"]))
+        lines.append(f"| {r['tokenizer']} | {r['label']} | " + " | ".join(shares) + f" | {r['residual_left']:.4f} |")
+    return "\n".join(lines)
+
+
 def write_markdown(report: dict, path: Path) -> Path:
-    """``report.md``: the table, the classical baselines, the protocol, skipped inputs and warnings."""
+    """``report.md``: the table, the residual levels (residual quantizers), the classical baselines, the
+    protocol, skipped inputs and warnings."""
     protocol = report["protocol"]
     lines = ["# discotok eval", "", markdown_table(report["results"]), ""]
+    levels = levels_table(report["results"])
+    if levels:
+        lines += ["## Residual levels", "",
+                  "Share of the squared residual reaching each level that the level removes (code space, every "
+                  "token of the set); residual left: squared error after the last level over the quantizer's input.",
+                  "", levels, ""]
     lines += baselines_markdown(report["baselines"]) if "baselines" in report else []
     lines += ["## Protocol", ""]
     for key, value in protocol.items():

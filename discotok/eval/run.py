@@ -17,7 +17,9 @@ at most) and batched zero-padded with their lengths. For each tokenizer and dept
 for residual quantizers: 1, 2, 4, ..., depth) it measures SI-SNR, mel and STFT distances
 (PESQ and STOI with ``pesq_stoi``) over each clip's valid samples, codebook usage and
 perplexity over the valid frames, bits per second, and the encode and decode real-time
-factor. The protocol is written into every report.
+factor. At each depth of a residual quantizer (audio or images) it also reports, per level, the
+share of the squared residual reaching the level that it removes, and the residual left after the
+last level (``residual_share``, ``residual_left``). The protocol is written into every report.
 
 Unless ``baselines`` is off, classical codecs run at the tokenizers' own rates beside them
 (``discotok.eval.baselines``: thumbnails, JPEG and WebP for images; Opus and 8-bit mu-law for
@@ -44,7 +46,15 @@ from tqdm import tqdm
 
 from discotok.atomic import atomic_path
 from discotok.eval.baselines import audio_baselines, image_baselines
-from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, Metric, audio_metrics, image_metrics
+from discotok.eval.metrics import (
+    CodebookMetric,
+    EvalBatch,
+    FrechetMetric,
+    Metric,
+    ResidualMetric,
+    audio_metrics,
+    image_metrics,
+)
 from discotok.eval.precision import Fp32Comparison
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_examples, save_grid, write_markdown
 from discotok.eval.protocol import EvalSet, audio_protocol, image_protocol
@@ -179,7 +189,8 @@ def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Met
             dec_s += t
             lengths = extra.get("lengths")
             frames = None if lengths is None else tok.num_frames(lengths)
-            batch = EvalBatch(x, x_hat.float().cpu(), ids.cpu(), lengths, frames)
+            latents = tok.encode_latents(x.to(device), **extra) if "depth" in point else None  # untimed
+            batch = EvalBatch(x, x_hat.float().cpu(), ids.cpu(), lengths, frames, latents)
             for metric in metrics:
                 metric.update(batch)
             if comparison is not None:
@@ -215,12 +226,14 @@ def _names(paths: list[str | None]) -> list[str]:
     return names
 
 
-def _metrics(tok: Tokenizer, opts: EvalOptions, nets: dict) -> tuple[list[Metric], FrechetMetric | None]:
+def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict) -> tuple[list[Metric], FrechetMetric | None]:
     """The metric pieces of one operating point, and pFID's (images, when asked for); the first piece is the
-    headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32."""
+    headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32; a point at a residual depth also
+    reports the share of the residual each level removes."""
+    levels: list[Metric] = [ResidualMetric(tok.quantizer)] if "depth" in point else []
     if tok.modality == "audio":
-        return [*audio_metrics(tok.sample_rate, opts.pesq_stoi), CodebookMetric(tok.codebook_size)], None
-    metrics: list[Metric] = [*image_metrics(nets["lpips"]), CodebookMetric(tok.codebook_size)]
+        return [*audio_metrics(tok.sample_rate, opts.pesq_stoi), CodebookMetric(tok.codebook_size), *levels], None
+    metrics: list[Metric] = [*image_metrics(nets["lpips"]), CodebookMetric(tok.codebook_size), *levels]
     metrics += [FrechetMetric(nets["fid"], nets["reference"])] if nets["fid"] else []
     pfid = FrechetMetric(nets["fid"], nets["reference"], "pfid") if opts.pfid_alpha is not None else None
     return metrics, pfid
@@ -279,7 +292,7 @@ def evaluate(
         for name, path, tok in zip(names, paths, toks):
             rows, labels = [], []
             for point in operating_points(tok, opts):
-                metrics, pfid = _metrics(tok, opts, nets)
+                metrics, pfid = _metrics(tok, point, opts, nets)
                 figures, examples = evaluate_point(tok, point, data_set, metrics, opts, pfid)
                 results.append({"tokenizer": name, "path": path, **figures})
                 rows.append(examples)

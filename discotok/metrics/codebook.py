@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from discotok.quantizers.rvq import shares_removed
+
 
 class CodebookUsage:
     """Histogram of ids per level (ids (B, N) or (B, N, depth)), kept sparse.
@@ -50,3 +52,32 @@ class CodebookUsage:
             usage.append(counts.numel() / self.codebook_size)
             perplexity.append(math.exp(float(-(p * p.log()).sum())))
         return {"usage": sum(usage) / len(usage), "perplexity": sum(perplexity) / len(perplexity)}
+
+
+class ResidualShares:
+    """Per-level residual figures of a residual quantizer accumulated over many batches.
+
+    ``update`` takes ``ResidualVQ.residual_energies`` (B, N, k + 1): each token's squared
+    residual before level 1 and after each of k levels, and optionally ``frames`` (B,), the
+    valid tokens per item (the rest is padding). ``compute`` sums over every valid token.
+    """
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+
+    def update(self, energies: Tensor, frames: Tensor | None = None) -> None:
+        energies = energies.detach().double().cpu()
+        if frames is not None:
+            valid = torch.arange(energies.shape[1])[None] < frames.cpu()[:, None]
+            energies = energies * valid[..., None]
+        summed = energies.sum(dim=(0, 1))
+        self.total = summed if self.total is None else self.total + summed
+
+    def compute(self) -> dict[str, float | list[float]]:
+        """``residual_share``: per level, the share of the squared residual reaching it that it removes;
+        ``residual_left``: squared residual after the last level over that of the quantizer's input."""
+        if self.total is None:
+            return {"residual_share": [], "residual_left": float("nan")}
+        shares = shares_removed(self.total)
+        return {"residual_share": [round(float(s), 6) for s in shares],
+                "residual_left": float(self.total[-1] / self.total[0].clamp(min=1e-30))}

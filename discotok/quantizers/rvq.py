@@ -24,6 +24,12 @@ class ResidualVQ(Quantizer):
     continues the same sequence. ``loss`` is the mean of the active levels' losses; the
     straight-through gradient reaches the input once (not once per level).
 
+    ``stats`` carries, besides level 1's usage and perplexity and their means over levels,
+    per active level ``j`` (from 1): ``level{j}/usage``, ``level{j}/perplexity``,
+    ``level{j}/loss``, ``level{j}/code_norm`` (mean norm of the chosen codes) and
+    ``level{j}/residual_share`` (the share of the squared residual reaching level j that it
+    removes), and ``residual_left`` (squared error after the last level over that of the input).
+
     The remaining keyword arguments (``cosine``, ``ema``, ``decay``, ``commitment_weight``,
     ``codebook_weight``, ``kmeans_init``, ``kmeans_iters``, ``dead_code_threshold``) are
     passed to each level's ``VectorQuantizer``; k-means runs per level on that level's
@@ -108,7 +114,7 @@ class ResidualVQ(Quantizer):
         """Residual-quantize ``h`` (B, N, code_dim) in code space."""
         k = self._active_depth(depth)
         residual, q_sum = h, torch.zeros_like(h)
-        ids, losses, stats = [], [], []
+        ids, losses, stats, energies = [], [], [], [h.detach().float().square().sum()]
         for level in self.levels[:k]:
             out = level.quantize(residual)
             q = out.z_q.detach()
@@ -117,27 +123,65 @@ class ResidualVQ(Quantizer):
             ids.append(out.ids)
             losses.append(out.loss)
             stats.append(out.stats)
+            energies.append(residual.detach().float().square().sum())
         loss = torch.stack(losses).mean()
         if self.in_training_step:
             # Idle learned codebooks join the graph with zero weight, so DDP needs no find_unused_parameters.
             idle = [p.sum() for level in self.levels[k:] for p in level.parameters()]
             if idle:
                 loss = loss + 0.0 * torch.stack(idle).sum()
-        usage = torch.stack([s["usage"] for s in stats])
-        perplexity = torch.stack([s["perplexity"] for s in stats])
+        ids = torch.stack(ids, dim=-1)
         return QuantizerOutput(
             z_q=straight_through(h, q_sum),
-            ids=torch.stack(ids, dim=-1),
+            ids=ids,
             loss=loss,
-            stats={
-                "usage": usage[0],
-                "perplexity": perplexity[0],
-                "usage_mean": usage.mean(),
-                "perplexity_mean": perplexity.mean(),
-                "depth_used": torch.tensor(float(k)),
-            },
+            stats=self._stats(stats, torch.stack(losses).detach(), torch.stack(energies), ids),
         )
+
+    def _stats(self, stats: list[dict[str, Tensor]], losses: Tensor, energies: Tensor, ids: Tensor) -> dict[str, Tensor]:
+        """Level 1's usage and perplexity, their means over levels, and per level ``j``: usage, perplexity,
+        loss, the mean norm of the codes it chose and ``level{j}/residual_share`` (see ``shares_removed``)."""
+        usage = torch.stack([s["usage"] for s in stats])
+        perplexity = torch.stack([s["perplexity"] for s in stats])
+        shares = shares_removed(energies)
+        out = {
+            "usage": usage[0],
+            "perplexity": perplexity[0],
+            "usage_mean": usage.mean(),
+            "perplexity_mean": perplexity.mean(),
+            "depth_used": torch.tensor(float(len(stats))),
+            "residual_left": (energies[-1] / energies[0].clamp(min=1e-12)).detach(),
+        }
+        for j in range(len(stats)):
+            code_norm = self.levels[j].lookup(ids[..., j]).detach().float().norm(dim=-1).mean()
+            out |= {
+                f"level{j + 1}/usage": usage[j],
+                f"level{j + 1}/perplexity": perplexity[j],
+                f"level{j + 1}/loss": losses[j],
+                f"level{j + 1}/code_norm": code_norm,
+                f"level{j + 1}/residual_share": shares[j],
+            }
+        return out
+
+    @torch.no_grad()
+    def residual_energies(self, z: Tensor, ids: Tensor) -> Tensor:
+        """Squared norm of the code-space residual of each token before level 1 and after each level of
+        ``ids``: the quantizer's input ``z`` (B, N, dim) and its ids (B, N, k) give (B, N, k + 1)."""
+        self.check_ids(ids)
+        residual = self.project_in(z).detach().float()
+        energies = [residual.square().sum(-1)]
+        for j in range(ids.shape[-1]):
+            residual = residual - self.levels[j].lookup(ids[..., j].long()).float()
+            energies.append(residual.square().sum(-1))
+        return torch.stack(energies, dim=-1)
 
     def lookup(self, ids: Tensor) -> Tensor:
         """Sum of the codes of the first ``ids.shape[-1]`` levels."""
         return sum(self.levels[j].lookup(ids[..., j]) for j in range(ids.shape[-1]))
+
+
+def shares_removed(energies: Tensor) -> Tensor:
+    """From residual energies before level 1 and after each of k levels (k + 1,), the share of its
+    incoming residual that each level removes (k,): ``1 - e[j + 1] / e[j]`` (0 where nothing came in)."""
+    before, after = energies[:-1], energies[1:]
+    return torch.where(before > 0, 1 - after / before.clamp(min=1e-12), torch.zeros_like(before))

@@ -27,7 +27,8 @@ class VectorQuantizer(Quantizer):
             parameter with the codebook loss ``codebook_weight * ||sg(h) - q||²``.
         decay, eps: EMA decay and Laplace smoothing of the cluster counts.
         commitment_weight: weight of ``||h - sg(q)||²``.
-        kmeans_init, kmeans_iters: initialise codes by k-means on the first training batch.
+        kmeans_init, kmeans_iters: initialise codes by k-means on the first training batch (at most
+            half as many clusters as the batch has vectors; the other codes start unused).
         dead_code_threshold: in training steps, codes whose EMA usage count (expected uses per
             step) falls below this are re-seeded from vectors of the current batch; 0 disables.
 
@@ -126,18 +127,36 @@ class VectorQuantizer(Quantizer):
     def _kmeans_init(self, flat: Tensor) -> None:
         """Set the codes to k-means centres of rank 0's batch, the same on every rank."""
         if rank() == 0:
-            means, counts = kmeans(flat, self.num_codes, self.kmeans_iters, self.search, self.cosine)
+            means, counts = self._kmeans(flat)
         else:
             means = flat.new_zeros(self.num_codes, self.code_dim)
             counts = flat.new_zeros(self.num_codes)
         broadcast_(means, counts)
-        # Empty clusters count as used once, so the EMA keeps them where k-means left them.
-        counts = counts.clamp(min=1)
+        # Empty clusters (duplicates when the batch has fewer vectors than codes, or every code but one
+        # when a residual level sees an all-zero residual) start at the dead-code threshold, so the next
+        # step re-seeds them from real vectors; without restarts they count as used once, so the EMA
+        # keeps them where k-means left them.
+        counts = counts.clamp(min=self.dead_code_threshold if self.dead_code_threshold > 0 else 1.0)
         self.codebook.copy_(means)
         self.cluster_size.copy_(counts)
         if self.ema:
             self.embed_sum.copy_(means * counts.unsqueeze(1))
         self.initted.fill_(True)
+
+    def _kmeans(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        """Codes and counts from k-means with at most half as many clusters as vectors, so that no
+        cluster is a single memorised vector (whose residual would be exactly zero and leave the next
+        residual level nothing to learn from). The codes beyond those are fitted centres plus a
+        little noise (a tenth of the vectors' spread), with count 0."""
+        fitted = max(1, min(self.num_codes, flat.shape[0] // 2))
+        means, counts = kmeans(flat, fitted, self.kmeans_iters, self.search, self.cosine)
+        rest = self.num_codes - fitted
+        if rest:
+            spread = flat.std(dim=0, keepdim=True) if flat.shape[0] > 1 else torch.zeros_like(flat[:1])
+            extra = sample_rows(means, rest) + 0.1 * spread * torch.randn(rest, flat.shape[1], device=flat.device)
+            means = torch.cat([means, F.normalize(extra, dim=-1) if self.cosine else extra])
+            counts = torch.cat([counts, counts.new_zeros(rest)])
+        return means, counts
 
     @torch.no_grad()
     def _update(self, flat: Tensor, ids: Tensor) -> None:

@@ -11,8 +11,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from discotok.eval.run import powers_of_two
 from discotok.losses import LOSSES, AdversarialLoss
-from discotok.metrics import CodebookUsage, mel_distance, psnr, si_snr, ssim, stft_distance, thumbnail
+from discotok.metrics import CodebookUsage, ResidualShares, mel_distance, psnr, si_snr, ssim, stft_distance, thumbnail
 from discotok.quantizers.distributed import is_distributed
 from discotok.tokenizers import Tokenizer, TokenizerOutput
 from discotok.train.ema import TokenizerEMA
@@ -34,6 +35,12 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
         return 1.0
     progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def validation_depths(quantizer: nn.Module) -> list[int]:
+    """The depths a residual quantizer is validated at: 1, 2, 4, ..., depth (``discotok eval``'s default);
+    none for a single-level quantizer."""
+    return powers_of_two(quantizer.depth) if quantizer.depth else []
 
 
 def adversarial_enabled(spec: dict | None) -> bool:
@@ -122,6 +129,7 @@ class TokenizerModule(L.LightningModule):
         self.val_examples: tuple[Tensor, Tensor] | None = None
         self.val_example_lengths: Tensor | None = None
         self.val_scores: dict[str, list[Tensor]] = {}
+        self.val_shares = ResidualShares()
 
     def forward(self, x: Tensor) -> Any:
         return self.tokenizer(x)
@@ -212,25 +220,31 @@ class TokenizerModule(L.LightningModule):
         self.val_examples = None
         self.val_example_lengths = None
         self.val_scores = {}
+        self.val_shares = ResidualShares()
 
     def validation_step(self, batch: Tensor | tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """Images (B, 3, H, W): PSNR, SSIM and the thumbnails' PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR, mel and STFT distances."""
+        """Images (B, 3, H, W): PSNR, SSIM and the thumbnails' PSNR. Audio (B, C, T) or ``(waves, lengths)``: SI-SNR,
+        mel and STFT distances.
+
+        A residual quantizer is also scored at each depth of ``validation_depths`` (logged as
+        ``val/depth{d}/<score>``), with the share of the residual each level removes (``val/level{j}/residual_share``).
+        """
         x, lengths = batch if isinstance(batch, (tuple, list)) else (batch, None)
         tok = self.export_tokenizer()
         out = tok(x) if lengths is None else tok(x, lengths=lengths)
         rec, parts = self.reconstruction_loss(out, x)
-        if tok.modality == "audio":
-            rate = tok.sample_rate
-            scores = {"si_snr": si_snr(out.x_hat, x, lengths), "mel_distance": mel_distance(out.x_hat, x, rate, lengths),
-                      "stft_distance": stft_distance(out.x_hat, x, lengths)}
-            frames = None if lengths is None else tok.num_frames(lengths).tolist()
-            used = out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames)])[None]
-        else:
-            scores = {"psnr": psnr(out.x_hat, x), "ssim": ssim(out.x_hat, x)}
-            scores |= {f"psnr_thumbnail_{s}x{s}": psnr(thumbnail(x, s), x) for s in THUMBNAILS}
-            used = out.ids
+        scores = self.scores(tok, out.x_hat, x, lengths) | self.baseline_scores(tok, x)
+        frames = None if lengths is None or tok.modality != "audio" else tok.num_frames(lengths)
         if self.val_usage is not None:
+            used = out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames.tolist())])[None]
             self.val_usage.update(used)
+        depths = validation_depths(tok.quantizer)
+        if depths:
+            self.val_shares.update(tok.quantizer.residual_energies(out.z, out.ids), frames)
+            for depth in depths:
+                shallow = out if depth == tok.quantizer.depth else tok(x, lengths=lengths, depth=depth)
+                for name, value in self.scores(tok, shallow.x_hat, x, lengths).items():
+                    self.val_scores.setdefault(f"depth{depth}/{name}", []).append(value)
         for name, value in scores.items():
             self.val_scores.setdefault(name, []).append(value)
         if self.val_examples is None:
@@ -240,6 +254,22 @@ class TokenizerModule(L.LightningModule):
         self.log("val/loss", rec, prog_bar=False, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in parts.items() if k not in ("l1", "l2")}, sync_dist=True)
 
+    @staticmethod
+    def scores(tok: Tokenizer, x_hat: Tensor, x: Tensor, lengths: Tensor | None) -> dict[str, Tensor]:
+        """Per-item quality: PSNR and SSIM for images; SI-SNR, mel and STFT distances for audio."""
+        if tok.modality == "audio":
+            rate = tok.sample_rate
+            return {"si_snr": si_snr(x_hat, x, lengths), "mel_distance": mel_distance(x_hat, x, rate, lengths),
+                    "stft_distance": stft_distance(x_hat, x, lengths)}
+        return {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
+
+    @staticmethod
+    def baseline_scores(tok: Tokenizer, x: Tensor) -> dict[str, Tensor]:
+        """Images: the PSNR of the 2x2 and 4x4 thumbnails of the same inputs (the classical baselines)."""
+        if tok.modality == "audio":
+            return {}
+        return {f"psnr_thumbnail_{s}x{s}": psnr(thumbnail(x, s), x) for s in THUMBNAILS}
+
     def on_validation_epoch_end(self) -> None:
         if not self.val_scores:
             return
@@ -247,6 +277,11 @@ class TokenizerModule(L.LightningModule):
             self.validated_at = self.global_step
         for name, values in self.val_scores.items():
             self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"), sync_dist=True)
+        if self.val_shares.total is not None:
+            if is_distributed():
+                dist.all_reduce(self.val_shares.total)
+            for j, share in enumerate(self.val_shares.compute()["residual_share"]):
+                self.log(f"val/level{j + 1}/residual_share", float(share), rank_zero_only=True)
         if self.val_usage is None:
             return
         if is_distributed():

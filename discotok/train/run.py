@@ -72,6 +72,7 @@ def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int, va
         return summary | {"ema_weights": module.ema is not None}
     summary |= {"val_codebook_usage": metric("usage", 6), "val_perplexity": metric("perplexity", 2),
                 "quantizer": tok.config["quantizer"]["name"], "codebook_size": tok.codebook_size}
+    summary |= by_depth(metrics)
     if tok.modality == "audio":
         summary |= {
             "sample_rate": tok.sample_rate, "channels": tok.channels, "hop_length": tok.hop_length,
@@ -85,6 +86,22 @@ def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int, va
             "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1), "image_size": list(tok.image_size),
         }
     return summary | {"ema_weights": module.ema is not None}
+
+
+def by_depth(metrics: dict[str, float]) -> dict[str, Any]:
+    """Residual quantizers: ``val_by_depth`` ({depth: {score: value}}) and ``val_residual_share`` (per level)."""
+    depths: dict[str, dict[str, float]] = {}
+    shares = {}
+    for key, value in metrics.items():
+        head, _, name = key.removeprefix("val/").partition("/")
+        if head.startswith("depth") and name:
+            depths.setdefault(head.removeprefix("depth"), {})[name] = round(float(value), 4)
+        elif head.startswith("level") and name == "residual_share":
+            shares[int(head.removeprefix("level"))] = round(float(value), 4)
+    if not depths:
+        return {}
+    return {"val_by_depth": dict(sorted(depths.items(), key=lambda kv: int(kv[0]))),
+            "val_residual_share": [shares[j] for j in sorted(shares)]}
 
 
 def tokenizer_spec(cfg: DictConfig) -> dict:

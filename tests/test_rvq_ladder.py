@@ -1,0 +1,74 @@
+"""Residual depth buys fidelity in code space: after a short training, each residual level removes a
+clear share of what the levels before it left, on inputs the training never saw — for tiny audio and
+image tokenizers."""
+
+from __future__ import annotations
+
+import torch
+
+from discotok import Tokenizer
+from discotok.data.images import pil_to_tensor, resize_center_crop
+from discotok.data.sample import load_sample_photos
+from discotok.data.speech import synthetic_clips
+from discotok.losses import LOSSES
+from tests.conftest import AUDIO_RATE, tiny_audio_config, tiny_tokenizer_config
+
+
+def residual_left(tok: Tokenizer, x: torch.Tensor) -> dict[int, float]:
+    """Squared code-space residual after each depth over that of the quantizer's input, on ``x``."""
+    with torch.no_grad():
+        energies = tok.quantizer.residual_energies(tok.encode_latents(x), tok.encode(x)).sum(dim=(0, 1)).double()
+    return {d: float(energies[d] / energies[0]) for d in range(1, len(energies))}
+
+
+def assert_ladder(left: dict[int, float], factor: float = 0.65) -> None:
+    """Every added level leaves at most ``factor`` of what the depth before it left. Measured with these
+    seeds: at most 0.54 (audio) and 0.51 (images); with the k-means init that memorised a first batch of
+    no more vectors than codes, 0.69 and 0.83."""
+    depths = sorted(left)
+    assert all(left[b] < factor * left[a] for a, b in zip(depths, depths[1:])), left
+
+
+def train_steps(tok: Tokenizer, batches: list[torch.Tensor], loss_fn: torch.nn.Module, weight: float = 1.0) -> Tokenizer:
+    opt = torch.optim.Adam(tok.parameters(), lr=1e-3)
+    tok.train()
+    for x in batches:
+        out = tok(x)
+        loss = loss_fn(out.x_hat, x)[0] + weight * out.quantized.loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return tok.eval()
+
+
+# 4 levels x 64 codes, fed batches of 64 vectors or fewer: the case of the audio default (200 frames per
+# batch, 256 codes) where a first-batch k-means memorised the batch and left levels 2.. all-zero codes.
+TINY_RVQ = {"name": "rvq", "dim": 8, "depth": 4, "codebook_size": 64, "quantizer_dropout": 0.5,
+            "dead_code_threshold": 0.1}
+
+
+def test_tiny_audio_tokenizer_every_level_removes_a_clear_share() -> None:
+    torch.manual_seed(0)
+    clips = synthetic_clips(AUDIO_RATE, count=12)  # synthetic on purpose: the same with or without espeak-ng
+    tok = Tokenizer.from_config({**tiny_audio_config("rvq"), "quantizer": dict(TINY_RVQ)})
+    loss_fn = LOSSES.build({"name": "audio", "sample_rate": AUDIO_RATE, "mel_windows": [64, 256, 1024],
+                            "mel_bands": [10, 40, 80], "stft_sizes": [256, 1024]})
+    batches = [torch.stack([clips[(4 * s + i) % 8][:, 1000 * s : 1000 * s + 1024] for i in range(4)]) for s in range(20)]
+    train_steps(tok, batches, loss_fn)  # 4 clips x 16 frames = 64 vectors a batch
+    assert_ladder(residual_left(tok, torch.stack([c[:, :8000] for c in clips[8:]])))
+
+
+def test_tiny_image_tokenizer_every_level_removes_a_clear_share() -> None:
+    torch.manual_seed(0)
+    photos = [pil_to_tensor(p) for p in load_sample_photos(short_side=64)]
+    tok = Tokenizer.from_config({**tiny_tokenizer_config("rvq"), "quantizer": dict(TINY_RVQ)})
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(20):  # 4 crops x 16 tokens = 64 vectors a batch, from all photos but the last two
+        picks = torch.randint(0, len(photos) - 2, (4,), generator=g).tolist()
+        corners = torch.randint(0, 32, (4, 2), generator=g).tolist()
+        batches.append(torch.stack([photos[i][:, y : y + 32, x : x + 32] for i, (y, x) in zip(picks, corners)]))
+    train_steps(tok, batches, LOSSES.build({"name": "pixel"}))
+    held_out = torch.stack([photos[-1][:, y : y + 32, x : x + 32] for y in (0, 16, 32) for x in (0, 16, 32)])
+    held_out = torch.cat([held_out, torch.stack([photos[-2][:, :32, :32], photos[-2][:, 32:, 32:]])])
+    assert_ladder(residual_left(tok, held_out))
