@@ -70,5 +70,5 @@ def test_tiny_image_tokenizer_every_level_removes_a_clear_share() -> None:
         batches.append(torch.stack([photos[i][:, y : y + 32, x : x + 32] for i, (y, x) in zip(picks, corners)]))
     train_steps(tok, batches, LOSSES.build({"name": "pixel"}))
     held_out = torch.stack([photos[-1][:, y : y + 32, x : x + 32] for y in (0, 16, 32) for x in (0, 16, 32)])
-    held_out = torch.cat([held_out, torch.stack([photos[-2][:, :32, :32], photos[-2][:, 32:, 32:]])])
+    held_out = torch.cat([held_out, torch.stack([photos[-2][:, :32, :32], photos[-2][:, 32:64, 32:64]])])
     assert_ladder(residual_left(tok, held_out))
