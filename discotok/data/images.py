@@ -47,6 +47,22 @@ def iter_files(root: str | os.PathLike, recursive: bool = True) -> Iterator[Path
             yield p
 
 
+def sixteen_to_eight_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (modes ``I;16*``, or ``I`` holding 0..65535) as 8-bit ``L``, scaled by
+    the format's range (round(v * 255 / 65535); values outside 0..65535 clipped), block by block."""
+    arr = np.asarray(img)
+    out = np.empty(arr.shape, dtype=np.uint8)
+    rows = max(1, CONVERT_BLOCK // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], rows):
+        block = arr[start : start + rows].astype(np.int64 if arr.dtype.kind == "i" else np.uint32)
+        np.clip(block, 0, 65535, out=block)
+        block *= 255
+        block += 32767
+        block //= 65535
+        out[start : start + rows] = block
+    return Image.fromarray(out, mode="L")
+
+
 def load_image(
     path: str | os.PathLike,
     data: bytes | None = None,
