@@ -62,7 +62,7 @@ def image_batches(tok: Tokenizer, data: str, num_images: int | None, batch_size:
         for loaded in loader:
             skipped.extend({"source": items[i].key, "error": why} for i, why in loaded.failures)
             if loaded.tensors:
-                yield torch.stack(loaded.tensors)
+                yield reader.collate(loaded.tensors)[0]
 
     return batches(), {**source.description, "items_used": len(items), **reader.describe()}, skipped
 

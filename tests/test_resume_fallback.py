@@ -14,7 +14,7 @@ from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.resume import ResumeError
 from discotok.train.run import config_dir, train
 
-TINY = ["experiment=smoke", "quantizer.codebook_size=32", "trainer.val_check_interval=1", "loss.adversarial=null"]
+TINY = ["experiment=smoke", "quantizer=vq", "quantizer.codebook_size=32", "trainer.val_check_interval=1", "loss.adversarial=null"]
 
 
 class StartStep(L.Callback):
