@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_configs, time_ms, write_json
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs, time_ms
 from discotok.bench.titok import num_params
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -120,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     common = ["--seconds", str(args.seconds), "--repeats", str(args.repeats), "--threads", str(args.threads),
               "--device", args.device]
     rows = run_configs("discotok.bench.audio", args.configs, args.allocator, common)
-    print(format_table(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return emit_rows(format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

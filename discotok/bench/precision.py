@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from discotok.bench.quantizers import allocator_in_effect, write_json
+from discotok.bench.quantizers import allocator_in_effect, emit_rows
 from discotok.bench.tokenizer import bench_inputs, load_target, num_params, train_step
 from discotok.eval.metrics import EvalBatch
 from discotok.eval.precision import Fp32Comparison
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"discotok bench precision: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    print(format_table(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return emit_rows(format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

@@ -249,6 +249,14 @@ def write_json(path: str | Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def emit_rows(table: str, rows: list[dict], json_path: str | Path | None) -> int:
+    """Print a benchmark's table, write its rows to ``json_path`` when given; the command's exit status (0)."""
+    print(table)
+    if json_path:
+        write_json(json_path, rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench quantizers [--allocator default|tuned|both] [--repeats 15] [--json PATH]``."""
     parser = argparse.ArgumentParser(prog="discotok bench quantizers", description=__doc__.splitlines()[0])

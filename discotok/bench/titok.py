@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, run_configs, write_json
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
 from discotok.bench.tokenizer import compose_tokenizer, num_params, timings
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -128,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps({"rows": rows}))
         return 0
     rows = run_configs("discotok.bench.titok", args.configs, args.allocator, common)
-    print(format_table(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return emit_rows(format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from discotok.bench.quantizers import allocator_in_effect, time_ms, write_json
+from discotok.bench.quantizers import allocator_in_effect, emit_rows, time_ms
 from discotok.nn.precision import precision_context
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -272,10 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         print(f"discotok bench tokenizer: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    print(format_table(rows))
-    if args.json:
-        write_json(args.json, rows)
-    return 0
+    return emit_rows(format_table(rows), rows, args.json)
 
 
 if __name__ == "__main__":
