@@ -241,7 +241,7 @@ def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict) -> tupl
 
 def headline_metric(tok: Tokenizer) -> Metric:
     """A fresh piece for the tokenizer's headline quality: PSNR for images, SI-SNR for audio."""
-    return _metrics(tok, EvalOptions(), {"lpips": None, "fid": None})[0][0]
+    return _metrics(tok, {}, EvalOptions(), {"lpips": None, "fid": None})[0][0]
 
 
 def _check_comparable(toks: list[Tokenizer]) -> None:
