@@ -1,4 +1,4 @@
-"""The embedded default, at full length: `discotok train` with no overrides (about 6 min on 2 quiet cores)."""
+"""The embedded default, at full length: `discotok train` with no overrides (800 steps; 27 min on 2 shared cores)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from tests.test_train_cli import check_run_dir, run_train
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 15: measured from a fresh clone, 16.96 dB against the 4x4 thumbnail's 19.97 dB on the same tiles; "
+    "strict, so the day the default clears its target this reports it"))
 def test_default_train_beats_the_4x4_thumbnail_on_held_out_photos(tmp_path):
     """The default's target: on 64x64 tiles of whole photos it never trained on, at no more than 640 bits
     per image, a higher PSNR than a 4x4 thumbnail (384 bits) scaled back up, scored on the same tiles."""
