@@ -60,6 +60,7 @@ from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_e
 from discotok.eval.protocol import EvalSet, audio_protocol, image_protocol
 from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import open_source
+from discotok.ladder import powers_of_two
 from discotok.metrics.fid import FEATURE_DIM
 from discotok.nn.precision import resolve_precision
 from discotok.quantizers.perturb import perturb_ids
@@ -93,11 +94,6 @@ class EvalOptions:
     progress: bool = True
     grid_images: int = 8
     baselines: bool = True
-
-
-def powers_of_two(n: int) -> list[int]:
-    """1, 2, 4, ..., up to n, and n."""
-    return sorted({*(2**i for i in range(int(math.log2(n)) + 1)), n})
 
 
 def operating_points(tok: Tokenizer, options: EvalOptions) -> list[dict[str, int]]:

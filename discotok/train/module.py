@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from discotok.eval.run import powers_of_two
+from discotok.ladder import powers_of_two
 from discotok.losses import LOSSES, AdversarialLoss
 from discotok.metrics import CodebookUsage, ResidualShares, mel_distance, psnr, si_snr, ssim, stft_distance, thumbnail
 from discotok.quantizers.distributed import is_distributed
