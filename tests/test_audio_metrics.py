@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 
+from discotok.data.speech import espeak_binary
 from discotok.metrics import audio as metrics
 from tests.conftest import AUDIO_RATE
 
@@ -45,8 +46,11 @@ def test_pesq_and_stoi(speech_clips):
     slight, x = pair(speech_clips, 0.002)
     heavy, _ = pair(speech_clips, 0.05)
     assert torch.all(metrics.pesq(slight, x, AUDIO_RATE) > metrics.pesq(heavy, x, AUDIO_RATE))
-    stoi = metrics.stoi(slight, x, AUDIO_RATE, torch.tensor([8000, 7000]))
-    assert stoi.shape == (2,) and torch.all(stoi > 0.9)
+    lengths = torch.tensor([8000, 7000])
+    stoi = metrics.stoi(slight, x, AUDIO_RATE, lengths)
+    assert stoi.shape == (2,) and torch.all(stoi > metrics.stoi(heavy, x, AUDIO_RATE, lengths))
+    if espeak_binary() is not None:  # intelligibility is a speech measure: the synthetic fallback scores lower
+        assert torch.all(stoi > 0.9)
 
 
 def test_missing_extra_names_the_install_command(monkeypatch, speech_clips):
