@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 PUBLIC = {
     "ConfigError": "discotok.registry",
-    "Layout": "discotok.tokenizers",
+    "Layout": "discotok.layout",
     "QuantizerOutput": "discotok.quantizers",
     "Tokenizer": "discotok.tokenizers",
     "TokenizerLoadError": "discotok.tokenizers",

@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     if command == "train":
         from discotok.train.run import main as run
     elif command == "encode":
-        from discotok.extraction import encode_main as run
+        from discotok.commands.extract import encode_main as run
     elif command == "decode":
-        from discotok.extraction import decode_main as run
+        from discotok.commands.extract import decode_main as run
     elif command == "eval":
-        from discotok.eval.cli import eval_main as run
+        from discotok.commands.evaluate import eval_main as run
     elif command == "quantize-after":
         from discotok.quantize_after import quantize_after_main as run
     elif command == "bench":

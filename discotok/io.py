@@ -38,7 +38,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 IDS_NAME = "ids.npy"
 MANIFEST_NAME = "manifest.json"

@@ -22,11 +22,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from discotok.extraction.cli import EXIT_OK, device_arg, make_parser, positive_int, run_command
+from discotok.commands.args import EXIT_OK, device_arg, make_parser, positive_int, run_command
 from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import ItemDataset, collate_items, open_source
 from discotok.quantizers.scalar import FIT_METHODS, ScalarQuantizer
-from discotok.tokenizers.tokenizer import CONFIG_NAME, Tokenizer
+from discotok.tokenizers.files import CONFIG_NAME
+from discotok.tokenizers.tokenizer import Tokenizer
 
 SAMPLE_PHOTOS = "sample_photos"
 DEFAULT_SAMPLE_CROPS = 1024
@@ -48,7 +49,7 @@ def image_batches(tok: Tokenizer, data: str, num_images: int | None, batch_size:
     if data == SAMPLE_PHOTOS:
         from discotok.data.datamodule import ImageDataModule
 
-        dm = ImageDataModule(image_size=tok.image_size)
+        dm = ImageDataModule(image_size=tok.modality.image_size)
         dm.setup()
         count = num_images or DEFAULT_SAMPLE_CROPS
         loader = DataLoader([dm.train_set[i] for i in range(count)], batch_size=batch_size)
@@ -105,13 +106,13 @@ def quantize_after(
         raise ValueError(f"{out} already holds a tokenizer; pass --overwrite to replace it")
     tok = Tokenizer.from_pretrained(source_dir, device=device)
     name = tok.config["quantizer"]["name"]
-    if not getattr(tok.quantizer, "continuous", False):
+    if not tok.quantizer.continuous:
         raise ValueError(
             f"quantize-after fits a quantizer to continuous latents; {source_dir} has the discrete quantizer "
             f"{name!r} (train with quantizer=identity)"
         )
-    if tok.modality != "image":
-        raise ValueError(f"quantize-after reads images; {source_dir} is an {tok.modality} tokenizer")
+    if not tok.modality.pixels:
+        raise ValueError(f"quantize-after reads images; {source_dir} is an {tok.modality.name} tokenizer")
     dim = tok.quantizer.dim
     quantizer = ScalarQuantizer(dim, levels)
     batches, description, skipped = image_batches(tok, data, num_images, batch_size)

@@ -111,8 +111,9 @@ class Registry:
 
 
 QUANTIZERS = Registry("quantizer", ("discotok.quantizers",))
-ENCODERS = Registry("encoder", ("discotok.tokenizers",))
+ENCODERS = Registry("encoder", ("discotok.encoders",))
 DECODERS = Registry("decoder", ("discotok.decoders",))
+MODALITIES = Registry("modality", ("discotok.modalities",))
 DISCRIMINATORS = Registry("discriminator", ("discotok.discriminators",))
 LOSSES = Registry("loss", ("discotok.losses",))
 DATAMODULES = Registry("datamodule", ("discotok.data.datamodule", "discotok.data.audio_datamodule"))

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"flexible_tiny_{args.data}"
     flex_dir, flex_s = train(name, args.out, args.steps, train_dir, "experiment=flexible_tiny")
     flex = Tokenizer.from_pretrained(flex_dir)
-    ks = [2**i for i in range(flex.num_tokens.bit_length()) if 2**i <= flex.num_tokens]
+    ks = [2**i for i in range(flex.modality.num_tokens.bit_length()) if 2**i <= flex.modality.num_tokens]
     results["flexible"] = {"train_s": round(flex_s, 1), "params_m": params_m(flex),
                            "by_k": [score(flex, x, k) for k in ks]}
 

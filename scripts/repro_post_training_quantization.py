@@ -36,7 +36,7 @@ METHODS = ("lloyd", "quantile", "uniform")
 @torch.no_grad()
 def reconstruct(tok: Tokenizer, x: torch.Tensor) -> torch.Tensor:
     """Decodes of ``x`` in batches of 100: ``decode(encode(x))``, or the forward pass of a continuous tokenizer."""
-    if getattr(tok.quantizer, "continuous", False):
+    if tok.quantizer.continuous:
         return torch.cat([tok(chunk).x_hat.clamp(-1, 1) for chunk in x.split(100)])
     return torch.cat([tok.decode(tok.encode(chunk)) for chunk in x.split(100)])
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, (tok_dir, seconds) in tokenizers.items():
         tok = Tokenizer.from_pretrained(tok_dir)
         x_hat = reconstruct(tok, x)
-        continuous = getattr(tok.quantizer, "continuous", False)
+        continuous = tok.quantizer.continuous
         rows.append({"tokenizer": label, "bits_per_token": None if continuous else round(math.log2(tok.codebook_size), 1),
                      "psnr_db": round(float(psnr(x_hat, x).mean()), 2), "fd_random_inception": round(fid(x_hat), 2),
                      "train_s": round(seconds, 1)})

@@ -119,7 +119,7 @@ def test_training_beats_the_same_rate_baseline_on_held_out_speech(speech_clips):
         opt.zero_grad()
         (loss + out.quantized.loss).backward()
         opt.step()
-    baseline = mel_distance(audio_thumbnail(held, tok.bits_per_second(), AUDIO_RATE), held, AUDIO_RATE).mean().item()
+    baseline = mel_distance(audio_thumbnail(held, tok.modality.bits_per_second(), AUDIO_RATE), held, AUDIO_RATE).mean().item()
     trained = held_out_mel()
     assert trained < min(untrained, baseline) - 0.1, (trained, untrained, baseline)
 
@@ -155,12 +155,12 @@ def test_real_size_experiments_compose(experiment):
     rate, hop, fps, depth, codes, bps, decoder, sequence, causal = REAL_SIZES[experiment]
     cfg = composed_audio(experiment)
     tok = Tokenizer.from_config(cfg)
-    assert (tok.sample_rate, tok.hop_length, tok.quantizer.depth, tok.codebook_size) == (rate, hop, depth, codes)
-    assert tok.frames_per_second == pytest.approx(fps) and tok.bits_per_second() == pytest.approx(bps)
+    assert (tok.modality.sample_rate, tok.modality.hop_length, tok.quantizer.depth, tok.codebook_size) == (rate, hop, depth, codes)
+    assert tok.modality.frames_per_second == pytest.approx(fps) and tok.modality.bits_per_second() == pytest.approx(bps)
     assert (cfg["decoder"]["name"], cfg["encoder"]["sequence"], cfg["encoder"]["causal"]) == (decoder, sequence, causal)
     if experiment == "encodec_24k":  # EnCodec 24 kHz: about 7.4 M parameters in each of encoder and decoder
         assert sum(p.numel() for p in tok.encoder.parameters()) == pytest.approx(7.34e6, rel=0.01)
-        assert tok.bit_rates[2] == 1500 and tok.bit_rates[4] == 3000
+        assert tok.modality.bit_rates[2] == 1500 and tok.modality.bit_rates[4] == 3000
 
 
 def composed_audio(experiment: str) -> dict:
@@ -190,7 +190,7 @@ def test_audio_tiny_trains_from_the_cli(tmp_path, speech_cache):
             info = sf.info(str(run / "examples" / f"{i:02d}_{kind}.wav"))
             assert info.samplerate == 16000 and info.channels == 1 and 0 < info.duration <= 1.0
     tok = Tokenizer.from_pretrained(run / "tokenizer")
-    assert tok.modality == "audio" and tok.bits_per_second() == 1600
+    assert tok.modality.name == "audio" and tok.modality.bits_per_second() == 1600
 
 
 @pytest.mark.slow

@@ -86,13 +86,14 @@ def _worker(rank: int, port: int, out: str) -> None:
             torch.manual_seed(0)
             quantizer = QUANTIZERS.build(spec).train()
             z = torch.randn(2, 12, 8, generator=torch.Generator().manual_seed(rank), requires_grad=True)
-            out = quantizer(z)
-            (out.z_q.sum() + out.loss).backward()
+            result = quantizer(z)
+            (result.z_q.sum() + result.loss).backward()
             gathered: list = [None, None]
             dist.all_gather_object(gathered, {k: v.clone() for k, v in quantizer.state_dict().items()})
             differ = [k for k in gathered[0] if not torch.equal(gathered[0][k], gathered[1][k])]
             if differ and rank == 0:
                 torch.save({name: f"training step: {differ} differ across ranks"}, os.path.join(out, "phase2.pt"))
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -111,7 +111,7 @@ def test_figures_match_a_direct_computation(tok_dirs: dict[str, Path], speech_fo
     assert result["perplexity"] == pytest.approx(usage.compute()["perplexity"], rel=1e-6)
     x, lengths = pad_batch(waves)
     assert result["seconds"] == pytest.approx(lengths.sum().item() / AUDIO_RATE)
-    assert result["bits_per_second"] == pytest.approx(tok.bits_per_second(2)) and x.shape[-1] == 4800
+    assert result["bits_per_second"] == pytest.approx(tok.modality.bits_per_second(2)) and x.shape[-1] == 4800
     # The residual each level removes, over every valid frame of the set (padding left out).
     energies = sum(tok.quantizer.residual_energies(tok.encode_latents(w[None]), tok.encode(w[None], depth=2))
                    .sum(dim=(0, 1)).double() for w in waves)
@@ -129,8 +129,8 @@ def test_image_options_and_mixed_tokenizers_are_refused(
     other_rate = tiny_audio_config() | {"sample_rate": 24000}
     rate_dir = Tokenizer.from_config(other_rate).save_pretrained(tmp_path / "rate24k")
     cases = [
-        ([str(tok_dirs["rvq"]), str(image_dir)], [], "evaluate image and audio tokenizers separately"),
-        ([str(tok_dirs["rvq"]), str(rate_dir)], [], "must share sample rate and channels"),
+        ([str(tok_dirs["rvq"]), str(image_dir)], [], "must share one modality and input format"),
+        ([str(tok_dirs["rvq"]), str(rate_dir)], [], "('audio', 16000, 1), ('audio', 24000, 1)"),
         ([str(tok_dirs["rvq"])], ["--lpips-weights", str(vgg16_random_weights)], "LPIPS and pFID are image metrics"),
         ([str(tok_dirs["rvq"])], ["--image-size", "32"], "applies to image tokenizers"),
         ([str(tok_dirs["rvq"])], ["--depth", "4"], "--depth [4] outside 1..3"),

@@ -59,7 +59,7 @@ def test_titok_s128_has_the_reference_parameter_count():
     assert encoder == pytest.approx(25.9e6, rel=0.02)  # bytedance/1d-tokenizer TiTok-S-128
     decoder = sum(p.numel() for p in tok.decoder.parameters())
     assert decoder == pytest.approx(27.0e6, rel=0.02)  # its ViT decoder with the 2*width tanh head
-    assert tok.num_tokens == 128
+    assert tok.modality.num_tokens == 128
     assert tok.decoder.head.proj.in_features == 2 * 512  # the head's hidden layer is 2*width
 
 
@@ -68,7 +68,7 @@ def test_tiny_experiments_build_and_run(experiment, tokens, photo_batch):
     cfg = composed(experiment)
     tok = build(cfg)
     assert cfg["trainer"]["accelerator"] == "cpu" and cfg["data"]["image_size"] == [32, 32]
-    assert tok.num_tokens == tokens and tok(photo_batch[:2]).x_hat.shape == (2, 3, 32, 32)
+    assert tok.modality.num_tokens == tokens and tok(photo_batch[:2]).x_hat.shape == (2, 3, 32, 32)
 
 
 def test_flexible_tiny_trains_from_the_cli(tmp_path):
@@ -93,7 +93,7 @@ def test_published_recipes_train_with_perceptual_and_adversarial_losses(experime
     cfg = composed(experiment)
     encoder, tokens, quantizer, size, (l1, l2), weight, start = GAN_RECIPES[experiment]
     tok = build(cfg)
-    assert (cfg["encoder"]["name"], tok.num_tokens, cfg["quantizer"]["name"], tok.codebook_size) == (encoder, tokens, quantizer, size)
+    assert (cfg["encoder"]["name"], tok.modality.num_tokens, cfg["quantizer"]["name"], tok.codebook_size) == (encoder, tokens, quantizer, size)
     loss = cfg["loss"]
     assert (loss["reconstruction"]["l1_weight"], loss["reconstruction"]["l2_weight"]) == (l1, l2)
     assert loss["perceptual"]["name"] == "lpips" and loss["perceptual"]["weight"] == 1.0

@@ -262,7 +262,7 @@ def test_depth_and_max_seconds(tok_dir: Path, speech_folder: Path, reference: Pa
     assert main(["decode", str(tok_dir), str(out), "-o", str(tmp_path / "wavs"), "--no-progress"]) == 0
     assert sf.info(str(tmp_path / "wavs" / "0001_s1.wav")).frames == 4800
     for argv, expected in (
-        (["--num-tokens", "4"], "--num-tokens selects a prefix of a 1-D image tokenizer"),
+        (["--num-tokens", "4"], "--num-tokens selects a prefix of a 1-D tokenizer"),
         (["--image-size", "32"], "--image-size) applies to image tokenizers"),
         (["--depth", "4"], "exceeds the quantizer's depth 3"),
     ):

@@ -16,7 +16,7 @@ from skimage import data as skdata
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.extraction import ExtractError, decode_ids, extract
-from discotok.extraction import decode as decode_module
+from discotok.data.images import ImageWriter
 from discotok.extraction.lock import LOCK_NAME, output_lock
 from discotok.io import load_ids
 from tests.conftest import tiny_audio_config, tiny_tokenizer_config
@@ -118,7 +118,7 @@ def test_killed_decode_resumes_to_the_files_of_an_uninterrupted_run(
 ) -> None:
     whole = decode_ids(tokenizer, encoded, tmp_path / "whole", batch_size=2, progress=False)
     out = tmp_path / "resumed"
-    real_write, calls = decode_module.ImageWriter.write, []
+    real_write, calls = ImageWriter.write, []
 
     def dying_write(self, path: Path, item: torch.Tensor) -> None:
         if len(calls) == 3:
@@ -126,10 +126,10 @@ def test_killed_decode_resumes_to_the_files_of_an_uninterrupted_run(
         calls.append(path.name)
         real_write(self, path, item)
 
-    monkeypatch.setattr(decode_module.ImageWriter, "write", dying_write)
+    monkeypatch.setattr(ImageWriter, "write", dying_write)
     with pytest.raises(KeyboardInterrupt):
         decode_ids(tokenizer, encoded, out, batch_size=2, progress=False)
-    monkeypatch.setattr(decode_module.ImageWriter, "write", real_write)
+    monkeypatch.setattr(ImageWriter, "write", real_write)
     kept = {name: (out / name).stat() for name in calls}
     (out / ".0003_coffee.png.k1ll3d00.tmp").write_bytes(b"partial")
     paths = decode_ids(tokenizer, encoded, out, batch_size=2, progress=False)

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from discotok import Tokenizer
-from discotok.decoders.generative import is_generative
-from discotok.tokenizers import Layout
+
+from discotok.layout import Layout
 from discotok.train.module import TokenizerModule
 from tests.conftest import tiny_tokenizer_config
 
@@ -68,14 +68,14 @@ def test_any_prefix_decodes_and_other_sizes(flow_tok, photo_batch):
     ids = flow_tok.encode(photo_batch[:2])
     for k in range(1, N + 1):
         assert flow_tok.decode(ids[:, :k]).shape == (2, 3, 32, 32)
-    assert flow_tok.decode(flow_tok.encode(photo_batch[:2], num_tokens=2), image_size=(48, 40)).shape == (2, 3, 48, 40)
+    assert flow_tok.decode(flow_tok.encode(photo_batch[:2], num_tokens=2), size=(48, 40)).shape == (2, 3, 48, 40)
     with pytest.raises(ValueError, match="timesteps"):
         flow_tok.decode(ids, timesteps=0)
 
 
 def test_training_forward_gives_the_flow_loss_and_gradients_reach_the_encoder(photo_batch):
     tok = Tokenizer.from_config(flow_config()).train()
-    assert is_generative(tok.decoder)
+    assert tok.decoder.generative
     out = tok(photo_batch[:4])
     assert out.decoder_loss is not None and torch.isfinite(out.decoder_loss) and "flow_mse" in out.decoder_parts
     assert out.x_hat.shape == photo_batch[:4].shape  # the one-step estimate x_t - t v

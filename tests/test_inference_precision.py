@@ -91,7 +91,7 @@ def test_fp32_path_is_plain_float32(trained):
     ids = trained.encode(x)
     assert torch.equal(ids, by_hand) and torch.equal(trained.encode(x, precision="fp32"), ids)
     with torch.no_grad():
-        image = trained.decoder(trained.quantizer.ids_to_codes(ids), trained.default_layout()).clamp(-1, 1)
+        image = trained.decoder(trained.quantizer.ids_to_codes(ids), trained.modality.default_layout()).clamp(-1, 1)
     assert torch.equal(trained.decode(ids), image)
     assert copy.deepcopy(trained).double().decode(ids).dtype == torch.float64  # fp32 casts nothing
 
@@ -204,12 +204,12 @@ def test_bf16_mixed_training_on_cpu_keeps_quantizer_math_float32(tmp_path, monke
 def test_bench_precision_compares_on_the_same_inputs():
     """``discotok bench precision``'s agreement and quality figures are those of the two precisions' outputs."""
     from discotok.bench.precision import format_table, measure
-    from discotok.bench.tokenizer import bench_inputs, compose_tokenizer
+    from discotok.bench.tokenizer import compose_tokenizer
     from discotok.metrics.image import psnr
 
     row = measure(["experiment=smoke"], batch_size=2, repeats=1, train=False)
-    tok, size = compose_tokenizer(["experiment=smoke"])
-    x, _ = bench_inputs(tok.eval(), size, 2, 2.0)
+    tok = compose_tokenizer(["experiment=smoke"]).eval()
+    x, _ = tok.modality.bench_input(2, 2.0)
     ids = {p: tok.encode(x, precision=p) for p in ("fp32", "bf16")}
     assert row["ids_identical_vs_fp32"] == pytest.approx((ids["fp32"] == ids["bf16"]).float().mean().item())
     fp32 = psnr(tok.decode(ids["fp32"], precision="fp32"), x).mean().item()

@@ -81,6 +81,6 @@ def test_tiny_tokenizer_beats_the_thumbnail_of_its_bits_on_held_out_photos(train
     tokenizer's) on tiles of the held-out photos."""
     quantizer, module = trained
     tok = module.tokenizer
-    assert thumbnail_bits(THUMB) <= tok.num_tokens * tok.bits_per_token  # the baseline has no more bits
+    assert thumbnail_bits(THUMB) <= tok.modality.num_tokens * tok.bits_per_token  # the baseline has no more bits
     ours, baseline = held_out_psnr(module, held_out), float(psnr(thumbnail(held_out, THUMB), held_out).mean())
     assert ours > baseline + 0.5, f"{quantizer}: {ours:.2f} dB on held-out tiles vs the 2x2 thumbnail's {baseline:.2f} dB"

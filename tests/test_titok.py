@@ -10,7 +10,7 @@ from PIL import Image
 from discotok import Layout, Tokenizer
 from discotok.extraction import ExtractError, decode_ids, extract
 from discotok.registry import ENCODERS
-from discotok.tokenizers.flexible import prefix_causal_mask
+from discotok.encoders.flexible import prefix_causal_mask
 from tests.conftest import LATENT, TINY_NUM_TOKENS, tiny_tokenizer_config
 
 N = TINY_NUM_TOKENS
@@ -29,8 +29,8 @@ def flexible_encoder(**kwargs):
 def test_any_prefix_decodes_to_the_image_shape(encoder, photo_batch):
     tok = tiny(encoder)
     ids, layout = tok.encode(photo_batch, return_layout=True)
-    assert ids.shape == (8, N) and layout == Layout("sequence", (N,)) and tok.num_tokens == N
-    assert tok.default_layout() == layout
+    assert ids.shape == (8, N) and layout == Layout("sequence", (N,)) and tok.modality.num_tokens == N
+    assert tok.modality.default_layout() == layout
     for k in (1, 2, 5, N):
         x_hat = tok.decode(ids[:, :k])
         assert x_hat.shape == photo_batch.shape and x_hat.min() >= -1 and x_hat.max() <= 1
@@ -72,7 +72,7 @@ def test_positions_resize_to_a_new_image_size(encoder, photo_batch):
     x = torch.nn.functional.interpolate(photo_batch[:2], size=(48, 48), mode="bilinear")
     ids = tok.encode(x)
     assert ids.shape == (2, N)
-    assert tok.decode(ids, image_size=(48, 48)).shape == (2, 3, 48, 48)
+    assert tok.decode(ids, size=(48, 48)).shape == (2, 3, 48, 48)
     assert tok.decode(ids).shape == (2, 3, 32, 32)
     assert tok(x).x_hat.shape == x.shape
 
@@ -101,7 +101,7 @@ def test_clear_errors_for_bad_sizes_and_token_counts(photo_batch):
     with pytest.raises(ValueError, match=rf"1\.\.{N}"):
         tok.decode(torch.zeros(1, N + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="multiples of the patch size 8"):
-        tok.decode(torch.zeros(1, 4, dtype=torch.long), image_size=(30, 32))
+        tok.decode(torch.zeros(1, 4, dtype=torch.long), size=(30, 32))
     grid = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
     with pytest.raises(ValueError, match="1-D"):
         grid.encode(photo_batch, num_tokens=4)

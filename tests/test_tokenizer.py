@@ -31,7 +31,7 @@ def test_encode_decode_shapes_and_range(photo_batch):
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
     ids, layout = tok.encode(photo_batch, return_layout=True)
     assert ids.dtype == torch.int64 and ids.shape == (8, 16)
-    assert layout == Layout("grid", (4, 4)) and tok.num_tokens == 16
+    assert layout == Layout("grid", (4, 4)) and tok.modality.num_tokens == 16
     x_hat = tok.decode(ids)
     assert x_hat.shape == photo_batch.shape and x_hat.min() >= -1 and x_hat.max() <= 1
     assert tok.bits_per_token == pytest.approx(3 * torch.log2(torch.tensor(5.0)).item())

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from discotok import Tokenizer
-from discotok.tokenizers.tokenizer import TokenizerLoadError
+from discotok.tokenizers import TokenizerLoadError
 from tests.conftest import tiny_tokenizer_config
 
 
@@ -51,7 +51,7 @@ def test_absurd_sizes_are_refused_from_the_weights_header_without_allocating(tmp
         import torch
         torch.set_num_threads(1)
         from discotok import Tokenizer
-        from discotok.tokenizers.tokenizer import TokenizerLoadError
+        from discotok.tokenizers import TokenizerLoadError
         vm = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
         for path in {dirs!r}:

@@ -13,7 +13,7 @@ from tests.conftest import tiny_tokenizer_config
 def test_vit_tokenizer_encodes_a_patch_grid(photo_batch):
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder="vit")).eval()
     ids, layout = tok.encode(photo_batch, return_layout=True)
-    assert ids.shape == (8, 16) and layout == Layout("grid", (4, 4)) and tok.num_tokens == 16
+    assert ids.shape == (8, 16) and layout == Layout("grid", (4, 4)) and tok.modality.num_tokens == 16
     x_hat = tok.decode(ids)
     assert x_hat.shape == photo_batch.shape and x_hat.min() >= -1 and x_hat.max() <= 1
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs, time_ms
-from discotok.bench.titok import num_params
+from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
+from discotok.bench.tokenizer import codec_ms, compose_tokenizer, num_params
+from discotok.data.speech import speech_clip
 from discotok.tokenizers.tokenizer import Tokenizer
 
 CONFIGS = ("encodec_24k",)
@@ -30,46 +31,10 @@ CONFIGS = ("encodec_24k",)
 
 def build_tokenizer(experiment: str, seed: int = 0) -> Tokenizer:
     """Compose ``experiment=NAME`` with Hydra and build its audio tokenizer with random weights."""
-    from hydra import compose, initialize_config_dir
-
-    from discotok.train.run import config_dir, tokenizer_spec
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", "data.source=unused"])
-    torch.manual_seed(seed)
-    tok = Tokenizer.from_config(tokenizer_spec(cfg))
-    if tok.modality != "audio":
+    tok = compose_tokenizer([f"experiment={experiment}", "data.source=unused"], seed)
+    if not tok.modality.waveform:
         raise ValueError(f"experiment {experiment!r} is not an audio tokenizer")
     return tok
-
-
-def speech_clip(sample_rate: int, channels: int, seconds: float, count: int = 1) -> torch.Tensor:
-    """(count, channels, seconds * rate): consecutive stretches of espeak-ng sentences played back to
-    back (repeated when needed), else of synthetic clips."""
-    from discotok.data.audio import load_audio, resample_clips
-    from discotok.data.speech import espeak_binary, espeak_clips, synthetic_clips
-
-    if espeak_binary() is not None:
-        clips = resample_clips([load_audio(p, 22050, 1)[0] for p in espeak_clips()], 22050, sample_rate)
-    else:
-        clips = synthetic_clips(sample_rate)
-    length = int(seconds * sample_rate)
-    wave = torch.cat(clips, dim=-1)
-    wave = wave.repeat(1, -(-count * length // wave.shape[-1]))[:, : count * length]
-    return wave.reshape(count, length)[:, None].expand(-1, channels, -1).contiguous()
-
-
-def codec_timings(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict:
-    """Median ms of ``encode(x)`` and ``decode(ids)`` (eval, inference mode, CUDA synchronised) and their
-    real-time factors: compute seconds / seconds of audio in the batch ``x`` (B, C, T)."""
-    seconds = x.shape[0] * x.shape[-1] / tok.sample_rate
-    tok.eval()
-    with torch.inference_mode():
-        ids = tok.encode(x)
-        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup, device=x.device)
-        decode_ms = time_ms(lambda: tok.decode(ids), repeats, warmup, device=x.device)
-    return {"frames": int(ids.shape[1]), "encode_ms": encode_ms, "decode_ms": decode_ms,
-            "encode_rtf": encode_ms / 1e3 / seconds, "decode_rtf": decode_ms / 1e3 / seconds}
 
 
 def measure(
@@ -78,11 +43,12 @@ def measure(
     """Time encode and decode of one clip in this process; one result row."""
     torch.set_num_threads(threads)
     tok = build_tokenizer(experiment).to(device).eval()
-    x = speech_clip(tok.sample_rate, tok.channels, seconds).to(device)
+    audio = tok.modality
+    x = speech_clip(audio.sample_rate, audio.channels, seconds).to(device)
     return {
         "config": experiment, "allocator": allocator_in_effect(), "device": device, "threads": threads,
-        "seconds": seconds, "sample_rate": tok.sample_rate, "repeats": repeats,
-        "params_m": num_params(tok) / 1e6, "bits_per_second": tok.bits_per_second(), **codec_timings(tok, x, repeats),
+        "seconds": seconds, "sample_rate": audio.sample_rate, "repeats": repeats,
+        "params_m": num_params(tok) / 1e6, "bits_per_second": audio.bits_per_second(), **audio.bench_figures(x, codec_ms(tok, x, repeats)),
     }
 
 

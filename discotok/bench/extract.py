@@ -21,13 +21,14 @@ import torch
 
 from discotok.bench.quantizers import allocator_in_effect, write_json
 from discotok.extraction.encode import extract, make_reader
-from discotok.extraction.sources import open_source
+from discotok.extraction.sources import Reader, open_source
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
-def list_file(data: str, limit: int | None, folder: Path, modality: str) -> Path:
-    """A text file of the first ``limit`` inputs of ``data`` (all of them when None), for both extraction runs."""
-    items = open_source(data, modality=modality).items[:limit]
+def list_file(data: str, limit: int | None, folder: Path, reader: Reader) -> Path:
+    """A text file of the first ``limit`` inputs of ``data`` (all of them when None) that ``reader`` reads, for
+    both extraction runs."""
+    items = open_source(data, extensions=reader.tar_extensions, member=reader.tar_member).items[:limit]
     path = folder / "inputs.txt"
     path.write_text("".join(f"{item.path}\n" for item in items if item.offset is None))
     return path
@@ -36,7 +37,7 @@ def list_file(data: str, limit: int | None, folder: Path, modality: str) -> Path
 def model_only(tok: Tokenizer, inputs: Path, batch_size: int, precision: str) -> tuple[float, int]:
     """Items/s of ``encode`` alone over batches read beforehand, and the number of items."""
     reader = make_reader(tok)
-    tensors = [reader.load(item)[0] for item in open_source(inputs, modality=reader.modality).items]
+    tensors = [reader.load(item)[0] for item in open_source(inputs, extensions=reader.tar_extensions, member=reader.tar_member).items]
     batches = [reader.collate(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
     with torch.inference_mode():
         tok.encode(batches[0][0], precision=precision, **batches[0][1])  # warm-up
@@ -56,7 +57,7 @@ def measure(tokenizer: str, data: str, batch_size: int = 64, workers: int | None
            "threads": threads, "allocator": allocator_in_effect(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="discotok-bench-extract-") as tmp:
         folder = Path(tmp)
-        inputs = list_file(data, limit, folder, tok.modality)
+        inputs = list_file(data, limit, folder, make_reader(tok))
         row["model_items_s"], row["items"] = model_only(tok, inputs, batch_size, precision)
         options = {"batch_size": batch_size, "precision": precision, "progress": False}
         if workers is not None:

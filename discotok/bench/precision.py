@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from discotok.bench.quantizers import allocator_in_effect, emit_rows
-from discotok.bench.tokenizer import bench_inputs, load_target, num_params, train_step
+from discotok.bench.tokenizer import load_target, num_params, train_step
 from discotok.eval.metrics import EvalBatch
 from discotok.eval.precision import Fp32Comparison
 from discotok.eval.run import headline_metric, reconstruct
@@ -66,20 +66,19 @@ def data_inputs(tok: Tokenizer, data: str, count: int) -> tuple[torch.Tensor, di
 
     reader = make_reader(tok)
     tensors = []
-    for item in open_source(data, modality=reader.modality).items:
+    for item in open_source(data, extensions=reader.tar_extensions, member=reader.tar_member).items:
         if item.problem is None:
             tensors.append(reader.load(item)[0])
         if len(tensors) == count:
             break
     if not tensors:
-        raise ValueError(f"{data}: no readable {reader.modality} inputs")
+        raise ValueError(f"{data}: no readable {tok.modality.items_noun}")
     return reader.collate(tensors)
 
 
 def compare(tok: Tokenizer, x: torch.Tensor, extra: dict, repeats: int, train: bool = True) -> dict:
     """Interleaved fp32 / bf16 timings of encode, decode and a training step, ids agreement and quality change."""
     device = x.device
-    size = tuple(x.shape[-2:]) if x.ndim == 4 else None
     row: dict = {}
     if train:  # first: the VQ search's scratch buffer made under inference mode cannot be written outside it
         steps = {p: train_step(copy.deepcopy(tok), x, p) for p in PRECISIONS}
@@ -88,11 +87,11 @@ def compare(tok: Tokenizer, x: torch.Tensor, extra: dict, repeats: int, train: b
     with torch.inference_mode():
         encoded = {p: tok.encode(x, return_layout=True, precision=p, **extra) for p in PRECISIONS}
         encodes = {p: (lambda p=p: tok.encode(x, precision=p, **extra)) for p in PRECISIONS}
-        decodes = {p: (lambda p=p: reconstruct(tok, *encoded[p], x, extra, size, p)) for p in PRECISIONS}
+        decodes = {p: (lambda p=p: reconstruct(tok, *encoded[p], x, extra, p)) for p in PRECISIONS}
         row |= timing_fields("encode", interleaved_ms(encodes, repeats, device=device))
         row |= timing_fields("decode", interleaved_ms(decodes, repeats, device=device))
         lengths = extra.get("lengths")
-        frames = None if lengths is None else tok.num_frames(lengths)
+        frames = tok.modality.valid_frames(lengths)
         batches = {p: EvalBatch(x.cpu(), decodes[p]().float().cpu(), encoded[p][0].cpu(), lengths, frames)
                    for p in PRECISIONS}
     quality = headline_metric(tok)
@@ -121,14 +120,14 @@ def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8,
             threads: int = 2, seconds: float = 2.0, device: str = "cpu", train: bool = True) -> dict:
     """One row: fp32 and bf16 timings, speed-ups, ids agreement and quality change for one target."""
     torch.set_num_threads(threads)
-    tok, size, label = load_target(target)
+    tok, label = load_target(target)
     tok = tok.to(device)
-    x, rates = bench_inputs(tok, size, batch_size, seconds)
+    x, rates = tok.modality.bench_input(batch_size, seconds)
     extra: dict = {}
     if data is not None:
         x, extra = data_inputs(tok, data, batch_size)
     x = x.to(device)
-    return {"target": label, "modality": tok.modality, "inputs": data or "random images / speech",
+    return {"target": label, "modality": tok.modality.name, "inputs": data or "random images / speech",
             "device": str(device), "auto": resolve_precision("auto", device), "allocator": allocator_in_effect(),
             "threads": threads, "batch_size": int(x.shape[0]), "repeats": repeats, "params_m": num_params(tok) / 1e6,
             **rates, **compare(tok, x, extra, repeats, train)}
@@ -160,7 +159,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench precision TARGET... [--data DIR] [--batch-size 8] [--repeats 5] [--no-train] [--json P]``."""
-    from discotok.extraction.cli import device_arg
+    from discotok.commands.args import device_arg
 
     parser = argparse.ArgumentParser(prog="discotok bench precision", description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", metavar="TARGET",

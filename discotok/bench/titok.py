@@ -42,7 +42,8 @@ PIXEL_HEAD = "patch head to pixels (no pixel decoder; the recipes: MLP 2*width, 
 
 def build_tokenizer(experiment: str, seed: int = 0) -> tuple[Tokenizer, tuple[int, int]]:
     """Compose ``experiment=NAME`` with Hydra and build its tokenizer (random init) and image size."""
-    return compose_tokenizer([f"experiment={experiment}"], seed)
+    tok = compose_tokenizer([f"experiment={experiment}"], seed)
+    return tok, tok.modality.image_size
 
 
 def measure(

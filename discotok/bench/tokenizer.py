@@ -9,7 +9,7 @@ quantizer loss, backward, AdamW step over the whole tokenizer). Image tokenizers
 batch of random images at the config's image size and report images/s; audio tokenizers on
 ``batch_size`` clips of ``seconds`` of speech (espeak-ng, else synthetic) and report the
 real-time factor (compute seconds per second of audio, measured by
-``discotok.bench.audio.codec_timings``, which ``discotok bench audio`` uses too). With ``--vs
+``codec_ms``, which ``discotok bench audio`` uses too). With ``--vs
 TARGET`` (repeatable) the training steps of all targets are timed in turns in one process, so a
 shared machine's changing load falls on them alike, and each row gives its step time over the
 first target's (``train vs 1st``): compare quantizers this way, not from separate runs. Peak memory
@@ -35,9 +35,8 @@ from discotok.nn.precision import precision_context
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
-def compose_tokenizer(overrides: Sequence[str], seed: int = 0) -> tuple[Tokenizer, tuple[int, int] | None]:
-    """Compose ``configs/train.yaml`` with Hydra ``overrides`` and build its tokenizer (random init) and
-    image size (None for an audio tokenizer)."""
+def compose_tokenizer(overrides: Sequence[str], seed: int = 0) -> Tokenizer:
+    """Compose ``configs/train.yaml`` with Hydra ``overrides`` and build its tokenizer (random init)."""
     from hydra import compose, initialize_config_dir
 
     from discotok.train.run import config_dir, tokenizer_spec
@@ -45,22 +44,17 @@ def compose_tokenizer(overrides: Sequence[str], seed: int = 0) -> tuple[Tokenize
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides))
     torch.manual_seed(seed)
-    tok = Tokenizer.from_config(tokenizer_spec(cfg))
-    return tok, tok.image_size
+    return Tokenizer.from_config(tokenizer_spec(cfg))
 
 
-def load_target(target: Sequence[str]) -> tuple[Tokenizer, tuple[int, int] | None, str]:
-    """A tokenizer directory, Hydra overrides, or a bare experiment name -> (tokenizer, image size or None, label)."""
+def load_target(target: Sequence[str]) -> tuple[Tokenizer, str]:
+    """A tokenizer directory, Hydra overrides, or a bare experiment name -> (tokenizer, label)."""
     if len(target) == 1 and Path(target[0]).is_dir():
-        tok = Tokenizer.from_pretrained(target[0])
-        if tok.modality == "image" and tok.image_size is None:
-            raise ValueError(f"{target[0]}: the tokenizer has no image_size to benchmark at")
-        return tok, tok.image_size, str(target[0])
+        return Tokenizer.from_pretrained(target[0]), str(target[0])
     if len(target) == 1 and "/" in target[0] and "=" not in target[0]:
         raise FileNotFoundError(f"tokenizer directory {target[0]!r} does not exist")
     overrides = [t if "=" in t else f"experiment={t}" for t in target]
-    tok, size = compose_tokenizer(overrides)
-    return tok, size, " ".join(overrides) or "default"
+    return compose_tokenizer(overrides), " ".join(overrides) or "default"
 
 
 def num_params(*modules: torch.nn.Module) -> int:
@@ -119,52 +113,28 @@ def train_ms_in_turns(steps: Sequence[Callable[[], object]], repeats: int, warmu
     return [statistics.median(taken) for taken in times]
 
 
+def codec_ms(tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median ms of ``encode(x)`` and of ``decode(ids)`` back to ``x``'s size (eval, inference mode, CUDA
+    synchronised), and the token positions per item."""
+    tok.eval()
+    with torch.inference_mode():
+        ids = tok.encode(x)
+        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup, device=x.device)
+        decode_ms = time_ms(lambda: tok.decode(ids, size=x.shape[2:]), repeats, warmup, device=x.device)
+    return {"frames": int(ids.shape[1]), "encode_ms": encode_ms, "decode_ms": decode_ms}
+
+
 def timings(
     tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1, train_ms: float | None = None
 ) -> dict[str, float]:
-    """Images: the training step's s/img (``train_ms`` when timed already) and peak memory, then encode
-    and decode img/s (eval, inference mode).
+    """The training step (``train_ms`` when timed already) and peak memory, then encode and decode, as the
+    modality reports them (``Modality.bench_figures``: images/s, or real-time factors).
 
     Training comes first: the VQ search caches a scratch buffer, and one made under
     inference mode cannot be written outside it.
     """
-    b, device = x.shape[0], x.device
     train = train_timings(tok, x, repeats, warmup, train_ms)
-    tok.eval()
-    with torch.inference_mode():
-        ids = tok.encode(x)
-        encode_ms = time_ms(lambda: tok.encode(x), repeats, warmup, device=device)
-        decode_ms = time_ms(lambda: tok.decode(ids, image_size=x.shape[-2:]), repeats, warmup, device=device)
-    return {"encode_img_s": 1e3 * b / encode_ms, "decode_img_s": 1e3 * b / decode_ms,
-            "train_s_per_img": train["train_step_ms"] / 1e3 / b, "peak_gb": train["peak_gb"]}
-
-
-def audio_timings(
-    tok: Tokenizer, x: torch.Tensor, repeats: int, warmup: int = 1, train_ms: float | None = None
-) -> dict[str, float]:
-    """Audio: the training step (ms, real-time factor; ``train_ms`` when timed already) and peak memory,
-    then encode and decode real-time factors (``discotok.bench.audio.codec_timings``); training first, as for images."""
-    from discotok.bench.audio import codec_timings
-
-    seconds = x.shape[0] * x.shape[-1] / tok.sample_rate
-    train = train_timings(tok, x, repeats, warmup, train_ms)
-    return {**codec_timings(tok, x, repeats, warmup), **train, "train_rtf": train["train_step_ms"] / 1e3 / seconds}
-
-
-def bench_inputs(
-    tok: Tokenizer, size: tuple[int, int] | None, batch_size: int, seconds: float
-) -> tuple[torch.Tensor, dict]:
-    """The benchmark batch and its rate figures: ``batch_size`` clips of ``seconds`` of speech for an audio
-    tokenizer, else seeded uniform random images at ``size``."""
-    if tok.modality == "audio":
-        from discotok.bench.audio import speech_clip
-
-        x = speech_clip(tok.sample_rate, tok.channels, seconds, count=batch_size)
-        return x, {"sample_rate": tok.sample_rate, "seconds": seconds, "frames_per_second": tok.frames_per_second,
-                   "bits_per_second": tok.bits_per_second()}
-    x = torch.rand(batch_size, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    return x, {"image_size": list(size), "tokens_per_image": tok.num_tokens,
-               "bits_per_image": tok.num_tokens * tok.bits_per_token}
+    return tok.modality.bench_figures(x, train | codec_ms(tok, x, repeats, warmup))
 
 
 def prepare(
@@ -174,19 +144,18 @@ def prepare(
     """The tokenizer of ``target`` on ``device``, its input batch (images, or ``batch_size`` clips of
     ``seconds``) and the row's description (no timings yet)."""
     torch.set_num_threads(threads)
-    tok, size, label = load_target(target)
+    tok, label = load_target(target)
     tok = tok.to(device)
-    row = {"target": label, "modality": tok.modality, "device": str(device), "allocator": allocator_in_effect(),
+    row = {"target": label, "modality": tok.modality.name, "device": str(device), "allocator": allocator_in_effect(),
            "threads": threads, "batch_size": batch_size, "repeats": repeats, "params_m": num_params(tok) / 1e6,
            "peak_memory": "CUDA max allocated" if str(device).startswith("cuda") else "process peak RSS"}
-    x, rates = bench_inputs(tok, size, batch_size, seconds)
+    x, rates = tok.modality.bench_input(batch_size, seconds)
     return tok, x.to(device), row | rates
 
 
 def figures(tok: Tokenizer, x: torch.Tensor, row: dict, train_ms: float | None = None) -> dict:
     """``row`` with the timings of ``tok`` on ``x`` (the training step's ``train_ms`` when timed already)."""
-    timed = audio_timings if tok.modality == "audio" else timings
-    return row | timed(tok, x, row["repeats"], train_ms=train_ms)
+    return row | timings(tok, x, row["repeats"], train_ms=train_ms)
 
 
 def measure(
@@ -213,40 +182,17 @@ def measure_in_turns(
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """Markdown tables of the rows: one for image tokenizers (images/s), one for audio ones (real-time factors)."""
-    tables = []
-    images = [r for r in rows if r.get("modality", "image") == "image"]
-    if images:
-        head = ("| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img "
-                "| train vs 1st | peak GB |")
-        lines = [head, "|" + "---|" * (head.count("|") - 1)]
-        for r in images:
-            lines.append(
-                f"| {r['target']} | {r['device']} | {r['batch_size']} | {r['image_size'][0]}x{r['image_size'][1]} "
-                f"| {r['params_m']:.2f} | {r['bits_per_image']:.0f} | {r['encode_img_s']:.1f} | {r['decode_img_s']:.1f} "
-                f"| {r['train_s_per_img']:.4f} | {r.get('train_vs_first', 1.0):.2f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
-            )
-        tables.append("\n".join(lines))
-    clips = [r for r in rows if r.get("modality") == "audio"]
-    if clips:
-        head = ("| target | device | batch x s | rate | params M | bits/s | encode RTF | decode RTF | train step ms "
-                "| train RTF | train vs 1st | peak GB |")
-        lines = [head, "|" + "---|" * (head.count("|") - 1)]
-        for r in clips:
-            lines.append(
-                f"| {r['target']} | {r['device']} | {r['batch_size']} x {r['seconds']:g} | {r['sample_rate']} "
-                f"| {r['params_m']:.2f} | {r['bits_per_second']:.0f} | {r['encode_rtf']:.4f} | {r['decode_rtf']:.4f} "
-                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r.get('train_vs_first', 1.0):.2f} "
-                f"| {r['peak_gb']:.2f} ({r['peak_memory']}) |"
-            )
-        tables.append("\n".join(lines))
-    return "\n\n".join(tables)
+    """Markdown tables of the rows, one per modality in order of appearance (images/s, real-time factors)."""
+    from discotok.registry import MODALITIES
+
+    names = dict.fromkeys(r["modality"] for r in rows)
+    return "\n\n".join(MODALITIES.get(n).bench_table([r for r in rows if r["modality"] == n]) for n in names)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench tokenizer TARGET... [--vs TARGET]... [--batch-size 8] [--repeats 5] [--device cpu]
     [--json PATH]``."""
-    from discotok.extraction.cli import device_arg
+    from discotok.commands.args import device_arg
 
     parser = argparse.ArgumentParser(prog="discotok bench tokenizer", description=__doc__.splitlines()[0])
     parser.add_argument("target", nargs="*", metavar="TARGET",

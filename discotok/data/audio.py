@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -191,3 +192,27 @@ def save_audio(path: str | os.PathLike, wave: Tensor, sample_rate: int, subtype:
     with atomic_path(path) as tmp:
         sf.write(tmp, data, int(sample_rate), format=fmt, subtype=subtype)
     return path
+
+
+def save_examples(rows: list[list[tuple[Tensor, Tensor]]], labels: list[str], folder: Path, sample_rate: int) -> Path:
+    """Example clips as wavs: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point
+    (``rows[i]``: (original, reconstruction) pairs (C, T) of point ``labels[i]``)."""
+    for i, (original, _) in enumerate(rows[0]):
+        save_audio(folder / f"{i:02d}_original.wav", original, sample_rate)
+    for label, row in zip(labels, rows, strict=True):
+        stem = re.sub(r"[^\w.-]+", "", label.replace("=", "")) or "full"
+        for i, (_, reconstruction) in enumerate(row):
+            save_audio(folder / f"{i:02d}_{stem}.wav", reconstruction, sample_rate)
+    return folder
+
+
+class AudioWriter:
+    """Writes one decoded waveform (C, T) in [-1, 1] as ``<stem>.wav`` (16-bit PCM) at ``sample_rate``, atomically."""
+
+    suffix = ".wav"
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def write(self, path: Path, item: Tensor) -> None:
+        save_audio(path, item, self.sample_rate)

@@ -138,6 +138,9 @@ def readable_audio(folder: str | Path, min_seconds: float) -> list[tuple[Path, f
     return good
 
 
+DEFAULT_SAMPLE_RATE, DEFAULT_CHANNELS = 16000, 1
+
+
 @DATAMODULES.register("audio")
 class AudioDataModule(L.LightningDataModule):
     """Random training crops and padded validation clips.
@@ -148,11 +151,17 @@ class AudioDataModule(L.LightningDataModule):
     last shard held out). ``val_source`` (a folder or shards) overrides the held-out part.
     """
 
+    @staticmethod
+    def tokenizer_fields(config: dict) -> dict:
+        """The tokenizer config fields a data config of this module implies: an audio tokenizer at its rate."""
+        return {"modality": "audio", "sample_rate": int(config.get("sample_rate", DEFAULT_SAMPLE_RATE)),
+                "channels": int(config.get("channels", DEFAULT_CHANNELS))}
+
     def __init__(
         self,
         source: str = "speech",
-        sample_rate: int = 16000,
-        channels: int = 1,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        channels: int = DEFAULT_CHANNELS,
         segment_seconds: float = 0.5,
         batch_size: int = 16,
         num_workers: int = 0,

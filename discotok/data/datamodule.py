@@ -107,6 +107,9 @@ def readable_images(folder: str | Path) -> list[Path]:
     return good
 
 
+DEFAULT_IMAGE_SIZE = (64, 64)
+
+
 @DATAMODULES.register("images")
 class ImageDataModule(L.LightningDataModule):
     """Training crops and validation images from the sample photos or a folder.
@@ -122,10 +125,15 @@ class ImageDataModule(L.LightningDataModule):
     run would have. The training length is ``trainer.max_steps``.
     """
 
+    @staticmethod
+    def tokenizer_fields(config: dict) -> dict:
+        """The tokenizer config fields a data config of this module implies: the image size."""
+        return {"image_size": [int(s) for s in config.get("image_size", DEFAULT_IMAGE_SIZE)]}
+
     def __init__(
         self,
         source: str = "sample_photos",
-        image_size: Sequence[int] = (64, 64),
+        image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
         batch_size: int = 16,
         num_workers: int = 0,
         val_samples: int = 64,

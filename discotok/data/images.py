@@ -19,6 +19,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from discotok.atomic import atomic_path
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_MAX_PIXELS = 1 << 26
@@ -185,3 +187,23 @@ def load_image_tensor(
     """Load ``path`` (or ``data`` named ``path``; at most ``max_pixels``), resize-and-centre-crop to ``size``,
     return (3, H, W) in [-1, 1]."""
     return pixels_to_tensor(load_image_pixels(path, size, data, max_pixels))
+
+
+def save_grid(rows: Sequence[Tensor], path: str | os.PathLike) -> Path:
+    """One row per tensor (N, 3, H, W) in [-1, 1] (originals first, then reconstructions), as a PNG, atomically."""
+    from torchvision.utils import make_grid, save_image
+
+    images = torch.cat([r.float().cpu() for r in rows]).add(1).div(2).clamp(0, 1)
+    with atomic_path(path) as tmp:
+        save_image(make_grid(images, nrow=rows[0].shape[0], padding=2), tmp, format="png")
+    return Path(path)
+
+
+class ImageWriter:
+    """Writes one decoded image (3, H, W) in [-1, 1] as ``<stem>.png``, atomically."""
+
+    suffix = ".png"
+
+    def write(self, path: Path, item: Tensor) -> None:
+        with atomic_path(path) as tmp:
+            tensor_to_pil(item).save(tmp, format="PNG")

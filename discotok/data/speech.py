@@ -155,3 +155,18 @@ def synthetic_clip(index: int, sample_rate: int, seconds: float = 2.5) -> Tensor
 def synthetic_clips(sample_rate: int, count: int = 48) -> list[Tensor]:
     """``count`` synthetic clips (1, T) at ``sample_rate``; the last ``HELD_OUT`` are for validation."""
     return [synthetic_clip(i, sample_rate) for i in range(count)]
+
+
+def speech_clip(sample_rate: int, channels: int, seconds: float, count: int = 1) -> torch.Tensor:
+    """(count, channels, seconds * rate): consecutive stretches of espeak-ng sentences played back to
+    back (repeated when needed), else of synthetic clips."""
+    from discotok.data.audio import load_audio, resample_clips
+
+    if espeak_binary() is not None:
+        clips = resample_clips([load_audio(p, 22050, 1)[0] for p in espeak_clips()], 22050, sample_rate)
+    else:
+        clips = synthetic_clips(sample_rate)
+    length = int(seconds * sample_rate)
+    wave = torch.cat(clips, dim=-1)
+    wave = wave.repeat(1, -(-count * length // wave.shape[-1]))[:, : count * length]
+    return wave.reshape(count, length)[:, None].expand(-1, channels, -1).contiguous()

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from discotok.nn.conv1d import Conv1d, ConvTranspose1d, ResidualUnit, length_mask
 from discotok.nn.conv1d import activation as make_activation
 from discotok.nn.sequence import SequenceModel
+from discotok.decoders.base import WaveformDecoder
+from discotok.layout import Layout
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
 
 
 def check_frames(z_q: Tensor, layout: Layout, name: str) -> None:
@@ -30,7 +31,7 @@ def check_frames(z_q: Tensor, layout: Layout, name: str) -> None:
 
 
 @DECODERS.register("audio")
-class AudioDecoder(nn.Module):
+class AudioDecoder(WaveformDecoder):
     """Frames (B, N, latent_dim) -> waveforms (B, out_channels, N * hop_length)."""
 
     def __init__(
@@ -73,7 +74,10 @@ class AudioDecoder(nn.Module):
         self.act = make_activation(activation, width)
         self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal)
 
-    def forward(self, z_q: Tensor, layout: Layout, lengths: Tensor | None = None) -> Tensor:
+    def forward(
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:
         """``lengths`` (B,) valid frames per item: frames past them never reach the valid samples."""
         check_frames(z_q, layout, "audio")
         valid = None if lengths is None else lengths.to(z_q.device).long()

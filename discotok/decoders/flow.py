@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from discotok.decoders.generative import GenerativeLoss
+from discotok.decoders.base import GenerativeDecoder, GenerativeLoss
 from discotok.decoders.titok import TiTokDecoder
 from discotok.nn.vit import PatchEmbed, grid_size, init_vit_weights
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 PREDICTIONS = ("velocity", "data")
 TIME_SAMPLING = ("logit_normal", "uniform")
@@ -57,7 +57,7 @@ class TimeEmbedding(nn.Module):
 
 
 @DECODERS.register("flow")
-class FlowDecoder(TiTokDecoder):
+class FlowDecoder(TiTokDecoder, GenerativeDecoder):
     """Rectified-flow decoder of 1-D token sequences (any prefix 1..N) to images (B, C, H, W).
 
     Args (beyond ``titok``'s): ``prediction`` (``velocity`` | ``data``), ``time_sampling``
@@ -65,8 +65,6 @@ class FlowDecoder(TiTokDecoder):
     tokens in training, for classifier-free guidance), and the sampler's defaults:
     ``timesteps`` (Euler steps), ``guidance_scale`` and ``seed``.
     """
-
-    generative = True
 
     def __init__(
         self,
@@ -96,7 +94,6 @@ class FlowDecoder(TiTokDecoder):
             raise ValueError(f"flow time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
         if not 0.0 <= condition_dropout < 1.0:
             raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
-        self.out_channels = out_channels
         self.prediction = prediction
         self.time_sampling = time_sampling
         self.condition_dropout = condition_dropout
@@ -184,7 +181,8 @@ class FlowDecoder(TiTokDecoder):
         z_q: Tensor,
         layout: Layout,
         keep: Tensor | None = None,
-        image_size: Sequence[int] | None = None,
+        size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
@@ -197,7 +195,7 @@ class FlowDecoder(TiTokDecoder):
         steps = self.timesteps if timesteps is None else check_timesteps(timesteps)
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
-        height, width = image_size if image_size is not None else self.image_size
+        height, width = size if size is not None else self.image_size
         grid = grid_size((height, width), self.patch_size)
         b = z_q.shape[0]
         cond = self.condition(z_q, layout, keep)

@@ -8,12 +8,13 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.nn.conv import Upsample, group_norm, stage
+from discotok.decoders.base import Decoder
+from discotok.layout import Layout
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
 
 
 @DECODERS.register("grid")
-class GridDecoder(nn.Module):
+class GridDecoder(Decoder):
     """Residual stages with nearest-neighbour upsampling; widths mirror the encoder's."""
 
     def __init__(
@@ -26,6 +27,7 @@ class GridDecoder(nn.Module):
     ) -> None:
         super().__init__()
         widths = [channels * m for m in reversed(channel_mult)]
+        self.out_channels = out_channels
         self.upsample_factor = 2 ** (len(widths) - 1)
         width = widths[0]
         layers: list[nn.Module] = [nn.Conv2d(latent_dim, width, 3, padding=1), stage(width, width, 1)]
@@ -42,8 +44,11 @@ class GridDecoder(nn.Module):
         """The weight of the output convolution (VQGAN's adaptive adversarial weight measures gradients there)."""
         return self.net[-1].weight
 
-    def forward(self, z_q: Tensor, layout: Layout) -> Tensor:
-        """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, H, W)."""
+    def forward(
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, H, W) (the grid fixes the size)."""
         if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
             raise ValueError(f"grid decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
         h, w = layout.shape

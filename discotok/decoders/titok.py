@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discotok.decoders.base import Decoder
 from discotok.nn.vit import GridPosEmbed, PatchHead, Transformer, grid_size, init_vit_weights
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 
 @DECODERS.register("titok")
-class TiTokDecoder(nn.Module):
+class TiTokDecoder(Decoder):
     """Quantized latents (B, k, D), k <= N, -> images (B, C, H, W).
 
     The latents are projected to ``width``; positions k..N-1, and positions at or past
@@ -24,6 +25,8 @@ class TiTokDecoder(nn.Module):
     tanh) maps the grid back to pixels. The output size is ``image_size`` (the base of the
     patch positions) unless ``forward`` gets another.
     """
+
+    masks_tokens = True
 
     def __init__(
         self,
@@ -40,6 +43,7 @@ class TiTokDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
+        self.out_channels = out_channels
         self.patch_size = patch_size
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.embed = nn.Linear(latent_dim, width)
@@ -70,8 +74,12 @@ class TiTokDecoder(nn.Module):
         """The weight of the linear patch head (VQGAN's adaptive adversarial weight measures gradients there)."""
         return self.head.proj.weight
 
+    def alignment_layer(self) -> str:
+        return f"transformer.blocks.{(len(self.transformer.blocks) - 1) // 2}"
+
     def forward(
-        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, image_size: Sequence[int] | None = None
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
     ) -> Tensor:
         """Decode a prefix (B, k, D), 1 <= k <= N, of a sequence layout to (B, C, H, W)."""
         k = z_q.shape[1]
@@ -79,7 +87,7 @@ class TiTokDecoder(nn.Module):
             raise ValueError(
                 f"titok decoder needs a sequence layout and 1..{self.num_tokens} tokens, got {k} tokens on {layout}"
             )
-        grid = grid_size(image_size if image_size is not None else self.image_size, self.patch_size)
+        grid = grid_size(size if size is not None else self.image_size, self.patch_size)
         patches = (self.patch_token + self.pos_embed(grid)).expand(z_q.shape[0], -1, -1)
         h = self.transformer(torch.cat([patches.to(z_q.dtype), self.latents(z_q, keep)], dim=1))
         return self.head(h[:, : patches.shape[1]], grid)

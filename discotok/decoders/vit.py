@@ -6,13 +6,14 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from discotok.decoders.base import Decoder
 from discotok.nn.vit import GridPosEmbed, PatchHead, Transformer, grid_size, init_vit_weights
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 
 @DECODERS.register("vit")
-class ViTDecoder(nn.Module):
+class ViTDecoder(Decoder):
     """Tokens (B, h*w, latent_dim) -> width, positions, transformer, linear patch head -> (B, C, hp, wp)."""
 
     def __init__(
@@ -27,6 +28,7 @@ class ViTDecoder(nn.Module):
         out_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.out_channels = out_channels
         self.patch_size = patch_size
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.embed = nn.Linear(latent_dim, width)
@@ -40,8 +42,14 @@ class ViTDecoder(nn.Module):
         """The weight of the linear patch head (VQGAN's adaptive adversarial weight measures gradients there)."""
         return self.head.proj.weight
 
-    def forward(self, z_q: Tensor, layout: Layout) -> Tensor:
-        """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, h*p, w*p)."""
+    def alignment_layer(self) -> str:
+        return f"transformer.blocks.{(len(self.transformer.blocks) - 1) // 2}"
+
+    def forward(
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, h*p, w*p) (the grid fixes the size)."""
         if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
             raise ValueError(f"vit decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
         h = self.transformer(self.embed(z_q) + self.pos_embed(layout.shape))

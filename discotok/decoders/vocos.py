@@ -10,14 +10,17 @@ frames; the overlap-add still spans ``n_fft / 2`` samples around an item's end, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.decoders.audio import check_frames
+from discotok.decoders.base import WaveformDecoder
 from discotok.nn.conv1d import apply_mask, length_mask
 from discotok.registry import DECODERS
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 
 class ConvNeXtBlock(nn.Module):
@@ -36,7 +39,7 @@ class ConvNeXtBlock(nn.Module):
 
 
 @DECODERS.register("vocos")
-class VocosDecoder(nn.Module):
+class VocosDecoder(WaveformDecoder):
     """Frames (B, N, latent_dim) -> waveforms (B, out_channels, N * hop_length) through an iSTFT."""
 
     def __init__(
@@ -67,7 +70,10 @@ class VocosDecoder(nn.Module):
         self.head = nn.Linear(width, out_channels * 2 * self.bins)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    def forward(self, z_q: Tensor, layout: Layout, lengths: Tensor | None = None) -> Tensor:
+    def forward(
+        self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:
         """``lengths`` (B,) valid frames per item mask the trunk's padded frames."""
         check_frames(z_q, layout, "vocos")
         mask = length_mask(None if lengths is None else lengths.to(z_q.device).long(), z_q.shape[1])

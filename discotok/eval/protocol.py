@@ -25,7 +25,7 @@ from discotok.metrics.fid import FEATURE_DIM, INCEPTION_FILE, FeatureStats, defa
 from discotok.metrics.fid import load_inception, weights_sha256
 
 if TYPE_CHECKING:
-    from discotok.eval.run import EvalOptions
+    from discotok.eval.options import EvalOptions
 
 
 def default_cache_dir() -> Path:

@@ -7,17 +7,13 @@ Plots use matplotlib's object API (``Figure``), never pyplot, so no GUI backend 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
 from matplotlib.figure import Figure
-from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from discotok.atomic import atomic_path
-from discotok.data.audio import save_audio
 
 COLUMNS = (
     ("tokenizer", "tokenizer", "{}"), ("codec", "codec", "{}"), ("label", "point", "{}"),
@@ -38,33 +34,17 @@ COLUMNS = (
 )
 QUALITY = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("rfid", "rFID"), ("pfid", "pFID"))
 # The rate axis and the quality panels of the rate-distortion plot, per modality.
-RATE_DISTORTION = {
-    "image": ("bits_per_pixel", "bits per pixel", (("psnr", "PSNR (dB)"), ("lpips", "LPIPS"))),
-    "audio": ("bits_per_second", "bits per second", (("si_snr", "SI-SNR (dB)"), ("mel_distance", "mel distance"),
-                                                     ("stft_distance", "STFT distance"), ("pesq", "PESQ"),
-                                                     ("stoi", "STOI"))),
-}
-
-
 def _save(fig: Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def save_grid(rows: list[Tensor], path: Path) -> Path:
-    """One row per tensor (N, 3, H, W) in [-1, 1] (originals first, then reconstructions), as a PNG."""
-    images = torch.cat([r.float().cpu() for r in rows]).add(1).div(2).clamp(0, 1)
-    with atomic_path(path) as tmp:
-        save_image(make_grid(images, nrow=rows[0].shape[0], padding=2), tmp, format="png")
-    return path
-
-
-def plot_rate_distortion(results: list[dict], path: Path, baselines: Sequence[dict] = ()) -> Path:
+def plot_rate_distortion(results: list[dict], path: Path, rate_axes: Any, baselines: Sequence[dict] = ()) -> Path:
     """Quality against bit rate, one line per tokenizer: PSNR (and LPIPS, when measured) against bits
     per pixel for images; SI-SNR, mel and STFT distances (PESQ, STOI) against bits per second for audio.
     Classical codec rows (``baselines``, payload rate without the header) are dashed, one line per codec."""
-    rate, rate_label, quality = RATE_DISTORTION["audio" if "bits_per_second" in results[0] else "image"]
-    panels = [(k, t) for k, t in quality if any(k in r for r in results)]
+    rate, rate_label = rate_axes.rate, rate_axes.label
+    panels = [(k, t) for k, t in rate_axes.panels if any(k in r for r in results)]
     fig = Figure(figsize=(5.2 * len(panels), 4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
@@ -84,18 +64,6 @@ def plot_rate_distortion(results: list[dict], path: Path, baselines: Sequence[di
     fig.suptitle("rate-distortion")
     _save(fig, path)
     return path
-
-
-def save_examples(rows: list[list[tuple[Tensor, Tensor]]], labels: list[str], folder: Path, sample_rate: int) -> Path:
-    """Example clips as wavs: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point
-    (``rows[i]``: (original, reconstruction) pairs (C, T) of point ``labels[i]``)."""
-    for i, (original, _) in enumerate(rows[0]):
-        save_audio(folder / f"{i:02d}_original.wav", original, sample_rate)
-    for label, row in zip(labels, rows, strict=True):
-        stem = re.sub(r"[^\w.-]+", "", label.replace("=", "")) or "full"
-        for i, (_, reconstruction) in enumerate(row):
-            save_audio(folder / f"{i:02d}_{stem}.wav", reconstruction, sample_rate)
-    return folder
 
 
 def plot_quality_vs_k(name: str, results: list[dict], path: Path) -> Path:

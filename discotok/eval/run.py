@@ -29,14 +29,13 @@ audio), scored with the same metric pieces, in the report's ``baselines`` sectio
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +44,11 @@ from torch import Tensor
 from tqdm import tqdm
 
 from discotok.atomic import atomic_path
-from discotok.eval.baselines import audio_baselines, image_baselines
-from discotok.eval.metrics import (
-    CodebookMetric,
-    EvalBatch,
-    FrechetMetric,
-    Metric,
-    ResidualMetric,
-    audio_metrics,
-    image_metrics,
-)
+from discotok.eval.metrics import CodebookMetric, EvalBatch, FrechetMetric, Metric, ResidualMetric
+from discotok.eval.options import EvalOptions
 from discotok.eval.precision import Fp32Comparison
-from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, save_examples, save_grid, write_markdown
-from discotok.eval.protocol import EvalSet, audio_protocol, image_protocol
+from discotok.eval.protocol import EvalSet
+from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, write_markdown
 from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import open_source
 from discotok.ladder import powers_of_two
@@ -70,47 +61,18 @@ REPORT_FORMAT = "discotok.eval"
 STANDARD_FID_IMAGES = 50_000
 
 
-@dataclass
-class EvalOptions:
-    """Settings of one evaluation (see ``evaluate``)."""
-
-    image_size: int | Sequence[int] | None = None
-    max_seconds: float | None = None
-    num_images: int | None = None
-    batch_size: int = 16
-    fid: bool = True
-    fid_weights: str | None = None
-    lpips_weights: str | None = None
-    num_tokens: Sequence[int] | None = None
-    depths: Sequence[int] | None = None
-    pfid_alpha: float | None = None
-    pfid_delta: int | None = None
-    pesq_stoi: bool = False
-    precision: str = "fp32"
-    seed: int = 0
-    cache_dir: str | None = None
-    device: str = "cpu"
-    workers: int = 0
-    progress: bool = True
-    grid_images: int = 8
-    baselines: bool = True
-
-
 def operating_points(tok: Tokenizer, options: EvalOptions) -> list[dict[str, int]]:
-    """Encode options to evaluate: every k of ``num_tokens`` (default for ``flexible``: 1, 2, 4, ..., N),
-    every depth of ``depths`` (residual quantizers; default for audio: 1, 2, 4, ..., depth), else
-    the tokenizer as it is."""
-    layout = tok.default_layout() if tok.modality == "image" else None
-    if options.num_tokens and tok.modality == "audio":
-        raise ValueError("--num-tokens selects prefixes of 1-D image tokenizers; audio has one token position per hop")
-    if layout is not None and layout.kind == "sequence" and (options.num_tokens or tok.config["encoder"]["name"] == "flexible"):
-        n = layout.num_tokens
+    """Encode options to evaluate: every k of ``num_tokens`` (1-D tokenizers; default for nested-dropout encoders such as
+    ``flexible``: 1, 2, 4, ..., N), every depth of ``depths`` (residual quantizers; default for modalities with a
+    ``depth_ladder``, audio: 1, 2, 4, ..., depth), else the tokenizer as it is."""
+    n = tok.encoder.sequence_length
+    if n is not None and (options.num_tokens or tok.encoder.draws_prefix):
         ks = options.num_tokens or powers_of_two(n)
         bad = [k for k in ks if not 1 <= k <= n]
         if bad:
             raise ValueError(f"--num-tokens {bad} outside 1..{n} for this tokenizer")
         return [{"num_tokens": int(k)} for k in ks]
-    if tok.quantizer.depth is not None and (options.depths or tok.modality == "audio"):
+    if tok.quantizer.depth is not None and (options.depths or tok.modality.depth_ladder):
         depths = options.depths or powers_of_two(tok.quantizer.depth)
         bad = [d for d in depths if not 1 <= d <= tok.quantizer.depth]
         if bad:
@@ -136,32 +98,9 @@ def _label(point: dict) -> str:
     return ", ".join(f"{'k' if k == 'num_tokens' else k}={v}" for k, v in point.items()) or "full"
 
 
-def reconstruct(
-    tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, image_size, precision: str = "fp32"
-) -> Tensor:
-    """Decode ``ids`` like ``x``: images at ``image_size``, waveforms masked past each length and cut to T."""
-    if tok.modality == "audio":
-        return tok.decode(ids, layout, lengths=extra.get("lengths"), precision=precision)[..., : x.shape[-1]]
-    return tok.decode(ids, layout, image_size=image_size, precision=precision)
-
-
-def _rate_figures(tok: Tokenizer, shape: tuple[int, ...], image_size) -> dict[str, Any]:
-    """Tokens and bit rates of ids of ``shape`` (N[, depth]): per image and pixel, or per second of audio."""
-    depth = shape[-1] if len(shape) == 2 else None
-    if tok.modality == "audio":
-        return {"frames_per_second": tok.frames_per_second, "depth": depth, "bits_per_second": tok.bits_per_second(depth)}
-    bits = shape[0] * math.log2(tok.codebook_size) * (depth or 1)
-    return {"tokens_per_image": shape[0], "depth": depth, "bits_per_image": bits,
-            "bits_per_pixel": bits / (image_size[0] * image_size[1])}
-
-
-def _timing_figures(tok: Tokenizer, items: int, samples: int, enc_s: float, dec_s: float) -> dict[str, float]:
-    """Encode and decode speed: per image, or as real-time factors (compute seconds per second of audio)."""
-    if tok.modality == "audio":
-        seconds = samples / tok.sample_rate
-        return {"seconds": seconds, "encode_rtf": enc_s / seconds, "decode_rtf": dec_s / seconds}
-    return {"encode_ms_per_image": 1e3 * enc_s / items, "decode_ms_per_image": 1e3 * dec_s / items,
-            "encode_images_per_s": items / enc_s, "decode_images_per_s": items / dec_s}
+def reconstruct(tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, precision: str = "fp32") -> Tensor:
+    """Decode ``ids`` like ``x``: at its size (images) or cut to its samples and masked past each length (audio)."""
+    return tok.decode(ids, layout, size=x.shape[2:], lengths=extra.get("lengths"), precision=precision)
 
 
 def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Metric], options: EvalOptions,
@@ -172,44 +111,43 @@ def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Met
     device = next(tok.parameters()).device
     precision = resolve_precision(options.precision, device)
     comparison = Fp32Comparison(metrics[0]) if precision != "fp32" else None
-    size = getattr(data.reader, "size", None)
     generator = torch.Generator().manual_seed(options.seed)
     enc_s = dec_s = 0.0
-    items, samples, shape, examples = 0, 0, None, []
+    items, samples, shape, size, examples = 0, 0, None, None, []
     with torch.inference_mode():
         for x, extra in data.batches():
             (ids, layout), t = _timed(
                 lambda: tok.encode(x.to(device), return_layout=True, precision=precision, **extra, **point), device)
             enc_s += t
-            x_hat, t = _timed(lambda: reconstruct(tok, ids, layout, x, extra, size, precision), device)
+            x_hat, t = _timed(lambda: reconstruct(tok, ids, layout, x, extra, precision), device)
             dec_s += t
             lengths = extra.get("lengths")
-            frames = None if lengths is None else tok.num_frames(lengths)
+            frames = tok.modality.valid_frames(lengths)
             latents = tok.encode_latents(x.to(device), **extra) if "depth" in point else None  # untimed
             batch = EvalBatch(x, x_hat.float().cpu(), ids.cpu(), lengths, frames, latents)
             for metric in metrics:
                 metric.update(batch)
             if comparison is not None:
                 ref_ids = tok.encode(x.to(device), **extra, **point)
-                ref_x_hat = reconstruct(tok, ref_ids, layout, x, extra, size, "fp32")
+                ref_x_hat = reconstruct(tok, ref_ids, layout, x, extra, "fp32")
                 comparison.update(batch, EvalBatch(x, ref_x_hat.float().cpu(), ref_ids.cpu(), lengths, frames))
             if pfid is not None:
                 noisy = perturb_ids(tok.quantizer, ids, options.pfid_alpha, options.pfid_delta, generator)
-                pfid.update(EvalBatch(x, tok.decode(noisy, layout, image_size=size).float().cpu(), noisy.cpu()))
+                pfid.update(EvalBatch(x, reconstruct(tok, noisy, layout, x, extra).float().cpu(), noisy.cpu()))
             cut = [x.shape[-1]] * x.shape[0] if lengths is None else lengths.tolist()
             examples += [(a[..., :n], b[..., :n]) for a, b, n in zip(x, batch.x_hat, cut)][: options.grid_images - len(examples)]
             items += x.shape[0]
             samples += sum(cut)
-            shape = tuple(ids.shape[1:])
+            shape, size = tuple(ids.shape[1:]), tuple(x.shape[2:])
     if items == 0:
-        raise ValueError(f"none of the evaluation {'clips' if tok.modality == 'audio' else 'images'} could be read")
+        raise ValueError(f"none of the evaluation {tok.modality.items_noun} could be read")
     figures: dict[str, Any] = {"point": point, "label": _label(point), "precision": precision,
-                               **_rate_figures(tok, shape, size)}
+                               **tok.modality.rate_figures(shape, size)}
     for metric in [*metrics, *([pfid] if pfid else [])]:
         figures.update(metric.compute())
     if comparison is not None:
         figures.update(comparison.compute(figures))
-    figures.update(_timing_figures(tok, items, samples, enc_s, dec_s))
+    figures.update(tok.modality.timing_figures(items, samples, enc_s, dec_s))
     return figures, examples
 
 
@@ -223,16 +161,12 @@ def _names(paths: list[str | None]) -> list[str]:
 
 
 def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict) -> tuple[list[Metric], FrechetMetric | None]:
-    """The metric pieces of one operating point, and pFID's (images, when asked for); the first piece is the
-    headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32; a point at a residual depth also
-    reports the share of the residual each level removes."""
+    """The metric pieces of one operating point (the modality's, then codebook use), and pFID's (images, when
+    asked for); the first piece is the headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32;
+    a point at a residual depth also reports the share of the residual each level removes."""
+    quality, pfid = tok.modality.eval_metrics(opts, nets)
     levels: list[Metric] = [ResidualMetric(tok.quantizer)] if "depth" in point else []
-    if tok.modality == "audio":
-        return [*audio_metrics(tok.sample_rate, opts.pesq_stoi), CodebookMetric(tok.codebook_size), *levels], None
-    metrics: list[Metric] = [*image_metrics(nets["lpips"]), CodebookMetric(tok.codebook_size), *levels]
-    metrics += [FrechetMetric(nets["fid"], nets["reference"])] if nets["fid"] else []
-    pfid = FrechetMetric(nets["fid"], nets["reference"], "pfid") if opts.pfid_alpha is not None else None
-    return metrics, pfid
+    return [*quality, CodebookMetric(tok.codebook_size), *levels], pfid
 
 
 def headline_metric(tok: Tokenizer) -> Metric:
@@ -241,12 +175,11 @@ def headline_metric(tok: Tokenizer) -> Metric:
 
 
 def _check_comparable(toks: list[Tokenizer]) -> None:
-    """One modality per evaluation; audio tokenizers of one sample rate and channel count."""
-    if len({t.modality for t in toks}) > 1:
-        raise ValueError("evaluate image and audio tokenizers separately (one data set, one protocol)")
-    formats = {(t.sample_rate, t.channels) for t in toks}
-    if toks[0].modality == "audio" and len(formats) > 1:
-        raise ValueError(f"audio tokenizers evaluated together must share sample rate and channels, got {sorted(formats)}")
+    """One modality per evaluation, and what it needs shared (audio: sample rate and channels)."""
+    signatures = sorted({t.modality.signature() for t in toks})
+    if len(signatures) > 1:
+        raise ValueError(f"tokenizers evaluated together must share one modality and input format, got {signatures} "
+                         "(evaluate them separately: one data set, one protocol)")
 
 
 def evaluate(
@@ -268,15 +201,14 @@ def evaluate(
     if not toks:
         raise ValueError("give at least one tokenizer")
     _check_comparable(toks)
+    if opts.num_tokens and all(t.encoder.sequence_length is None for t in toks):
+        raise ValueError("--num-tokens selects prefixes of 1-D tokenizers; none of these has a prefix of tokens")
     names = _names(paths)
+    modality = toks[0].modality
     reader = make_reader(toks[0], opts.image_size, opts.max_seconds)
-    audio = reader.modality == "audio"
-    data_set = EvalSet(open_source(data, modality=reader.modality), reader, opts.batch_size, opts.workers, opts.num_images)
-    if audio:
-        protocol, nets, baselines = audio_protocol(reader, data_set, opts), {}, audio_baselines
-    else:
-        protocol, nets = image_protocol(reader, data_set, opts, device)
-        baselines = image_baselines
+    source = open_source(data, extensions=reader.tar_extensions, member=reader.tar_member)
+    data_set = EvalSet(source, reader, opts.batch_size, opts.workers, opts.num_images)
+    protocol, nets = modality.eval_protocol(reader, data_set, opts, device)
     warns: list[str] = []
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,16 +226,9 @@ def evaluate(
                 rows.append(examples)
                 labels.append(figures["label"])
                 bar.update(1)
-            if audio:
-                files[f"examples_{name}"] = save_examples(rows, labels, out / f"examples_{name}", tok.sample_rate).name
-            else:
-                originals = torch.stack([x for x, _ in rows[0]])
-                save_grid([originals] + [torch.stack([r for _, r in grid]) for grid in rows],
-                          out / f"reconstructions_{name}.png")
-    if audio:
-        protocol |= {"num_clips": data_set.num_used, **reader.summarize(data_set.infos)}
-    else:
-        protocol["num_images"] = data_set.num_used
+            key, file = tok.modality.save_eval_examples(rows, labels, out, name)
+            files[key] = file
+    protocol |= {f"num_{modality.items_noun}": data_set.num_used, **reader.summarize(data_set.infos)}
     if nets.get("fid") is not None and data_set.num_used < FEATURE_DIM:
         warns.append(
             f"rFID over {data_set.num_used} images: fewer than the {FEATURE_DIM} feature dimensions, so the covariance is "
@@ -326,8 +251,9 @@ def evaluate(
         "files": files,
     }
     if opts.baselines:
-        report["baselines"] = baselines(data_set, results, opts, nets)
-    plot_rate_distortion(results, out / "rate_distortion.png", report.get("baselines", {}).get("results", []))
+        report["baselines"] = modality.eval_baselines(data_set, results, opts, nets)
+    plot_rate_distortion(results, out / "rate_distortion.png", modality.rate_axes,
+                         report.get("baselines", {}).get("results", []))
     for name in names:
         mine = [r for r in results if r["tokenizer"] == name]
         if len(mine) > 1 and "num_tokens" in mine[0]["point"]:

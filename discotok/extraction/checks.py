@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from discotok.io import PAD_ID, ExtractError, LoadedIds, frames_from_padding
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
+from discotok.tokenizers.config import DEFAULT_MODALITY
 from discotok.tokenizers.tokenizer import Tokenizer
 
 Fail = Callable[[str], ExtractError]
@@ -43,9 +44,10 @@ def _check_codes(tokenizer: Tokenizer, ids: Tensor, fail: Fail) -> None:
 
 def _check_modality(tokenizer: Tokenizer, manifest: dict | None, fail: Fail) -> None:
     """The manifest's modality (version 1 and image manifests before audio: ``image``) against the tokenizer's."""
-    modality = tokenizer.modality if manifest is None else manifest.get("modality", "image")
-    if modality != tokenizer.modality:
-        raise fail(f"ids were made by an {modality} tokenizer; this is an {tokenizer.modality} tokenizer")
+    mine = tokenizer.modality.name
+    theirs = mine if manifest is None else manifest.get("modality", DEFAULT_MODALITY)
+    if theirs != mine:
+        raise fail(f"ids were made by an {theirs} tokenizer; this is an {mine} tokenizer")
 
 
 def _check_manifest(tokenizer: Tokenizer, ids: Tensor, manifest: dict, fail: Fail) -> None:
@@ -76,7 +78,7 @@ def check_ids_array(
     _check_codes(tokenizer, ids, fail)
     if manifest is None:
         try:
-            layout = tokenizer.default_layout(ids.shape[1])
+            layout = tokenizer.modality.default_layout(ids.shape[1])
         except ValueError as err:
             raise fail(str(err)) from None
     else:
@@ -111,9 +113,9 @@ def check_frame_ids(
         raise fail(f"ids must have shape (num_items, frames[, depth]) with at least one frame, got {tuple(ids.shape)}")
     if manifest is not None:
         _check_manifest(tokenizer, ids, manifest, fail)
-        for key in ("sample_rate", "channels", "hop_length"):
-            if key in manifest and manifest[key] != getattr(tokenizer, key):
-                raise fail(f"ids were made with {key} {manifest[key]}, this tokenizer has {getattr(tokenizer, key)}")
+        for key, value in tokenizer.modality.format_fields().items():
+            if key in manifest and manifest[key] != value:
+                raise fail(f"ids were made with {key} {manifest[key]}, this tokenizer has {value}")
         if len(manifest["items"]) != ids.shape[0]:
             raise fail(f"the manifest lists {len(manifest['items'])} items for {ids.shape[0]} rows of ids")
     frames = loaded.frames
@@ -132,11 +134,11 @@ def check_frame_ids(
     samples = loaded.samples
     if samples is not None:
         samples = torch.from_numpy(samples)
-        expected = tokenizer.num_frames(samples)
+        expected = tokenizer.modality.valid_frames(samples)
         if not torch.equal(expected, frames):
             row = int((expected != frames).nonzero()[0])
             raise fail(
                 f"row {row} has {int(frames[row])} frames of ids but {int(samples[row])} samples, which are "
-                f"{int(expected[row])} frames at this tokenizer's hop length {tokenizer.hop_length}"
+                f"{int(expected[row])} frames at this tokenizer's hop length {tokenizer.modality.hop_length}"
             )
     return ids, frames, samples

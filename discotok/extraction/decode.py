@@ -24,9 +24,6 @@ from torch import Tensor
 from tqdm import tqdm
 
 from discotok.atomic import atomic_path
-from discotok.data.audio import save_audio
-from discotok.data.images import tensor_to_pil
-from discotok.extraction.checks import check_frame_ids, check_ids_array
 from discotok.extraction.encode import tokenizer_fingerprint
 from discotok.extraction.lock import claim_output
 from discotok.io import ExtractError, LoadedIds, load_ids
@@ -34,29 +31,6 @@ from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
 DECODE_RECORD = ".discotok-decode.json"
-BatchDecoder = Callable[[int], list[Tensor]]
-
-
-class ImageWriter:
-    """Writes one decoded image (3, H, W) in [-1, 1] as ``<stem>.png``, atomically."""
-
-    suffix = ".png"
-
-    def write(self, path: Path, item: Tensor) -> None:
-        with atomic_path(path) as tmp:
-            tensor_to_pil(item).save(tmp, format="PNG")
-
-
-class AudioWriter:
-    """Writes one decoded waveform (C, T) in [-1, 1] as ``<stem>.wav`` (16-bit PCM) at ``sample_rate``, atomically."""
-
-    suffix = ".wav"
-
-    def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-
-    def write(self, path: Path, item: Tensor) -> None:
-        save_audio(path, item, self.sample_rate)
 
 
 def output_names(manifest: dict | None, num_rows: int, suffix: str) -> list[str]:
@@ -73,34 +47,6 @@ def batch_sampler(sampler: dict, index: int) -> dict:
     """The sampler arguments of batch ``index``: its seed is ``seed + index`` (the tokenizer refuses them
     for deterministic decoders)."""
     return {**sampler, "seed": sampler["seed"] + index} if sampler.get("seed") is not None else sampler
-
-
-def _image_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
-    """Checks every id, then returns the decoder of batch i (rows i * batch_size onwards) to images."""
-    ids, layout = check_ids_array(tokenizer, *loaded)
-    image_size = (loaded.manifest or {}).get("image_size")  # 1-D decoders: the size the images were encoded at
-
-    def decode_batch(i: int) -> list[Tensor]:
-        start = i * batch_size
-        return list(tokenizer.decode(ids[start : start + batch_size], layout, image_size=image_size,
-                                     **batch_sampler(sampler, i)))
-
-    return decode_batch
-
-
-def _audio_decoder(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict) -> BatchDecoder:
-    """Checks every id, then returns the decoder of batch i to waveforms, each cut to its samples (else frames x hop)."""
-    ids, frames, samples = check_frame_ids(tokenizer, loaded)
-    lengths = frames * tokenizer.hop_length if samples is None else samples
-
-    def decode_batch(i: int) -> list[Tensor]:
-        start = i * batch_size
-        stop = min(start + batch_size, ids.shape[0])
-        width = int(frames[start:stop].max())
-        waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
-        return [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
-
-    return decode_batch
 
 
 def decode_run_id(tokenizer: Tokenizer, loaded: LoadedIds, batch_size: int, sampler: dict, names: list[str]) -> str:
@@ -149,10 +95,9 @@ def decode_ids(
     except ValueError as err:
         raise ExtractError(f"--precision: {err}") from err
     loaded = load_ids(ids_path_or_dir)
-    audio = tokenizer.modality == "audio"
-    writer = AudioWriter(tokenizer.sample_rate) if audio else ImageWriter()
+    writer = tokenizer.modality.writer()
     sampler = {**(sampler or {}), "precision": precision}  # batch_sampler passes every key on to decode
-    decode_batch = (_audio_decoder if audio else _image_decoder)(tokenizer, loaded, batch_size, sampler)
+    decode_batch = tokenizer.modality.batch_decoder(tokenizer, loaded, batch_size, sampler)
     num_rows = loaded.ids.shape[0]
     output_dir = Path(output_dir)
     names = output_names(loaded.manifest, num_rows, writer.suffix)

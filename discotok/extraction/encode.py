@@ -25,8 +25,6 @@ from discotok.extraction.lock import claim_output
 from discotok.extraction.shards import ShardBatches, ShardPlan, ShardWriter, is_own_output, merge_manifest
 from discotok.extraction.sources import (
     DEFAULT_MAX_DURATION,
-    AudioReader,
-    ImageReader,
     ItemDataset,
     Reader,
     collate_items,
@@ -85,35 +83,11 @@ def make_reader(
     max_duration: float | None = DEFAULT_MAX_DURATION,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Reader:
-    """The input reader of the tokenizer's modality: images resized and cropped to ``image_size``
-    (default: the tokenizer's), at most ``max_pixels`` pixels each before resizing; or waveforms at
-    the tokenizer's rate and channels, at least one hop long, the first ``max_seconds`` of each
-    file (default: all of it), files longer than ``max_duration`` seconds refused (None: no limit)."""
-    if tokenizer.modality == "audio":
-        if image_size is not None:
-            raise ExtractError("image_size (--image-size) applies to image tokenizers; this one is an audio tokenizer")
-        if max_seconds is not None and max_seconds <= 0:
-            raise ExtractError(f"max_seconds (--max-seconds) must be positive, got {max_seconds}")
-        return AudioReader(tokenizer.sample_rate, tokenizer.channels, min_samples=tokenizer.hop_length,
-                           max_seconds=max_seconds, max_duration=max_duration)
-    if max_seconds is not None:
-        raise ExtractError("max_seconds (--max-seconds) applies to audio tokenizers; this one is an image tokenizer")
-    size = tokenizer.image_size if image_size is None else image_size
-    if size is None:
-        raise ExtractError("the tokenizer has no image_size in its config; pass image_size (H, W)")
-    size = (size,) if isinstance(size, int) else tuple(int(s) for s in size)
-    size = size * 2 if len(size) == 1 else size
-    if len(size) != 2 or min(size) < 1:
-        raise ExtractError(f"image_size must be one or two positive ints (H [W]), got {image_size!r}")
-    return ImageReader(size, max_pixels)
-
-
-def modality_header(tokenizer: Tokenizer, options: dict) -> dict:
-    """What the manifest records about an audio tokenizer's token rate (nothing for images)."""
-    if tokenizer.modality != "audio":
-        return {}
-    return {"hop_length": tokenizer.hop_length, "frames_per_second": tokenizer.frames_per_second,
-            "bits_per_second": tokenizer.bits_per_second(options.get("depth"))}
+    """The input reader of the tokenizer's modality (``Modality.reader``): images resized and cropped to
+    ``image_size`` (default: the tokenizer's), at most ``max_pixels`` pixels each before resizing; or
+    waveforms at the tokenizer's rate and channels, at least one hop long, the first ``max_seconds`` of
+    each file (default: all of it), files longer than ``max_duration`` seconds refused (None: no limit)."""
+    return tokenizer.modality.reader(image_size, max_seconds, max_duration, max_pixels)
 
 
 def encode_options(
@@ -139,14 +113,12 @@ def encode_options(
                                else f"--depth must be >= 1, got {depth}")
         options["depth"] = int(depth)
     if num_tokens is not None:
-        if tokenizer.modality == "audio":
-            raise ExtractError("--num-tokens selects a prefix of a 1-D image tokenizer; audio ids have one token "
-                               "position per hop (use --max-seconds to encode the first seconds only)")
-        layout = tokenizer.default_layout()
-        if layout.kind != "sequence":
-            raise ExtractError(f"--num-tokens selects a prefix of a 1-D tokenizer; this one lays tokens out as {layout}")
-        if not 1 <= num_tokens <= layout.num_tokens:
-            raise ExtractError(f"--num-tokens must lie in 1..{layout.num_tokens}, got {num_tokens}")
+        n = tokenizer.encoder.sequence_length
+        if n is None:
+            raise ExtractError(f"--num-tokens selects a prefix of a 1-D tokenizer; encoder "
+                               f"{tokenizer.config['encoder']['name']!r} has no prefix of tokens")
+        if not 1 <= num_tokens <= n:
+            raise ExtractError(f"--num-tokens must lie in 1..{n}, got {num_tokens}")
         options["num_tokens"] = int(num_tokens)
     return options
 
@@ -233,7 +205,8 @@ def extract(
     options = encode_options(tokenizer, num_tokens, depth, precision)
     output_dir = Path(output_dir)
     own = [p for p in output_dir.iterdir() if is_own_output(p)] if output_dir.is_dir() else []
-    src = open_source(source, recursive=recursive, exclude=own, modality=reader.modality)
+    src = open_source(source, recursive=recursive, exclude=own, extensions=reader.tar_extensions,
+                      member=reader.tar_member)
     described = reader.describe()
     run = {"tokenizer": tokenizer_fingerprint(tokenizer), "reader": described, "options": options,
            "format": format, "shard_size": shard_size}
@@ -254,8 +227,8 @@ def extract(
         manifest = None
         if rank == 0:
             header = {
-                "modality": reader.modality, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
-                "codebook_size": int(tokenizer.codebook_size), **described, **modality_header(tokenizer, options),
+                "modality": tokenizer.modality.name, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
+                "codebook_size": int(tokenizer.codebook_size), **described, **tokenizer.modality.manifest_header(options),
                 "encode_options": options, "source": src.description,
             }
             manifest = merge_manifest(plan, header, reader.summarize)

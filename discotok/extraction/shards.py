@@ -37,7 +37,7 @@ from discotok.io import (
     sha256_file,
     write_shard,
 )
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 
 RECORD_FORMAT = "discotok.ids.shard"
 

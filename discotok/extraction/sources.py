@@ -45,7 +45,7 @@ from discotok.data.images import (
 )
 from discotok.io import ExtractError
 from discotok.quantizers.base import NonFiniteError
-from discotok.tokenizers.layout import Layout
+from discotok.layout import Layout
 from discotok.tokenizers.tokenizer import Tokenizer
 
 IMAGE_PREPROCESSING = {
@@ -66,7 +66,7 @@ AUDIO_PREPROCESSING = {
 }
 DEFAULT_MAX_DURATION = 600.0
 TAR_IMAGE_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
-TAR_EXTENSIONS = {"image": TAR_IMAGE_EXTENSIONS, "audio": tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)}
+TAR_AUDIO_EXTENSIONS = tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,9 @@ def _sample_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (ext if dot else "")
 
 
-def _tar_items(tar_path: Path, modality: str) -> list[SourceItem]:
-    """One item per sample of a WebDataset tar shard, in the shard's order (its first ``modality`` member)."""
+def _tar_items(tar_path: Path, extensions: tuple[str, ...], noun: str) -> list[SourceItem]:
+    """One item per sample of a WebDataset tar shard, in the shard's order (its first member with one of
+    ``extensions``; ``noun`` names that member in the problem of a sample without one)."""
     samples: dict[str, list[tarfile.TarInfo]] = {}
     try:
         with tarfile.open(tar_path, "r:") as tar:
@@ -167,11 +168,11 @@ def _tar_items(tar_path: Path, modality: str) -> list[SourceItem]:
     stamp = _stamp(tar_path)
     items = []
     for key, members in samples.items():
-        member = next((m for m in members if _sample_key(m.name)[1].lower() in TAR_EXTENSIONS[modality]), None)
+        member = next((m for m in members if _sample_key(m.name)[1].lower() in extensions), None)
         full_key = f"{tar_path.name}/{key}"
         if member is None:
             exts = sorted(_sample_key(m.name)[1] for m in members)
-            items.append(SourceItem(full_key, str(tar_path), stamp=stamp, problem=f"no {modality} member in sample (has {exts})"))
+            items.append(SourceItem(full_key, str(tar_path), stamp=stamp, problem=f"no {noun} member in sample (has {exts})"))
         else:
             items.append(SourceItem(full_key, str(tar_path), member.offset_data, member.size, stamp, member=member.name))
     return items
@@ -189,11 +190,12 @@ def open_source(
     spec: str | os.PathLike | Sequence[str | os.PathLike],
     recursive: bool = True,
     exclude: Iterable[Path] = (),
-    modality: str = "image",
+    extensions: Sequence[str] = TAR_IMAGE_EXTENSIONS,
+    member: str = "image",
 ) -> Source:
     """Resolve ``spec`` (folder, text file of paths, ``.tar`` shards or a brace pattern, or a list
     of these) into its items; ``exclude`` names files never taken as inputs (our own outputs);
-    ``modality`` picks the member of a WebDataset sample (``image`` or ``audio``)."""
+    ``extensions`` pick the ``member`` of a WebDataset sample (a reader's ``tar_extensions`` and ``tar_member``)."""
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     if not specs:
         raise ExtractError("no input given")
@@ -207,7 +209,7 @@ def open_source(
                 items += _folder_items(path, recursive, exclude)
                 kinds.append({"kind": "folder", "path": str(path.resolve()), "recursive": recursive})
             elif path.is_file() and path.suffix == ".tar":
-                items += _tar_items(path, modality)
+                items += _tar_items(path, tuple(extensions), member)
                 kinds.append({"kind": "webdataset", "path": str(path.resolve())})
             elif path.is_file():
                 items += _list_items(path)
@@ -222,7 +224,8 @@ def open_source(
 class Reader(Protocol):
     """Turns items of one modality into tensors and batches them for ``Tokenizer.encode``."""
 
-    modality: str
+    tar_extensions: tuple[str, ...]
+    tar_member: str
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
         """The item as a tensor and what the manifest records about it; raises an error with a
@@ -242,7 +245,7 @@ class ImageReader:
     """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``);
     images of more than ``max_pixels`` pixels are refused before decoding."""
 
-    modality = "image"
+    tar_extensions, tar_member = TAR_IMAGE_EXTENSIONS, "image"
 
     def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.size = tuple(int(s) for s in size)
@@ -274,7 +277,7 @@ class AudioReader:
     rate), ``source_sample_rate``, ``source_channels`` and ``cropped`` when it was cut.
     """
 
-    modality = "audio"
+    tar_extensions, tar_member = TAR_AUDIO_EXTENSIONS, "audio"
 
     def __init__(self, sample_rate: int, channels: int, min_samples: int = 1, max_seconds: float | None = None,
                  max_duration: float | None = DEFAULT_MAX_DURATION) -> None:
@@ -419,6 +422,6 @@ def _encode_good(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, optio
     rows = list(ids.to("cpu", torch.int64).numpy())
     if "lengths" not in extra:
         return EncodedBatch(batch.indices, rows, batch.infos, batch.failures, layout)
-    frames = tokenizer.num_frames(extra["lengths"]).tolist()
+    frames = tokenizer.modality.valid_frames(extra["lengths"]).tolist()
     infos = [{"frames": n, **info} for info, n in zip(batch.infos, frames, strict=True)]
     return EncodedBatch(batch.indices, [row[:n] for row, n in zip(rows, frames)], infos, batch.failures, None)

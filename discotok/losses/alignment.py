@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from discotok.losses.timm_perceptual import TimmBackbone
 from discotok.nn.modes import eval_mode
 from discotok.registry import LOSSES
 
+if TYPE_CHECKING:
+    from discotok.tokenizers.tokenizer import Tokenizer
+
 SWITCH_OFF = "or switch the alignment loss off with loss.alignment.weight=0"
 
 
@@ -35,15 +39,12 @@ class _Probed(Exception):
     """Stops the probing forward pass once the aligned layer has run."""
 
 
-def default_layer(tokenizer: nn.Module, side: str) -> str:
+def default_layer(tokenizer: Tokenizer, side: str) -> str:
     """The module path REPA aligns by default on ``side`` (``encoder`` / ``decoder``) of ``tokenizer``."""
-    part = getattr(tokenizer, side)
-    transformer = getattr(part, "transformer", None)
-    if transformer is not None:
-        return f"{side}.transformer.blocks.{(len(transformer.blocks) - 1) // 2}"
-    net = getattr(part, "net", None)
-    if side == "encoder" and isinstance(net, nn.Sequential):
-        return f"{side}.net.{len(net) - 4}"  # the last stage, before norm, activation and the 1x1 projection to z
+    part = tokenizer.encoder if side == "encoder" else tokenizer.decoder
+    layer = part.alignment_layer()
+    if layer is not None:
+        return f"{side}.{layer}"
     raise ValueError(f"no default alignment layer in the {type(part).__name__} {side}; name a module path as layer")
 
 
@@ -74,7 +75,7 @@ class RepresentationAlignment(nn.Module):
 
     def __init__(
         self,
-        tokenizer: nn.Module,
+        tokenizer: Tokenizer,
         model: str,
         weights: str,
         layer: str = "encoder",
@@ -83,13 +84,15 @@ class RepresentationAlignment(nn.Module):
         projector_width: int = 512,
     ) -> None:
         super().__init__()
-        if getattr(tokenizer, "modality", "image") != "image":
+        if not tokenizer.modality.pixels:
             raise ValueError("representation alignment needs an image tokenizer")
         self.layer = default_layer(tokenizer, layer) if layer in ("encoder", "decoder") else layer
         self.teacher = TimmBackbone(model, weights, "patches", input_size, model_kwargs,
                                     config_key="loss.alignment.weights", switch_off=SWITCH_OFF)
-        owner = getattr(tokenizer, self.layer.split(".")[0], None)
-        self.patch_size = getattr(owner, "patch_size", None)
+        owner = self.layer.split(".")[0]
+        if owner not in ("encoder", "decoder"):
+            raise ValueError(f"alignment layer {self.layer!r} must lie in the tokenizer's encoder or decoder")
+        self.patch_size = (tokenizer.encoder if owner == "encoder" else tokenizer.decoder).patch_size
         width, teacher_width = self._probe(tokenizer)
         self.projector = nn.Sequential(
             nn.Linear(width, projector_width), nn.SiLU(), nn.Linear(projector_width, projector_width), nn.SiLU(),
@@ -103,12 +106,12 @@ class RepresentationAlignment(nn.Module):
             raise ValueError(f"alignment layer {self.layer!r} is not a module of the tokenizer") from None
 
     @torch.no_grad()
-    def _probe(self, tokenizer: nn.Module) -> tuple[int, int]:
+    def _probe(self, tokenizer: Tokenizer) -> tuple[int, int]:
         """Feature widths of the tokenizer's layer and of the teacher, from one small forward each.
 
         The tokenizer runs in eval mode (no training counters move, no k-means) and only up to the layer.
         """
-        size = tuple(getattr(tokenizer, "image_size", None) or (64, 64))
+        size = tokenizer.modality.image_size or (64, 64)
         x = torch.zeros(1, 3, *size, device=next(tokenizer.parameters()).device)
         features: list[Tensor] = []
 

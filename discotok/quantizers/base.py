@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from discotok.quantizers.neighbours import codebook_neighbours
 from discotok.quantizers.precision import in_full_precision
 
 
@@ -86,6 +88,8 @@ class Quantizer(nn.Module):
     """
 
     depth: int | None = None
+    continuous: ClassVar[bool] = False
+    registered_name: ClassVar[str] = "unregistered"
 
     def __init__(self, dim: int, code_dim: int) -> None:
         super().__init__()
@@ -105,6 +109,19 @@ class Quantizer(nn.Module):
     def bits_per_token(self) -> float:
         """Bits carried by one token: log2(codebook_size) times the depth."""
         return math.log2(self.codebook_size) * (self.depth or 1)
+
+    def check_depth(self, depth: int | None) -> int:
+        """The levels ids at ``depth`` use: ``depth`` checked against 1..depth (None: all; 1 for a single level)."""
+        if depth is None:
+            return self.depth or 1
+        if not self.depth:
+            raise ValueError(
+                f"depth selects a bit rate of a residual quantizer; quantizer "
+                f"{type(self).registered_name!r} has a single level (pass depth=None)"
+            )
+        if not 1 <= int(depth) <= self.depth:
+            raise ValueError(f"depth must lie in 1..{self.depth}, got {depth}")
+        return int(depth)
 
     @property
     def in_training_step(self) -> bool:
@@ -134,6 +151,17 @@ class Quantizer(nn.Module):
         """Map ids of shape (B, N) or (B, N, depth) back to z_q of shape (B, N, dim)."""
         self.check_ids(ids)
         return self.project_out(self.lookup(ids.long()))
+
+    def nearest_codes(self, ids: Tensor, delta: int, generator: torch.Generator) -> Tensor:
+        """For every id (any shape), one of its ``delta`` nearest other codes in this quantizer's code space;
+        by default an exact search over the codebook (Euclidean; cosine codes are unit vectors, so the same order)."""
+        return codebook_neighbours(self, ids.reshape(-1), delta, generator).reshape(ids.shape)
+
+    def perturb_chosen(self, ids: Tensor, chosen: Tensor, delta: int, generator: torch.Generator) -> Tensor:
+        """``ids`` with every position where ``chosen`` (same shape) is True replaced by one of its ``delta``
+        nearest codes (in place)."""
+        ids[chosen] = self.nearest_codes(ids[chosen], delta, generator)
+        return ids
 
     def check_ids(self, ids: Tensor) -> None:
         """Raise ``ValueError`` naming the expected shape or range when ``ids`` do not fit."""

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.quantizers.bits import MAX_BITS, bits_to_ids, ids_to_signs
+from discotok.quantizers.neighbours import bit_flip_neighbours
 from discotok.quantizers.precision import full_precision
 from discotok.registry import QUANTIZERS
 
@@ -62,6 +63,10 @@ class BinaryQuantizer(Quantizer):
     def aux_loss(self, h: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Extra weighted loss on the (normalised) code-space input, plus detached stats; none here."""
         return h.new_zeros(()), {}
+
+    def nearest_codes(self, ids: Tensor, delta: int, generator: torch.Generator) -> Tensor:
+        """Bit flips: all single flips are tied nearest, then double flips, ... (never materialises 2^bits codes)."""
+        return bit_flip_neighbours(ids.reshape(-1), self.bits, delta, generator).reshape(ids.shape)
 
     def lookup(self, ids: Tensor) -> Tensor:
         """Code-space vectors (..., bits) of ``ids`` (...): ±1, or ±1/sqrt(bits) with ``sphere``."""

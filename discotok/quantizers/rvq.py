@@ -175,6 +175,18 @@ class ResidualVQ(Quantizer):
             energies.append(residual.square().sum(-1))
         return torch.stack(energies, dim=-1)
 
+    def nearest_codes(self, ids: Tensor, delta: int, generator: torch.Generator) -> Tensor:
+        """Ids (..., depth): each level's ids replaced independently, with that level's codebook."""
+        levels = [self.levels[d].nearest_codes(ids[..., d], delta, generator) for d in range(ids.shape[-1])]
+        return torch.stack(levels, dim=-1)
+
+    def perturb_chosen(self, ids: Tensor, chosen: Tensor, delta: int, generator: torch.Generator) -> Tensor:
+        """Every chosen level of every token drawn independently from that level's nearest codes."""
+        for d in range(ids.shape[-1]):
+            mask = chosen[..., d]
+            ids[..., d][mask] = self.levels[d].nearest_codes(ids[..., d][mask], delta, generator)
+        return ids
+
     def lookup(self, ids: Tensor) -> Tensor:
         """Sum of the codes of the first ``ids.shape[-1]`` levels."""
         return sum(self.levels[j].lookup(ids[..., j]) for j in range(ids.shape[-1]))

@@ -1,8 +1,7 @@
-"""Encoders and the assembled ``Tokenizer``."""
+"""The assembled ``Tokenizer``, its config and its file format."""
 
-from discotok.registry import ENCODERS
-from discotok.tokenizers import audio, flexible, grid, titok, vit  # noqa: F401
-from discotok.tokenizers.layout import EncoderOutput, Layout
-from discotok.tokenizers.tokenizer import Tokenizer, TokenizerLoadError, TokenizerOutput, tokenizer_config
+from discotok.tokenizers.config import tokenizer_config
+from discotok.tokenizers.files import TokenizerLoadError
+from discotok.tokenizers.tokenizer import Tokenizer, TokenizerOutput
 
-__all__ = ["ENCODERS", "EncoderOutput", "Layout", "Tokenizer", "TokenizerLoadError", "TokenizerOutput", "tokenizer_config"]
+__all__ = ["Tokenizer", "TokenizerLoadError", "TokenizerOutput", "tokenizer_config"]

@@ -13,15 +13,13 @@ from torch import Tensor, nn
 
 from discotok.ladder import powers_of_two
 from discotok.losses import LOSSES, AdversarialLoss
-from discotok.metrics import CodebookUsage, ResidualShares, mel_distance, psnr, si_snr, ssim, stft_distance, thumbnail
+from discotok.metrics import CodebookUsage, ResidualShares
 from discotok.quantizers.distributed import is_distributed
 from discotok.tokenizers import Tokenizer, TokenizerOutput
 from discotok.train.ema import TokenizerEMA
 from discotok.train.perturbation import LatentPerturbation
 
 LOSS_KEYS = ("reconstruction", "perceptual", "adversarial", "alignment", "quantizer_weight")
-EXAMPLES = {"image": 8, "audio": 4}  # validation examples kept for the grid / example wavs
-THUMBNAILS = (2, 4)  # images: validation also scores 2x2 and 4x4 thumbnails (96, 384 bits), the classical baselines
 OPTIM_DEFAULTS = {
     "lr": 2e-4, "betas": (0.5, 0.9), "weight_decay": 1e-4, "warmup_steps": 100, "min_lr_ratio": 0.1, "grad_clip": None,
 }
@@ -106,7 +104,7 @@ class TokenizerModule(L.LightningModule):
         self.perceptual = nn.ModuleList(LOSSES.build(s) for s in specs)
         adversarial = loss.get("adversarial")
         self.adversarial = AdversarialLoss(**adversarial) if adversarial_enabled(adversarial) else None
-        if self.adversarial is not None and self.adversarial.adaptive and not hasattr(self.tokenizer.decoder, "last_layer"):
+        if self.adversarial is not None and self.adversarial.adaptive and self.tokenizer.decoder.last_layer is None:
             raise ValueError(
                 f"adversarial.adaptive_weight needs a decoder with a last_layer; "
                 f"decoder {tokenizer['decoder']['name']!r} has none (use a fixed weight)"
@@ -116,7 +114,7 @@ class TokenizerModule(L.LightningModule):
         self.alignment_weight = float(alignment.pop("weight")) if alignment else 0.0
         self.alignment = LOSSES.build(alignment, tokenizer=self.tokenizer) if alignment else None
         self.perturbation = LatentPerturbation(**(perturbation or {}))
-        if self.perturbation.enabled and getattr(self.tokenizer.quantizer, "continuous", False):
+        if self.perturbation.enabled and self.tokenizer.quantizer.continuous:
             raise ValueError(
                 f"latent perturbation replaces ids by near codes; quantizer {tokenizer['quantizer']['name']!r} has no ids"
             )
@@ -179,7 +177,7 @@ class TokenizerModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         sched_g, sched_d = self.lr_schedulers()
         step = self.global_step
-        last_layer = getattr(self.tokenizer.decoder, "last_layer", None)
+        last_layer = self.tokenizer.decoder.last_layer
         adv, parts = self.adversarial(x, x_hat, nll, step, last_layer)
         self.log_dict({f"train/{k}": v for k, v in parts.items()})
         opt_g.zero_grad(set_to_none=True)
@@ -215,7 +213,7 @@ class TokenizerModule(L.LightningModule):
             )
 
     def on_validation_epoch_start(self) -> None:
-        continuous = getattr(self.tokenizer.quantizer, "continuous", False)  # identity: no ids, no codebook
+        continuous = self.tokenizer.quantizer.continuous  # identity: no ids, no codebook
         self.val_usage = None if continuous else CodebookUsage(self.tokenizer.codebook_size)
         self.val_examples = None
         self.val_example_lengths = None
@@ -233,8 +231,8 @@ class TokenizerModule(L.LightningModule):
         tok = self.export_tokenizer()
         out = tok(x) if lengths is None else tok(x, lengths=lengths)
         rec, parts = self.reconstruction_loss(out, x)
-        scores = self.scores(tok, out.x_hat, x, lengths) | self.baseline_scores(tok, x)
-        frames = None if lengths is None or tok.modality != "audio" else tok.num_frames(lengths)
+        scores = tok.modality.scores(out.x_hat, x, lengths) | tok.modality.baseline_scores(x)
+        frames = tok.modality.valid_frames(lengths)
         if self.val_usage is not None:
             used = out.ids if frames is None else torch.cat([i[:n] for i, n in zip(out.ids, frames.tolist())])[None]
             self.val_usage.update(used)
@@ -243,32 +241,16 @@ class TokenizerModule(L.LightningModule):
             self.val_shares.update(tok.quantizer.residual_energies(out.z, out.ids), frames)
             for depth in depths:
                 shallow = out if depth == tok.quantizer.depth else tok(x, lengths=lengths, depth=depth)
-                for name, value in self.scores(tok, shallow.x_hat, x, lengths).items():
+                for name, value in tok.modality.scores(shallow.x_hat, x, lengths).items():
                     self.val_scores.setdefault(f"depth{depth}/{name}", []).append(value)
         for name, value in scores.items():
             self.val_scores.setdefault(name, []).append(value)
         if self.val_examples is None:
-            k = EXAMPLES[tok.modality]
+            k = tok.modality.num_examples
             self.val_examples = (x[:k].cpu(), out.x_hat[:k].clamp(-1, 1).cpu())
             self.val_example_lengths = None if lengths is None else lengths[:k].cpu()
         self.log("val/loss", rec, prog_bar=False, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in parts.items() if k not in ("l1", "l2")}, sync_dist=True)
-
-    @staticmethod
-    def scores(tok: Tokenizer, x_hat: Tensor, x: Tensor, lengths: Tensor | None) -> dict[str, Tensor]:
-        """Per-item quality: PSNR and SSIM for images; SI-SNR, mel and STFT distances for audio."""
-        if tok.modality == "audio":
-            rate = tok.sample_rate
-            return {"si_snr": si_snr(x_hat, x, lengths), "mel_distance": mel_distance(x_hat, x, rate, lengths),
-                    "stft_distance": stft_distance(x_hat, x, lengths)}
-        return {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
-
-    @staticmethod
-    def baseline_scores(tok: Tokenizer, x: Tensor) -> dict[str, Tensor]:
-        """Images: the PSNR of the 2x2 and 4x4 thumbnails of the same inputs (the classical baselines)."""
-        if tok.modality == "audio":
-            return {}
-        return {f"psnr_thumbnail_{s}x{s}": psnr(thumbnail(x, s), x) for s in THUMBNAILS}
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_scores:
@@ -276,7 +258,7 @@ class TokenizerModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.validated_at = self.global_step
         for name, values in self.val_scores.items():
-            self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name in ("psnr", "si_snr"), sync_dist=True)
+            self.log(f"val/{name}", torch.cat(values).mean(), prog_bar=name == self.tokenizer.modality.headline, sync_dist=True)
         if self.val_shares.total is not None:
             if is_distributed():
                 dist.all_reduce(self.val_shares.total)

@@ -18,14 +18,15 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
-from discotok.data import audio_datamodule, datamodule  # noqa: F401  (register the image and audio datamodules)
 from discotok.losses import MissingWeightsError
-from discotok.registry import DATAMODULES, ConfigError
+from discotok.figures import rounded
+from discotok.registry import DATAMODULES, MODALITIES, ConfigError
 from discotok.tokenizers import tokenizer_config
-from discotok.train.callbacks import AudioExamples, CodebookHistogram, ReconstructionGrid
+from discotok.tokenizers.config import DEFAULT_MODALITY
+from discotok.train.callbacks import CodebookHistogram, ValidationExamples
 from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.launch import launch, processes_to_start
-from discotok.train.module import THUMBNAILS, TokenizerModule
+from discotok.train.module import TokenizerModule
 from discotok.train.resume import ResumeError, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -47,45 +48,19 @@ def plain(node: Any) -> Any:
 
 
 def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int, val_data: str) -> dict[str, Any]:
-    """The end-of-run numbers on the validation data ``val_data`` (what it is, in words): quality
-    (PSNR, SSIM, LPIPS and the PSNR of 2x2 and 4x4 thumbnails of the same images; audio: SI-SNR,
-    mel and STFT distances), codebook use and the bit budget."""
+    """The end-of-run numbers on the validation data ``val_data`` (what it is, in words): the modality's
+    quality figures (images: PSNR, SSIM, LPIPS and the PSNR of 2x2 and 4x4 thumbnails of the same images;
+    audio: SI-SNR, mel and STFT distances), codebook use and the bit budget."""
     tok = module.tokenizer
-
-    def metric(name: str, digits: int) -> float:
-        return round(float(metrics.get(f"val/{name}", float("nan"))), digits)
-
-    summary: dict[str, Any] = {"steps": steps, "val_data": val_data}
-    if tok.modality == "audio":
-        summary |= {"val_si_snr_db": metric("si_snr", 3), "val_mel_distance": metric("mel_distance", 4),
-                    "val_stft_distance": metric("stft_distance", 4)}
-    else:
-        summary["val_psnr_db"] = metric("psnr", 3)
-        summary["val_ssim"] = metric("ssim", 4)
-        summary |= {f"val_thumbnail_{s}x{s}_psnr_db": metric(f"psnr_thumbnail_{s}x{s}", 3) for s in THUMBNAILS}
-        if "val/lpips" in metrics:
-            summary["val_lpips"] = metric("lpips", 4)
-    if getattr(tok.quantizer, "continuous", False):  # identity: continuous tokens, no codebook or bit rate
-        summary |= {"quantizer": tok.config["quantizer"]["name"], "continuous_dim": tok.quantizer.dim}
-        if tok.modality == "image":
-            summary |= {"tokens_per_image": tok.num_tokens, "image_size": list(tok.image_size)}
+    summary: dict[str, Any] = {"steps": steps, "val_data": val_data, **tok.modality.quality_summary(metrics)}
+    name = tok.config["quantizer"]["name"]
+    if tok.quantizer.continuous:  # identity: continuous tokens, no codebook or bit rate
+        summary |= {"quantizer": name, "continuous_dim": tok.quantizer.dim, **tok.modality.rate_summary(True)}
         return summary | {"ema_weights": module.ema is not None}
-    summary |= {"val_codebook_usage": metric("usage", 6), "val_perplexity": metric("perplexity", 2),
-                "quantizer": tok.config["quantizer"]["name"], "codebook_size": tok.codebook_size}
+    summary |= {"val_codebook_usage": rounded(metrics, "usage", 6), "val_perplexity": rounded(metrics, "perplexity", 2),
+                "quantizer": name, "codebook_size": tok.codebook_size}
     summary |= by_depth(metrics)
-    if tok.modality == "audio":
-        summary |= {
-            "sample_rate": tok.sample_rate, "channels": tok.channels, "hop_length": tok.hop_length,
-            "frames_per_second": round(tok.frames_per_second, 3), "bits_per_token": round(tok.bits_per_token, 3),
-            "bits_per_second": round(tok.bits_per_second(), 1),
-            "bits_per_second_by_depth": {str(k): round(v, 1) for k, v in tok.bit_rates.items()},
-        }
-    else:
-        summary |= {
-            "tokens_per_image": tok.num_tokens, "bits_per_token": round(tok.bits_per_token, 3),
-            "bits_per_image": round(tok.num_tokens * tok.bits_per_token, 1), "image_size": list(tok.image_size),
-        }
-    return summary | {"ema_weights": module.ema is not None}
+    return summary | tok.modality.rate_summary(False) | {"ema_weights": module.ema is not None}
 
 
 def by_depth(metrics: dict[str, float]) -> dict[str, Any]:
@@ -105,12 +80,11 @@ def by_depth(metrics: dict[str, float]) -> dict[str, Any]:
 
 
 def tokenizer_spec(cfg: DictConfig) -> dict:
-    """The tokenizer config of a run: audio when the data config names a sample rate."""
+    """The tokenizer config of a run: the components, and the modality's fields that the datamodule names
+    (``tokenizer_fields``: image size, or audio sample rate and channels)."""
     data = plain(cfg.data)
-    parts = plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder)
-    if "sample_rate" in data:
-        return tokenizer_config(*parts, modality="audio", sample_rate=int(data["sample_rate"]), channels=int(data["channels"]))
-    return tokenizer_config(*parts, image_size=data["image_size"])
+    fields = DATAMODULES.get(data["name"]).tokenizer_fields(data)
+    return tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), **fields)
 
 
 def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
@@ -134,12 +108,11 @@ def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path, modality: str = "image") -> list[L.Callback]:
-    """Reconstruction grid (audio: example wavs), codebook-usage picture, checkpoints and, when
-    shown, the rich progress bar."""
-    examples = AudioExamples(out_dir / "examples") if modality == "audio" else ReconstructionGrid(out_dir / "reconstructions.png")
+def build_callbacks(trainer_cfg: dict[str, Any], out_dir: Path) -> list[L.Callback]:
+    """Validation examples (the modality's: a reconstruction grid, example wavs), codebook-usage picture,
+    checkpoints and, when shown, the rich progress bar."""
     callbacks: list[L.Callback] = [
-        examples,
+        ValidationExamples(out_dir),
         CodebookHistogram(out_dir / "codebook_usage.png"),
         ModelCheckpoint(out_dir / "checkpoints", save_last=True),
     ]
@@ -169,13 +142,12 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
                              perturbation=plain(cfg.get("perturbation")))
     ckpt_path = resume_checkpoint(cfg.resume, module)
     datamodule = DATAMODULES.build(plain(cfg.data))
-    modality = module.tokenizer.modality
     trainer_cfg = plain(cfg.trainer)
     trainer = L.Trainer(
         **trainer_cfg,
         default_root_dir=out_dir,
         logger=build_loggers(plain(cfg.logger), out_dir),
-        callbacks=[*build_callbacks(trainer_cfg, out_dir, modality), *callbacks],
+        callbacks=[*build_callbacks(trainer_cfg, out_dir), *callbacks],
         plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
@@ -190,13 +162,11 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
     summary = summarize(module, metrics, trainer.global_step, datamodule.val_description)
     if trainer.is_global_zero:
         tok = module.export_tokenizer()
-        quality = "val_si_snr_db" if modality == "audio" else "val_psnr_db"
+        quality = tok.modality.quality_key
         tok.config["metadata"] = {"trained_steps": trainer.global_step, quality: summary[quality]}
         summary["tokenizer_dir"] = str(tok.save_pretrained(out_dir / "tokenizer"))
-        if modality == "audio":
-            summary["examples"] = str(out_dir / "examples")
-        else:
-            summary["reconstructions"] = str(out_dir / "reconstructions.png")
+        key, path = tok.modality.examples_path(out_dir)
+        summary[key] = str(path)
         with atomic_path(out_dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2) + "\n")
         print_summary(summary)
@@ -225,25 +195,26 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(1) from None
 
 
-def holds_audio(folder: Path, look_at: int = 200) -> bool:
-    """Whether most of the first ``look_at`` files under ``folder`` have audio extensions."""
-    from discotok.data.audio import AUDIO_EXTENSIONS
-
-    if not folder.is_dir():
-        return False
-    files = [p for _, p in zip(range(look_at), (p for p in folder.rglob("*") if p.is_file()))]
-    return sum(p.suffix.lower() in AUDIO_EXTENSIONS for p in files) * 2 > len(files) > 0
+def folder_data(folder: Path, look_at: int = 200) -> str:
+    """The data config of a folder: the ``folder_data`` of the modality most of its first ``look_at`` files
+    belong to (by extension), that of the default modality (images) when none has a majority."""
+    files = [p for _, p in zip(range(look_at), (p for p in folder.rglob("*") if p.is_file()))] if folder.is_dir() else []
+    for name in MODALITIES.names():
+        modality = MODALITIES.get(name)
+        if sum(p.suffix.lower() in modality.file_extensions() for p in files) * 2 > len(files) > 0:
+            return modality.folder_data
+    return MODALITIES.get(DEFAULT_MODALITY).folder_data
 
 
 def rewrite_overrides(argv: list[str]) -> list[str]:
-    """Let ``data=<folder>`` name a folder: ``data=image_folder data.source=<folder>``, or
-    ``data=audio_folder ...`` when the folder holds mostly audio files."""
+    """Let ``data=<folder>`` name a folder: ``data=image_folder data.source=<folder>``, or the folder data
+    config of the modality whose files the folder mostly holds (``data=audio_folder ...`` for audio)."""
     out = []
     for arg in argv:
         key, _, value = arg.partition("=")
         if key in ("data", "+data") and value and (os.sep in value or Path(value).is_dir()) and "," not in value:
             folder = Path(value).expanduser().resolve()
-            out += [f"data={'audio_folder' if holds_audio(folder) else 'image_folder'}", f"data.source={folder}"]
+            out += [f"data={folder_data(folder)}", f"data.source={folder}"]
         else:
             out.append(arg)
     return out

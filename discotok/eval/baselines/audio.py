@@ -15,7 +15,7 @@ from discotok.eval.metrics import audio_metrics
 
 if TYPE_CHECKING:
     from discotok.eval.protocol import EvalSet
-    from discotok.eval.run import EvalOptions
+    from discotok.eval.options import EvalOptions
 
 COMPARISON = Comparison("bits_per_second", "bits/s", "mel_distance", "mel distance", "{:.3f}", higher_is_better=False)
 

@@ -17,7 +17,7 @@ from discotok.eval.metrics import PSNR_CEILING_DB, image_metrics
 
 if TYPE_CHECKING:
     from discotok.eval.protocol import EvalSet
-    from discotok.eval.run import EvalOptions
+    from discotok.eval.options import EvalOptions
 
 COMPARISON = Comparison("bits_per_image", "bits/image", "psnr", "PSNR", "{:.2f} dB", higher_is_better=True)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
 
 @dataclass(frozen=True)
 class Layout:
@@ -30,16 +28,3 @@ class Layout:
     @classmethod
     def from_dict(cls, d: dict) -> "Layout":
         return cls(kind=str(d["kind"]), shape=tuple(int(s) for s in d["shape"]))
-
-
-@dataclass
-class EncoderOutput:
-    """What an encoder returns: ``z`` of shape (B, N, D) and its layout.
-
-    ``keep`` (B,), set by nested-dropout encoders in training: sample b's decoder sees
-    only its first ``keep[b]`` tokens, the rest replaced by the decoder's mask token.
-    """
-
-    z: Tensor
-    layout: Layout
-    keep: Tensor | None = None

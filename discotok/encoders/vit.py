@@ -8,12 +8,12 @@ from torch import Tensor, nn
 
 from discotok.nn.vit import GridPosEmbed, PatchEmbed, Transformer, grid_size, init_vit_weights
 from discotok.registry import ENCODERS
-from discotok.tokenizers.grid import check_image_batch
-from discotok.tokenizers.layout import EncoderOutput, Layout
+from discotok.encoders.base import Encoder, EncoderOutput, check_image_batch
+from discotok.layout import Layout
 
 
 @ENCODERS.register("vit")
-class ViTEncoder(nn.Module):
+class ViTEncoder(Encoder):
     """Patch embedding + positions + transformer; one token per p x p patch, projected to ``latent_dim``.
 
     ``image_size`` is the base (H, W) of the learned positions; other sizes divisible by
@@ -45,7 +45,11 @@ class ViTEncoder(nn.Module):
         """The token grid for images of ``image_size`` (H, W)."""
         return Layout("grid", grid_size(image_size, self.patch_size))
 
-    def forward(self, x: Tensor) -> EncoderOutput:
+    def alignment_layer(self) -> str:
+        return f"transformer.blocks.{(len(self.transformer.blocks) - 1) // 2}"
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
+        """Images (B, C, H, W) -> one token per patch (no lengths, no prefix)."""
         check_image_batch(x, self.in_channels, self.patch_size)
         tokens, grid = self.patch_embed(x)
         h = self.transformer(tokens + self.pos_embed(grid))

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from discotok.nn.seeding import step_generator
 from discotok.registry import ENCODERS
-from discotok.tokenizers.layout import EncoderOutput
-from discotok.tokenizers.titok import TiTokEncoder
+from discotok.encoders.base import EncoderOutput
+from discotok.encoders.titok import TiTokEncoder
 
 K_DISTRIBUTIONS = ("uniform", "pow2")
 
@@ -42,6 +42,8 @@ class FlexibleEncoder(TiTokEncoder):
     by ``(seed, steps)``, ``steps`` a saved buffer counting training forwards: every DDP
     rank draws the same lengths and a resumed run continues the same sequence.
     """
+
+    draws_prefix = True
 
     def __init__(
         self,
@@ -84,9 +86,9 @@ class FlexibleEncoder(TiTokEncoder):
     def attention_mask(self, num_patches: int, num_latents: int, device: torch.device) -> Tensor | None:
         return prefix_causal_mask(num_patches, num_latents, device) if self.causal else None
 
-    def forward(self, x: Tensor, num_tokens: int | None = None) -> EncoderOutput:
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """As ``TiTokEncoder.forward``; in training (without ``num_tokens``) also draws ``keep``."""
-        out = super().forward(x, num_tokens)
+        out = super().forward(x, num_tokens=num_tokens)
         if self.training and num_tokens is None:
             out.keep = self.draw_keep(x.shape[0], int(self.steps)).to(x.device)
             self.steps.add_(1)

@@ -9,20 +9,12 @@ from torch import Tensor, nn
 
 from discotok.nn.conv import Downsample, group_norm, stage
 from discotok.registry import ENCODERS
-from discotok.tokenizers.layout import EncoderOutput, Layout
-
-
-def check_image_batch(x: Tensor, channels: int, multiple: int) -> None:
-    """Raise ``ValueError`` unless ``x`` is (B, channels, H, W) with H, W divisible by ``multiple``."""
-    if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"expected images of shape (B, {channels}, H, W), got {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    if h % multiple or w % multiple:
-        raise ValueError(f"image height and width must be multiples of {multiple}, got {h}x{w}")
+from discotok.encoders.base import Encoder, EncoderOutput, check_image_batch
+from discotok.layout import Layout
 
 
 @ENCODERS.register("grid")
-class GridEncoder(nn.Module):
+class GridEncoder(Encoder):
     """Residual stages with stride-2 downsampling between them (factor 2^(len(channel_mult)-1))."""
 
     def __init__(
@@ -52,7 +44,11 @@ class GridEncoder(nn.Module):
         f = self.downsample_factor
         return Layout("grid", (image_size[0] // f, image_size[1] // f))
 
-    def forward(self, x: Tensor) -> EncoderOutput:
+    def alignment_layer(self) -> str:
+        return f"net.{len(self.net) - 4}"  # the last stage, before norm, activation and the 1x1 projection to z
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
+        """Images (B, C, H, W) -> one token per cell of the (H/f, W/f) grid (no lengths, no prefix)."""
         check_image_batch(x, self.in_channels, self.downsample_factor)
         h = self.net(x)
         return EncoderOutput(rearrange(h, "b d h w -> b (h w) d"), Layout("grid", tuple(h.shape[-2:])))

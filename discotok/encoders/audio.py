@@ -27,53 +27,14 @@ from torch import Tensor, nn
 from discotok.nn.conv1d import Conv1d, ResidualUnit, apply_mask, length_mask
 from discotok.nn.conv1d import activation as make_activation
 from discotok.nn.sequence import SequenceModel
-from discotok.registry import ENCODERS, ConfigError
-from discotok.tokenizers.layout import EncoderOutput, Layout
-
-
-def check_audio_batch(x: Tensor, channels: int, multiple: int = 1) -> None:
-    """Raise ``ValueError`` unless ``x`` is a float (B, channels, T) batch with ``multiple`` dividing T."""
-    if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[1] != channels:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"expected waveforms of shape (B, {channels}, T), got {shape}")
-    if not x.dtype.is_floating_point:
-        raise ValueError(f"waveforms must be floating point in [-1, 1], got {x.dtype}")
-    if x.shape[-1] == 0 or x.shape[-1] % multiple:
-        raise ValueError(f"waveform length must be a positive multiple of the hop {multiple}, got {x.shape[-1]}")
-
-
-def check_lengths(lengths: Tensor, batch: int, total: int) -> Tensor:
-    """``lengths`` as an int64 (B,) tensor with values in 1..total, else ``ValueError``."""
-    lengths = torch.as_tensor(lengths)
-    if lengths.shape != (batch,) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise ValueError(f"lengths must be integers of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}")
-    if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > total):
-        raise ValueError(f"lengths must lie in 1..{total} (the padded length), got {lengths.tolist()}")
-    return lengths.long()
-
-
-def check_audio_parts(encoder: nn.Module, decoder: nn.Module, channels: int) -> None:
-    """``ConfigError`` unless the encoder and decoder agree with each other and the channel count."""
-    if getattr(encoder, "in_channels", channels) != channels or getattr(decoder, "out_channels", channels) != channels:
-        raise ConfigError(
-            f"config: channels is {channels} but the encoder takes {getattr(encoder, 'in_channels', '?')} and "
-            f"the decoder gives {getattr(decoder, 'out_channels', '?')}"
-        )
-    if not hasattr(encoder, "hop_length"):
-        raise ConfigError(f"config: encoder {type(encoder).__name__} is not a waveform encoder (no hop_length)")
-    if getattr(decoder, "hop_length", encoder.hop_length) != encoder.hop_length:
-        raise ConfigError(
-            f"config: the decoder's hop_length {decoder.hop_length} differs from the encoder's {encoder.hop_length}"
-        )
-
-
-def mask_past(x: Tensor, lengths: Tensor | None) -> Tensor:
-    """Zero ``x`` (B, C, T) past each item's length (``lengths`` (B,) or None)."""
-    return x if lengths is None else apply_mask(x, length_mask(lengths, x.shape[-1]))
+from discotok.encoders.base import EncoderOutput, WaveformEncoder
+from discotok.layout import Layout
+from discotok.nn.waveform import check_audio_batch, check_lengths
+from discotok.registry import ENCODERS
 
 
 @ENCODERS.register("audio")
-class AudioEncoder(nn.Module):
+class AudioEncoder(WaveformEncoder):
     """Waveforms (B, in_channels, T), T a multiple of ``hop_length`` -> (B, T / hop, latent_dim)."""
 
     def __init__(
@@ -117,12 +78,8 @@ class AudioEncoder(nn.Module):
         self.act = make_activation(activation, width)
         self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal)
 
-    def token_layout(self, num_samples: int) -> Layout:
-        """The frame layout of a waveform of ``num_samples`` (a multiple of the hop)."""
-        return Layout("frames", (num_samples // self.hop_length,))
-
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> EncoderOutput:
-        """``lengths`` (B,) valid samples per item, or None when every item fills ``x``."""
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
+        """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""
         check_audio_batch(x, self.in_channels, self.hop_length)
         valid = None
         if lengths is not None:

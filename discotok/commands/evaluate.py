@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from discotok.eval.report import markdown_table
 from discotok.eval.run import evaluate
-from discotok.extraction.cli import EXIT_OK, add_precision, device_arg, make_parser, positive_int, run_command
+from discotok.commands.args import EXIT_OK, add_precision, device_arg, make_parser, positive_int, run_command
 from discotok.metrics.fid import INCEPTION_FILE, default_inception_path
 
 EXIT_HELP = """exit status:

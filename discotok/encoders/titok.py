@@ -9,12 +9,12 @@ from torch import Tensor, nn
 
 from discotok.nn.vit import GridPosEmbed, PatchEmbed, Transformer, grid_size, init_vit_weights
 from discotok.registry import ENCODERS
-from discotok.tokenizers.grid import check_image_batch
-from discotok.tokenizers.layout import EncoderOutput, Layout
+from discotok.encoders.base import Encoder, EncoderOutput, check_image_batch
+from discotok.layout import Layout
 
 
 @ENCODERS.register("titok")
-class TiTokEncoder(nn.Module):
+class TiTokEncoder(Encoder):
     """Patches and ``num_tokens`` latent tokens share one transformer; only the latents leave it.
 
     The sequence is ``[patches (h*w), latents (N)]``; the latents, each with its own
@@ -42,6 +42,7 @@ class TiTokEncoder(nn.Module):
         if num_tokens < 1:
             raise ValueError(f"num_tokens must be at least 1, got {num_tokens}")
         self.num_tokens = num_tokens
+        self.sequence_length = num_tokens
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -71,7 +72,10 @@ class TiTokEncoder(nn.Module):
         """The attention mask over ``[patches, latents]``; None: full attention."""
         return None
 
-    def forward(self, x: Tensor, num_tokens: int | None = None) -> EncoderOutput:
+    def alignment_layer(self) -> str:
+        return f"transformer.blocks.{(len(self.transformer.blocks) - 1) // 2}"
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """Images (B, C, H, W) -> ``z`` (B, k, latent_dim), the first k = ``num_tokens`` (default N) latents."""
         k = self.check_num_tokens(num_tokens)
         check_image_batch(x, self.in_channels, self.patch_size)

@@ -1,0 +1,1 @@
+"""The ``discotok`` subcommands' argument parsing (``discotok.cli`` dispatches to them)."""

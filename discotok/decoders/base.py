@@ -1,0 +1,115 @@
+"""The decoder contract, and what a generative decoder adds.
+
+Every decoder is a ``Decoder``: ``forward(z_q, layout, keep=None, size=None, lengths=None)``
+maps quantized tokens (B, N, D) on their ``Layout`` back to the modality's signal. The
+tokenizer passes
+
+* ``keep`` (B,) nested-dropout prefix lengths only to decoders that declare ``masks_tokens``
+  (positions at or past ``keep[b]`` become the decoder's mask token);
+* ``size``, the input's spatial size (H, W), which decoders of 1-D token sequences decode to
+  (a grid layout fixes the size by itself, so grid decoders ignore it);
+* ``lengths`` (B,) valid frames per item of a zero-padded audio batch (frame decoders only).
+
+``last_layer`` is the parameter VQGAN's adaptive adversarial weight measures gradients at
+(None: the decoder has none; a fixed adversarial weight is needed). ``alignment_layer()`` and
+``patch_size`` name the feature map representation alignment uses.
+
+A generative decoder (``GenerativeDecoder``, e.g. the rectified-flow ``flow`` decoder) is
+trained by its own ``loss`` instead of a reconstruction loss, and samples in ``forward``
+with the sampler arguments ``timesteps``, ``guidance_scale`` and ``seed`` (deterministic for
+a fixed seed); the tokenizer refuses those arguments for every other decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from discotok.layout import Layout
+
+SAMPLER_ARGUMENTS = ("timesteps", "guidance_scale", "seed")
+
+
+class Decoder(nn.Module):
+    """Base class of every decoder (see the module docstring)."""
+
+    out_channels: int
+    masks_tokens: ClassVar[bool] = False
+    generative: ClassVar[bool] = False
+    patch_size: int | None = None
+
+    def forward(
+        self,
+        z_q: Tensor,
+        layout: Layout,
+        keep: Tensor | None = None,
+        size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+    ) -> Tensor:
+        """Tokens (B, N, D) on ``layout`` -> the signal (images (B, C, H, W), waveforms (B, C, N * hop))."""
+        raise NotImplementedError
+
+    @property
+    def last_layer(self) -> nn.Parameter | None:
+        """The output layer's weight, for the adaptive adversarial weight; None when there is none."""
+        return None
+
+    def alignment_layer(self) -> str | None:
+        """The module path (inside this decoder) of the feature map representation alignment uses by default."""
+        return None
+
+
+@dataclass
+class GenerativeLoss:
+    """A generative decoder's training objective on one batch.
+
+    loss:  scalar, the decoder's own loss (e.g. the rectified-flow velocity MSE).
+    parts: detached scalars for logging.
+    x_hat: (B, C, H, W) a differentiable one-step estimate of the input, for optional
+           pixel-space terms; not a sample.
+    """
+
+    loss: Tensor
+    x_hat: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class GenerativeDecoder(Decoder):
+    """A decoder trained by its own ``loss`` that decodes by sampling (see the module docstring).
+
+    ``seed`` is the sampler's default seed; validation draws its training-loss noise from it too.
+    """
+
+    generative = True
+    seed: int = 0
+
+    def loss(
+        self, z_q: Tensor, layout: Layout, x: Tensor, keep: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> GenerativeLoss:
+        """The decoder's own objective for reconstructing ``x`` from the tokens (reproducible with ``generator``)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        z_q: Tensor,
+        layout: Layout,
+        keep: Tensor | None = None,
+        size: Sequence[int] | None = None,
+        lengths: Tensor | None = None,
+        timesteps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = None,
+    ) -> Tensor:
+        """A sample for the tokens; unset sampler arguments take the decoder's defaults."""
+        raise NotImplementedError
+
+
+class WaveformDecoder(Decoder):
+    """A decoder of frames (B, N, D) to waveforms (B, out_channels, N * hop_length)."""
+
+    hop_length: int

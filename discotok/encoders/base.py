@@ -1,0 +1,81 @@
+"""The encoder contract: what goes in, ``EncoderOutput`` out, the layout for an input size.
+
+Every encoder is an ``Encoder``: ``forward(x, lengths=None, num_tokens=None)`` turns a batch
+of its modality into ``EncoderOutput`` (``z`` (B, N, D) and its ``Layout``). The tokenizer's
+modality checks and pads the batch first and passes ``lengths`` (valid samples per item)
+only to waveform encoders; it passes ``num_tokens`` (a prefix of k tokens) only to encoders
+that declare ``sequence_length`` (1-D latent-token encoders). Capabilities are declared,
+never probed:
+
+* ``sequence_length``: N of a 1-D encoder whose any prefix is a valid encoding, else None;
+* ``draws_prefix``: nested dropout; in training ``EncoderOutput.keep`` holds each sample's
+  prefix length and the decoder must mask the rest (``Decoder.masks_tokens``);
+* ``patch_size`` and ``alignment_layer()``: the feature map representation alignment uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from discotok.layout import Layout
+
+
+@dataclass
+class EncoderOutput:
+    """What an encoder returns: ``z`` of shape (B, N, D) and its layout.
+
+    ``keep`` (B,), set by nested-dropout encoders in training: sample b's decoder sees
+    only its first ``keep[b]`` tokens, the rest replaced by the decoder's mask token.
+    """
+
+    z: Tensor
+    layout: Layout
+    keep: Tensor | None = None
+
+
+class Encoder(nn.Module):
+    """Base class of every encoder (see the module docstring)."""
+
+    in_channels: int
+    sequence_length: int | None = None
+    draws_prefix: ClassVar[bool] = False
+    patch_size: int | None = None
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
+        """A checked batch of the modality -> ``EncoderOutput``; ``lengths`` (waveforms) and ``num_tokens``
+        (sequence encoders) as the module docstring says."""
+        raise NotImplementedError
+
+    def token_layout(self, size: Sequence[int]) -> Layout:
+        """The layout of the tokens of an input of ``size`` ((H, W) of an image, (T,) samples of a waveform)."""
+        raise NotImplementedError
+
+    def alignment_layer(self) -> str | None:
+        """The module path (inside this encoder) of the feature map representation alignment uses by default."""
+        return None
+
+
+def check_image_batch(x: Tensor, channels: int, multiple: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is (B, channels, H, W) with H, W divisible by ``multiple``."""
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected images of shape (B, {channels}, H, W), got {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % multiple or w % multiple:
+        raise ValueError(f"image height and width must be multiples of {multiple}, got {h}x{w}")
+
+
+class WaveformEncoder(Encoder):
+    """An encoder of waveforms (B, in_channels, T), T a multiple of ``hop_length``: one frame per hop.
+
+    ``forward`` takes ``lengths`` (B,) valid samples per item of a zero-padded batch.
+    """
+
+    hop_length: int
+
+    def token_layout(self, size: Sequence[int]) -> Layout:
+        """The frame layout of a waveform of ``size[-1]`` samples (a multiple of the hop)."""
+        return Layout("frames", (int(size[-1]) // self.hop_length,))

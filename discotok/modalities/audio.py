@@ -1,0 +1,283 @@
+"""``audio``: waveforms (B, C, T) in [-1, 1] at the tokenizer's sample rate; one token position per hop.
+
+A batch is zero-padded to whole hops; with ``lengths`` (B,) valid samples per item, each item
+encodes as it would alone over its ``num_frames(length)`` valid frames, and decoded items are
+zero past their lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from discotok.decoders.base import WaveformDecoder
+from discotok.encoders.base import WaveformEncoder
+from discotok.layout import Layout
+from discotok.figures import rounded
+from discotok.modalities.base import Batch, Modality, RateAxes, positive_int
+from discotok.nn.waveform import check_audio_batch, check_lengths, mask_past
+from discotok.registry import MODALITIES, ConfigError
+
+
+@MODALITIES.register("audio")
+class AudioModality(Modality):
+    """Waveforms at ``sample_rate`` with ``channels`` channels, ``hop_length`` samples per frame."""
+
+    name = "audio"
+    config_keys = ("sample_rate", "channels")
+    item_noun, items_noun = "clip", "clips"
+    depth_ladder = True
+    waveform = True
+    num_examples = 4
+    quality_key, headline = "val_si_snr_db", "si_snr"
+    rate_axes = RateAxes("bits_per_second", "bits per second", (
+        ("si_snr", "SI-SNR (dB)"), ("mel_distance", "mel distance"), ("stft_distance", "STFT distance"),
+        ("pesq", "PESQ"), ("stoi", "STOI")))
+
+    folder_data = "audio_folder"
+
+    @classmethod
+    def file_extensions(cls) -> tuple[str, ...]:
+        from discotok.data.audio import AUDIO_EXTENSIONS
+
+        return AUDIO_EXTENSIONS
+
+    def __init__(self, config: dict, encoder: Any, quantizer: Any, decoder: Any) -> None:
+        super().__init__(config, encoder, quantizer, decoder)
+        if not isinstance(encoder, WaveformEncoder):
+            raise ConfigError(f"config: encoder {type(encoder).__name__} is not a waveform encoder")
+        if not isinstance(decoder, WaveformDecoder):
+            raise ConfigError(f"config: decoder {type(decoder).__name__} is not a waveform decoder")
+        if encoder.in_channels != self.channels or decoder.out_channels != self.channels:
+            raise ConfigError(
+                f"config: channels is {self.channels} but the encoder takes {encoder.in_channels} and "
+                f"the decoder gives {decoder.out_channels}"
+            )
+        if decoder.hop_length != encoder.hop_length:
+            raise ConfigError(
+                f"config: the decoder's hop_length {decoder.hop_length} differs from the encoder's {encoder.hop_length}"
+            )
+
+    @classmethod
+    def validate_config(cls, config: dict) -> None:
+        for key in cls.config_keys:
+            positive_int(config, key, "an audio tokenizer")
+
+    @property
+    def sample_rate(self) -> int:
+        """Samples per second of the waveforms the tokenizer takes and returns."""
+        return int(self.config["sample_rate"])
+
+    @property
+    def channels(self) -> int:
+        """Channels of the waveforms (1 mono, 2 stereo)."""
+        return int(self.config["channels"])
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame (token position)."""
+        return self.encoder.hop_length
+
+    @property
+    def frames_per_second(self) -> float:
+        """Token positions per second of audio."""
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames that ``num_samples`` samples encode to: ceil(num_samples / hop) (int or tensor)."""
+        hop = self.hop_length
+        if isinstance(num_samples, Tensor):
+            return torch.div(num_samples + hop - 1, hop, rounding_mode="floor")
+        return -(-int(num_samples) // hop)
+
+    def bits_per_second(self, depth: int | None = None) -> float:
+        """The bit rate of ids at ``depth`` levels of a residual quantizer (None: all)."""
+        return self.frames_per_second * self.bits_per_token(depth)
+
+    @property
+    def bit_rates(self) -> dict[int, float]:
+        """Bits per second at each depth 1..depth (a single-level quantizer: ``{1: rate}``)."""
+        if not self.quantizer.depth:
+            return {1: self.bits_per_second()}
+        return {k: self.bits_per_second(k) for k in range(1, self.quantizer.depth + 1)}
+
+    def signature(self) -> tuple:
+        return (self.name, self.sample_rate, self.channels)
+
+    def prepare(self, x: Tensor, lengths: Tensor | None = None) -> Batch:
+        """Check a waveform batch and zero-pad it to whole hops; lengths and valid frames per item."""
+        check_audio_batch(x, self.channels)
+        total = x.shape[-1]
+        if lengths is not None:
+            lengths = check_lengths(lengths, x.shape[0], total).to(x.device)
+        padded = F.pad(x, (0, self.num_frames(total) * self.hop_length - total))
+        return Batch(padded, lengths, self.valid_frames(lengths), (total,))
+
+    def finish(self, x_hat: Tensor, batch: Batch) -> Tensor:
+        """Cut to the input's T samples and zero each item past its length."""
+        return mask_past(x_hat[..., : batch.size[-1]], batch.lengths)
+
+    def prepare_ids(
+        self, ids: Tensor, layout: Layout | None, size: Sequence[int] | None, lengths: Tensor | None
+    ) -> tuple[Layout, Batch | None]:
+        n = ids.shape[1]
+        layout = layout or self.default_layout(n)
+        if layout != Layout("frames", (n,)):
+            raise ValueError(f"audio ids of {n} frames need the layout Layout('frames', ({n},)), got {layout}")
+        total = n * self.hop_length if size is None else int(size[-1])
+        if lengths is not None:
+            lengths = check_lengths(lengths, ids.shape[0], n * self.hop_length)
+        return layout, Batch(None, lengths, self.valid_frames(lengths), (total,))
+
+    def default_layout(self, num_tokens: int | None = None) -> Layout:
+        if num_tokens is None:
+            raise ValueError("an audio tokenizer's layout follows the ids: Layout('frames', (N,))")
+        return Layout("frames", (int(num_tokens),))
+
+    def valid_frames(self, lengths: Tensor | None) -> Tensor | None:
+        return None if lengths is None else self.num_frames(lengths)
+
+    def rate_figures(self, ids_shape: Sequence[int], size: Sequence[int]) -> dict[str, Any]:
+        depth = ids_shape[-1] if len(ids_shape) == 2 else None
+        return {"frames_per_second": self.frames_per_second, "depth": depth, "bits_per_second": self.bits_per_second(depth)}
+
+    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float) -> dict[str, float]:
+        """Real-time factors: compute seconds per second of audio."""
+        seconds = samples / self.sample_rate
+        return {"seconds": seconds, "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds}
+
+    def quality_summary(self, metrics: dict[str, float]) -> dict[str, Any]:
+        return {"val_si_snr_db": rounded(metrics, "si_snr", 3), "val_mel_distance": rounded(metrics, "mel_distance", 4),
+                "val_stft_distance": rounded(metrics, "stft_distance", 4)}
+
+    def rate_summary(self, continuous: bool) -> dict[str, Any]:
+        rate = {"sample_rate": self.sample_rate, "channels": self.channels, "hop_length": self.hop_length,
+                "frames_per_second": round(self.frames_per_second, 3)}
+        if continuous:
+            return rate
+        return rate | {"bits_per_token": round(self.bits_per_token(), 3), "bits_per_second": round(self.bits_per_second(), 1),
+                       "bits_per_second_by_depth": {str(k): round(v, 1) for k, v in self.bit_rates.items()}}
+
+    def scores(self, x_hat: Tensor, x: Tensor, lengths: Tensor | None) -> dict[str, Tensor]:
+        from discotok.metrics.audio import mel_distance, si_snr, stft_distance
+
+        return {"si_snr": si_snr(x_hat, x, lengths), "mel_distance": mel_distance(x_hat, x, self.sample_rate, lengths),
+                "stft_distance": stft_distance(x_hat, x, lengths)}
+
+    def examples_path(self, out_dir: Path) -> tuple[str, Path]:
+        return "examples", Path(out_dir) / "examples"
+
+    def write_examples(
+        self, out_dir: Path, x: Tensor, x_hat: Tensor, lengths: Tensor | None, loggers: Sequence[Any], step: int
+    ) -> None:
+        """``examples/NN_input.wav`` and ``examples/NN_reconstruction.wav``, cut to their lengths, also logged."""
+        from discotok.data.audio import save_audio
+        from discotok.media import log_audio
+
+        folder = self.examples_path(out_dir)[1]
+        for i, (wave_in, wave_out) in enumerate(zip(x, x_hat)):
+            n = wave_in.shape[-1] if lengths is None else int(lengths[i])
+            for kind, wave in (("input", wave_in[:, :n]), ("reconstruction", wave_out[:, :n])):
+                save_audio(folder / f"{i:02d}_{kind}.wav", wave, self.sample_rate)
+                log_audio(loggers, f"val/{i:02d}_{kind}", wave, self.sample_rate, step)
+
+    def reader(self, image_size: Any = None, max_seconds: float | None = None, max_duration: float | None = None,
+               max_pixels: int | None = None) -> Any:
+        """Waveforms at the tokenizer's rate and channels, at least one hop long, the first ``max_seconds`` of
+        each file (default: all of it), files longer than ``max_duration`` seconds refused."""
+        from discotok.extraction.sources import AudioReader
+        from discotok.io import ExtractError
+
+        if image_size is not None:
+            raise ExtractError("image_size (--image-size) applies to image tokenizers; this one is an audio tokenizer")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ExtractError(f"max_seconds (--max-seconds) must be positive, got {max_seconds}")
+        return AudioReader(self.sample_rate, self.channels, min_samples=self.hop_length, max_seconds=max_seconds,
+                           max_duration=max_duration)
+
+    def writer(self) -> Any:
+        from discotok.data.audio import AudioWriter
+
+        return AudioWriter(self.sample_rate)
+
+    def manifest_header(self, options: dict) -> dict[str, Any]:
+        return {"hop_length": self.hop_length, "frames_per_second": self.frames_per_second,
+                "bits_per_second": self.bits_per_second(options.get("depth"))}
+
+    def format_fields(self) -> dict[str, Any]:
+        return {"sample_rate": self.sample_rate, "channels": self.channels, "hop_length": self.hop_length}
+
+    def batch_decoder(self, tokenizer: Any, loaded: Any, batch_size: int, sampler: dict) -> Any:
+        """Waveforms of batch i, each cut to its samples (else its frames x hop)."""
+        from discotok.extraction.checks import check_frame_ids
+        from discotok.extraction.decode import batch_sampler
+
+        ids, frames, samples = check_frame_ids(tokenizer, loaded)
+        lengths = frames * self.hop_length if samples is None else samples
+
+        def decode_batch(i: int) -> list[Tensor]:
+            start = i * batch_size
+            stop = min(start + batch_size, ids.shape[0])
+            width = int(frames[start:stop].max())
+            waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
+            return [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
+
+        return decode_batch
+
+    def eval_protocol(self, reader: Any, data: Any, options: Any, device: Any) -> tuple[dict, dict]:
+        from discotok.eval.protocol import audio_protocol
+
+        return audio_protocol(reader, data, options), {}
+
+    def eval_metrics(self, options: Any, nets: dict) -> tuple[list, Any]:
+        """SI-SNR, mel and STFT distances (PESQ and STOI when asked for)."""
+        from discotok.eval.metrics import audio_metrics
+
+        return audio_metrics(self.sample_rate, options.pesq_stoi), None
+
+    def eval_baselines(self, data: Any, results: list[dict], options: Any, nets: dict) -> dict[str, Any]:
+        from discotok.eval.baselines.audio import audio_baselines
+
+        return audio_baselines(data, results, options, nets)
+
+    def save_eval_examples(self, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
+        """``examples_NAME/``: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point."""
+        from discotok.data.audio import save_examples
+
+        return f"examples_{name}", save_examples(rows, labels, Path(out_dir) / f"examples_{name}", self.sample_rate).name
+
+    def bench_input(self, batch_size: int, seconds: float) -> tuple[Tensor, dict]:
+        """``batch_size`` clips of ``seconds`` of speech (espeak-ng, else synthetic)."""
+        from discotok.data.speech import speech_clip
+
+        x = speech_clip(self.sample_rate, self.channels, seconds, count=batch_size)
+        return x, {"sample_rate": self.sample_rate, "seconds": seconds, "frames_per_second": self.frames_per_second,
+                   "bits_per_second": self.bits_per_second()}
+
+    def bench_figures(self, x: Tensor, ms: dict[str, float]) -> dict[str, float]:
+        """Milliseconds and real-time factors (compute seconds / seconds of audio in ``x``) of encode, decode and
+        a training step (when timed)."""
+        seconds = x.shape[0] * x.shape[-1] / self.sample_rate
+        out = {**ms, "encode_rtf": ms["encode_ms"] / 1e3 / seconds, "decode_rtf": ms["decode_ms"] / 1e3 / seconds}
+        if "train_step_ms" in ms:
+            out["train_rtf"] = ms["train_step_ms"] / 1e3 / seconds
+        return out
+
+    @staticmethod
+    def bench_table(rows: Sequence[dict]) -> str:
+        head = ("| target | device | batch x s | rate | params M | bits/s | encode RTF | decode RTF | train step ms "
+                "| train RTF | train vs 1st | peak GB |")
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for r in rows:
+            lines.append(
+                f"| {r['target']} | {r['device']} | {r['batch_size']} x {r['seconds']:g} | {r['sample_rate']} "
+                f"| {r['params_m']:.2f} | {r['bits_per_second']:.0f} | {r['encode_rtf']:.4f} | {r['decode_rtf']:.4f} "
+                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r.get('train_vs_first', 1.0):.2f} "
+                f"| {r['peak_gb']:.2f} ({r['peak_memory']}) |"
+            )
+        return "\n".join(lines)
