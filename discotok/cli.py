@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from discotok.train.run import main as run
+        from discotok.train.app import main as run
     elif command == "encode":
         from discotok.commands.extract import encode_main as run
     elif command == "decode":
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "eval":
         from discotok.commands.evaluate import eval_main as run
     elif command == "quantize-after":
-        from discotok.quantize_after import quantize_after_main as run
+        from discotok.commands.quantize_after import quantize_after_main as run
     elif command == "bench":
         from discotok.bench import main as run
     else:

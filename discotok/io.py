@@ -38,6 +38,7 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
+from discotok.defaults import FORMATS
 from discotok.layout import Layout
 
 IDS_NAME = "ids.npy"
@@ -45,7 +46,6 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "discotok.ids"
 MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-FORMATS = ("npy", "safetensors", "wds")
 SUFFIX = {"npy": ".npy", "safetensors": ".safetensors", "wds": ".tar"}
 PAD_ID = -1
 ITEM_LENGTHS = ("frames", "samples")

@@ -152,7 +152,7 @@ def test_speech_default_renders_held_out_sentences(speech_cache):
 
 
 def test_data_folder_shortcut_picks_audio_or_images(tmp_path, speech_clips):
-    from discotok.train.run import rewrite_overrides
+    from discotok.train.app import rewrite_overrides
 
     for i in range(3):
         save_audio(tmp_path / "clips" / f"{i}.flac", speech_clips[i], AUDIO_RATE)

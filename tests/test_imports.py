@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("lightning", "pytorch_lightning", "torchaudio", "soundfile", "matplotlib", "hydra", "timm", "torchvision")
 
 PROBE = """
@@ -14,10 +16,13 @@ import json, sys
 import torch
 import discotok
 from discotok import Tokenizer
-from tests.conftest import tiny_tokenizer_config
+from tests.conftest import tiny_audio_config, tiny_tokenizer_config
 tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", image_size=16))
 ids = tok.encode(torch.zeros(1, 3, 16, 16))
-print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY), "ids": list(ids.shape)}))
+audio = Tokenizer.from_config(tiny_audio_config())
+wave = audio.decode(audio.encode(torch.zeros(2, 1, 1000), torch.tensor([1000, 700])), lengths=torch.tensor([1000, 700]))
+print(json.dumps({"loaded": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY), "ids": list(ids.shape),
+                  "wave": list(wave.shape)}))
 """
 
 
@@ -27,9 +32,9 @@ def run(code: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_import_and_image_encode_load_no_heavy_packages():
+def test_import_and_image_and_audio_round_trips_load_no_heavy_packages():
     result = run(PROBE)
-    assert result["ids"][0] == 1 and len(result["ids"]) == 2
+    assert result["ids"][0] == 1 and len(result["ids"]) == 2 and result["wave"][:2] == [2, 1]
     assert result["loaded"] == []
 
 
@@ -40,8 +45,19 @@ def test_public_names_resolve_lazily():
     assert callable(discotok.extract) and discotok.Tokenizer.__name__ == "Tokenizer"
 
 
-def test_cli_help_does_not_import_torch():
-    code = "import sys, io, contextlib\nfrom discotok.cli import main\n" \
-           "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n" \
-           "import json; print(json.dumps({'loaded': [m for m in ('torch', 'numpy') if m in sys.modules]}))"
-    assert run(code)["loaded"] == []
+HELP = """
+import contextlib, io, json, sys
+from discotok.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(ARGV)
+    except SystemExit:
+        pass
+print(json.dumps({"loaded": [m for m in ("torch", "numpy", "lightning") if m in sys.modules]}))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["decode", "--help"], ["eval", "--help"],
+                                  ["quantize-after", "--help"], ["train", "--help"]])
+def test_command_help_imports_neither_torch_nor_lightning(argv):
+    assert run(HELP.replace("ARGV", repr(argv)))["loaded"] == []

@@ -1,4 +1,7 @@
-"""What every ``discotok`` subcommand shares: argument types, the common options, one-line errors, exit statuses."""
+"""What every ``discotok`` subcommand shares: argument types, the common options, one-line errors, exit statuses.
+
+Nothing here imports torch at module level, nor may a command module: ``--help`` must answer at once; a
+command imports what it runs inside its body."""
 
 from __future__ import annotations
 
@@ -6,10 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-import torch
-
-from discotok.nn.precision import PRECISIONS
-from discotok.tokenizers.files import TokenizerLoadError
+from discotok.defaults import PRECISIONS
 
 EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 1, 3
 
@@ -29,6 +29,8 @@ def positive_float(text: str) -> float:
 
 
 def device_arg(text: str) -> str:
+    import torch
+
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -80,6 +82,8 @@ def run_command(
         args = parser.parse_args(list(argv))
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else EXIT_ERROR
+    from discotok.tokenizers.files import TokenizerLoadError
+
     try:
         return body(args)
     except (TokenizerLoadError, ValueError, OSError, ImportError) as err:

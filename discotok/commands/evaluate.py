@@ -7,10 +7,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from discotok.eval.report import markdown_table
-from discotok.eval.run import evaluate
 from discotok.commands.args import EXIT_OK, add_precision, device_arg, make_parser, positive_int, run_command
-from discotok.metrics.fid import INCEPTION_FILE, default_inception_path
+from discotok.defaults import INCEPTION_FILE, default_inception_path
 
 EXIT_HELP = """exit status:
   0  report written
@@ -20,6 +18,9 @@ EXIT_HELP = """exit status:
 
 
 def _eval_command(args: argparse.Namespace) -> int:
+    from discotok.eval.report import markdown_table
+    from discotok.eval.run import evaluate
+
     if args.image_size is not None and len(args.image_size) > 2:
         raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
     with warnings.catch_warnings():

@@ -15,12 +15,7 @@ from discotok.commands.args import (
     report_skipped,
     run_command,
 )
-from discotok.data.images import DEFAULT_MAX_PIXELS
-from discotok.extraction.decode import decode_ids
-from discotok.extraction.encode import describe_report, extract
-from discotok.extraction.sources import DEFAULT_MAX_DURATION
-from discotok.io import FORMATS
-from discotok.tokenizers.tokenizer import Tokenizer
+from discotok.defaults import DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS, FORMATS
 
 EXIT_HELP = """exit status:
   0  everything succeeded
@@ -31,6 +26,8 @@ EXIT_HELP = """exit status:
 
 
 def _encode_command(args: argparse.Namespace) -> int:
+    from discotok.extraction.encode import describe_report, extract
+
     prog = "discotok encode"
     if args.image_size is not None and len(args.image_size) > 2:
         raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
@@ -100,6 +97,9 @@ def encode_main(argv: Sequence[str]) -> int:
 
 
 def _decode_command(args: argparse.Namespace) -> int:
+    from discotok.extraction.decode import decode_ids
+    from discotok.tokenizers.tokenizer import Tokenizer
+
     tokenizer = Tokenizer.from_pretrained(args.tokenizer, device=args.device)
     sampler = {k: v for k in ("timesteps", "guidance_scale", "seed") if (v := getattr(args, k)) is not None}
     paths = decode_ids(tokenizer, args.ids, args.output, batch_size=args.batch_size, progress=not args.no_progress,

@@ -20,10 +20,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from discotok.atomic import atomic_path
+from discotok.defaults import DEFAULT_MAX_PIXELS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DEFAULT_MAX_PIXELS = 1 << 26
 CONVERT_BLOCK = 1 << 18
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
 

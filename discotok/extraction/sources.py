@@ -43,6 +43,7 @@ from discotok.data.images import (
     load_image_pixels,
     pixels_to_tensor,
 )
+from discotok.defaults import DEFAULT_MAX_DURATION
 from discotok.io import ExtractError
 from discotok.quantizers.base import NonFiniteError
 from discotok.layout import Layout
@@ -64,7 +65,6 @@ AUDIO_PREPROCESSING = {
     "batching": "zero-padded to the longest item of a batch with each item's length; each item keeps its valid "
                 "frames only, num_frames(samples) = ceil(samples / hop)",
 }
-DEFAULT_MAX_DURATION = 600.0
 TAR_IMAGE_EXTENSIONS = tuple(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
 TAR_AUDIO_EXTENSIONS = tuple(ext.lstrip(".") for ext in AUDIO_EXTENSIONS)
 

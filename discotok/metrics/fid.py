@@ -18,23 +18,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from discotok.defaults import INCEPTION_FILE, default_inception_path  # noqa: F401  (re-exported)
 from discotok.io import sha256_file
 
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SOURCE = "torch-fidelity's GitHub release v0.2.0 (the TensorFlow FID Inception converted to PyTorch)"
 FEATURE_DIM = 2048
 
 
 class InceptionWeightsMissing(FileNotFoundError):
     """The InceptionV3 weights file for rFID is not where it was looked for."""
-
-
-def default_inception_path() -> Path:
-    """``$DISCOTOK_INCEPTION_WEIGHTS``, else ``~/.cache/discotok/weights-inception-2015-12-05-6726825d.pth``."""
-    if os.environ.get("DISCOTOK_INCEPTION_WEIGHTS"):
-        return Path(os.environ["DISCOTOK_INCEPTION_WEIGHTS"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "discotok" / INCEPTION_FILE
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:

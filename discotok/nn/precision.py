@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-PRECISIONS = ("fp32", "bf16", "auto")
+from discotok.defaults import PRECISIONS
+
 # CPU flags under which ``auto`` picks bf16: AMX tiles. With AVX-512 BF16 alone (``avx512_bf16``, no AMX, as on
 # this project's KVM guest) bf16 autocast measured 0.6-0.8x fp32's speed (docs/benchmarks/precision.md):
 # VDPBF16PS issues on one port where fp32 FMAs use two, and autocast adds casts.

@@ -26,11 +26,11 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from discotok.defaults import FIT_METHODS
 from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.quantizers.precision import full_precision
 from discotok.registry import QUANTIZERS
 
-FIT_METHODS = ("lloyd", "quantile", "uniform")
 UNIFORM_TAILS = 1e-3
 
 

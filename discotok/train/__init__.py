@@ -1,5 +1,3 @@
-"""Training: the LightningModule, callbacks and the Hydra entry point."""
+"""Training: the LightningModule (``module``), callbacks, one run (``run``) and the Hydra app (``app``).
 
-from discotok.train.module import TokenizerModule
-
-__all__ = ["TokenizerModule"]
+Nothing is imported here, so ``discotok train --help`` starts without Lightning."""

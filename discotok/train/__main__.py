@@ -3,7 +3,7 @@ that start one process per GPU themselves (``torchrun ... -m discotok.train``)."
 
 import sys
 
-from discotok.train.run import main
+from discotok.train.app import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

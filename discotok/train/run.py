@@ -1,16 +1,13 @@
-"""The Hydra entry point behind ``discotok train``."""
+"""One training run from a composed config (``discotok train``'s Hydra app, ``discotok.train.app``, calls ``train``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
@@ -18,28 +15,18 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
-from discotok.losses import MissingWeightsError
 from discotok.figures import rounded
-from discotok.registry import DATAMODULES, MODALITIES, ConfigError
+from discotok.defaults import config_dir  # noqa: F401  (re-exported: tests and scripts compose from it)
+from discotok.registry import DATAMODULES
 from discotok.tokenizers import tokenizer_config
-from discotok.tokenizers.config import DEFAULT_MODALITY
 from discotok.train.callbacks import CodebookHistogram, ValidationExamples
 from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.launch import launch, processes_to_start
 from discotok.train.module import TokenizerModule
-from discotok.train.resume import ResumeError, resume_checkpoint
+from discotok.train.resume import resume_checkpoint
 
 log = logging.getLogger(__name__)
 LOGGER_KEYS = {"csv", "tensorboard", "wandb"}
-
-
-def config_dir() -> str:
-    """The ``configs/`` tree: beside the package in a checkout, inside it in an installed wheel."""
-    here = Path(__file__).resolve().parents[1]
-    for candidate in (here.parent / "configs", here / "configs"):
-        if (candidate / "train.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"discotok's configs/ folder was not found beside {here}")
 
 
 def plain(node: Any) -> Any:
@@ -184,44 +171,3 @@ def print_summary(summary: dict[str, Any]) -> None:
     for key, value in summary.items():
         table.add_row(key, str(value))
     Console(stderr=False).print(table)
-
-
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def hydra_main(cfg: DictConfig) -> dict[str, Any]:
-    try:
-        return train(cfg)
-    except (ConfigError, MissingWeightsError, ResumeError) as err:  # a setting to fix: the message, no traceback
-        print(f"discotok train: error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-def folder_data(folder: Path, look_at: int = 200) -> str:
-    """The data config of a folder: the ``folder_data`` of the modality most of its first ``look_at`` files
-    belong to (by extension), that of the default modality (images) when none has a majority."""
-    files = [p for _, p in zip(range(look_at), (p for p in folder.rglob("*") if p.is_file()))] if folder.is_dir() else []
-    for name in MODALITIES.names():
-        modality = MODALITIES.get(name)
-        if sum(p.suffix.lower() in modality.file_extensions() for p in files) * 2 > len(files) > 0:
-            return modality.folder_data
-    return MODALITIES.get(DEFAULT_MODALITY).folder_data
-
-
-def rewrite_overrides(argv: list[str]) -> list[str]:
-    """Let ``data=<folder>`` name a folder: ``data=image_folder data.source=<folder>``, or the folder data
-    config of the modality whose files the folder mostly holds (``data=audio_folder ...`` for audio)."""
-    out = []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in ("data", "+data") and value and (os.sep in value or Path(value).is_dir()) and "," not in value:
-            folder = Path(value).expanduser().resolve()
-            out += [f"data={folder_data(folder)}", f"data.source={folder}"]
-        else:
-            out.append(arg)
-    return out
-
-
-def main(argv: list[str]) -> int:
-    """``discotok train [hydra overrides...]``."""
-    sys.argv = ["discotok train", *rewrite_overrides(argv)]
-    hydra_main()
-    return 0
