@@ -18,6 +18,7 @@ PUBLIC = {
     "Tokenizer": "discotok.tokenizers",
     "TokenizerLoadError": "discotok.tokenizers",
     "extract": "discotok.extraction",
+    "convert": "discotok.convert",
 }
 __all__ = [*PUBLIC, "__version__"]
 

@@ -1,4 +1,4 @@
-"""``discotok train | encode | decode | eval | quantize-after | bench``.
+"""``discotok train | encode | decode | eval | convert | quantize-after | bench``.
 
 Each subcommand lives in its own module and takes the remaining arguments; ``train``
 passes them to Hydra, so overrides, ``-m`` sweeps and ``--cfg job`` work as in any
@@ -17,6 +17,7 @@ commands:
   decode          ids -> PNG images or wav files
   eval            images: PSNR, SSIM, LPIPS, rFID/pFID; audio: SI-SNR, mel/STFT distance, PESQ/STOI;
                   codebook usage, bit rates, timings -> report + plots
+  convert         a publisher's checkpoint (dac) -> a discotok tokenizer directory
   quantize-after  a continuous tokenizer (quantizer=identity) + data -> a discrete tokenizer
   bench           benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         from discotok.commands.extract import decode_main as run
     elif command == "eval":
         from discotok.commands.evaluate import eval_main as run
+    elif command == "convert":
+        from discotok.commands.convert import convert_main as run
     elif command == "quantize-after":
         from discotok.commands.quantize_after import quantize_after_main as run
     elif command == "bench":

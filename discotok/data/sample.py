@@ -26,10 +26,11 @@ MATPLOTLIB_PHOTOS = ("grace_hopper.jpg",)
 
 
 def photo_dir() -> Path:
-    """scikit-image's bundled data folder (no download needed)."""
-    import skimage.data
+    """The data folder inside the scikit-image package (no download needed). Not ``skimage.data.data_dir``:
+    that is pooch's download cache whenever pooch is installed (librosa brings it), and starts empty."""
+    import skimage
 
-    return Path(skimage.data.data_dir)
+    return Path(skimage.__file__).parent / "data"
 
 
 def photo_path(name: str) -> Path:

@@ -6,6 +6,11 @@ ratio (in the given order, [8, 5, 4, 2]: upsample by 8 first) a transposed convo
 convolution to ``out_channels``. N frames decode to exactly N * hop samples. ``causal=True``
 pads on the left and trims transposed convolutions on the right: sample t depends on frames
 <= t / hop only, so a prefix of the ids decodes to a prefix of the waveform.
+
+``upsample_crop="half_stride"`` crops ``ceil(r / 2)`` samples from each side of every transposed
+convolution, as DAC does: with an odd ratio a stage comes out one sample short, and the output is
+zero-padded on the right to N * hop. ``final_activation="tanh"`` bounds the output (DAC).
+``pad_mode`` and ``residual_shortcut`` as for the ``audio`` encoder (EnCodec: ``reflect``, True).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -22,6 +28,10 @@ from discotok.nn.sequence import SequenceModel
 from discotok.decoders.base import WaveformDecoder
 from discotok.layout import Layout
 from discotok.registry import DECODERS
+
+
+UPSAMPLE_CROPS = ("exact", "half_stride")
+FINAL_ACTIVATIONS = (None, "tanh")
 
 
 def check_frames(z_q: Tensor, layout: Layout, name: str) -> None:
@@ -50,29 +60,41 @@ class AudioDecoder(WaveformDecoder):
         sequence_layers: int = 2,
         sequence_heads: int = 8,
         causal: bool = False,
+        upsample_crop: str = "exact",
+        final_activation: str | None = None,
+        pad_mode: str = "zeros",
+        residual_shortcut: bool = False,
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        if upsample_crop not in UPSAMPLE_CROPS:
+            raise ValueError(f"upsample_crop must be one of {UPSAMPLE_CROPS}, got {upsample_crop!r}")
+        if final_activation not in FINAL_ACTIVATIONS:
+            raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS}, got {final_activation!r}")
         self.out_channels = out_channels
         self.ratios = [int(r) for r in ratios]
         self.hop_length = math.prod(self.ratios)
         width = channels * 2 ** len(self.ratios)
-        self.stem = Conv1d(latent_dim, width, kernel_size, causal=causal)
+        self.stem = Conv1d(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode)
         self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
         self.stages = nn.ModuleList()
         for r in self.ratios:
             stage = nn.Module()
             stage.act = make_activation(activation, width)
-            stage.up = ConvTranspose1d(width, width // 2, 2 * r, stride=r, causal=causal)
+            crop = math.ceil(r / 2) if upsample_crop == "half_stride" else None
+            stage.up = ConvTranspose1d(width, width // 2, 2 * r, stride=r, causal=causal, crop=crop)
+            stage.short = 0 if crop is None else 2 * crop - r  # samples short of r per frame (odd r, cropped)
             stage.stride = r
             width //= 2
             stage.units = nn.ModuleList(
-                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal) for d in dilations
+                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut)
+                for d in dilations
             )
             self.stages.append(stage)
         self.act = make_activation(activation, width)
-        self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal)
+        self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal, pad_mode=pad_mode)
+        self.final = nn.Tanh() if final_activation == "tanh" else nn.Identity()
 
     def forward(
         self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
@@ -87,9 +109,10 @@ class AudioDecoder(WaveformDecoder):
         for stage in self.stages:
             h = stage.up(stage.act(h), mask)
             if valid is not None:
-                valid = valid * stage.stride
+                valid = valid * stage.stride - stage.short  # an item's own length after this stage
                 mask = length_mask(valid, h.shape[-1])
             for unit in stage.units:
                 h = unit(h, mask)
-        return self.head(self.act(h), mask)
+        out = self.final(self.head(self.act(h), mask))
+        return F.pad(out, (0, z_q.shape[1] * self.hop_length - out.shape[-1]))
 

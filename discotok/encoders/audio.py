@@ -13,6 +13,8 @@ encodes to the same ids whatever follows it.
 With ``lengths`` (B,) samples, every convolution zeroes its input past each item's valid
 length (``num_frames(length) * hop`` at the input resolution, scaled down per stage): an item
 in a zero-padded batch gets, over its valid frames, what it gets encoded alone.
+``pad_mode="reflect"`` pads every convolution by reflection as EnCodec does (each item about its
+own length), and ``residual_shortcut`` gives the residual units a 1x1 convolution as skip.
 """
 
 from __future__ import annotations
@@ -53,30 +55,34 @@ class AudioEncoder(WaveformEncoder):
         sequence_layers: int = 2,
         sequence_heads: int = 8,
         causal: bool = False,
+        pad_mode: str = "zeros",
+        residual_shortcut: bool = False,
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
         self.in_channels = in_channels
+        self.pad_mode = pad_mode
         self.ratios = [int(r) for r in ratios]
         self.hop_length = math.prod(self.ratios)
         self.causal = bool(causal)
-        self.stem = Conv1d(in_channels, channels, kernel_size, causal=causal)
+        self.stem = Conv1d(in_channels, channels, kernel_size, causal=causal, pad_mode=pad_mode)
         self.stages = nn.ModuleList()
         width = channels
         for r in reversed(self.ratios):
             stage = nn.Module()
             stage.units = nn.ModuleList(
-                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal) for d in dilations
+                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut)
+                for d in dilations
             )
             stage.act = make_activation(activation, width)
-            stage.down = Conv1d(width, 2 * width, 2 * r, stride=r, causal=causal)
+            stage.down = Conv1d(width, 2 * width, 2 * r, stride=r, causal=causal, pad_mode=pad_mode)
             stage.stride = r
             self.stages.append(stage)
             width *= 2
         self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
         self.act = make_activation(activation, width)
-        self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal)
+        self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal, pad_mode=pad_mode)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""
@@ -85,7 +91,8 @@ class AudioEncoder(WaveformEncoder):
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
-            valid = -(-lengths // self.hop_length) * self.hop_length
+            # zeros: the item zero-padded to whole hops, as alone; reflect: its own length (EnCodec pads by reflection)
+            valid = lengths if self.pad_mode == "reflect" else -(-lengths // self.hop_length) * self.hop_length
         mask = length_mask(valid, x.shape[-1])
         h = self.stem(x, mask)
         for stage in self.stages:
@@ -93,7 +100,7 @@ class AudioEncoder(WaveformEncoder):
                 h = unit(h, mask)
             h = stage.down(stage.act(h), mask)
             if valid is not None:
-                valid = valid // stage.stride
+                valid = -(-valid // stage.stride)
                 mask = length_mask(valid, h.shape[-1])
         h = self.head(self.act(self.sequence(h, valid)), mask)
         return EncoderOutput(rearrange(h, "b d n -> b n d"), Layout("frames", (h.shape[-1],)))

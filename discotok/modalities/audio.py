@@ -116,6 +116,8 @@ class AudioModality(Modality):
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], total).to(x.device)
         padded = F.pad(x, (0, self.num_frames(total) * self.hop_length - total))
+        if lengths is None and padded.shape[-1] != total:  # the encoder tells the padding from the signal
+            lengths = torch.full((x.shape[0],), total, device=x.device)
         return Batch(padded, lengths, self.valid_frames(lengths), (total,))
 
     def finish(self, x_hat: Tensor, batch: Batch) -> Tensor:

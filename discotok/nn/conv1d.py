@@ -1,9 +1,14 @@
 """1-D convolution blocks of SEANet-style (EnCodec / DAC) waveform encoders and decoders.
 
-Every convolution pads with zeros itself (``causal``: all on the left; otherwise split) so a
-stride-s layer maps T samples to T/s frames when s divides T. Each takes an optional
-``mask`` (B, 1, T) and zeroes its input past each item's valid length first: a padded batch
-then computes, over each item's valid region, exactly what the item alone computes.
+Every convolution pads itself (``causal``: all on the left; otherwise split) so a stride-s
+layer maps T samples to T/s frames when s divides T. Each takes an optional ``mask`` (B, 1, T)
+and zeroes its input past each item's valid length first: a padded batch then computes, over
+each item's valid region, exactly what the item alone computes.
+
+``pad_mode="reflect"`` pads as EnCodec's ``SConv1d`` does an item of length L alone: the left
+(and fixed right) padding reflects the item, and an item whose length the stride does not divide
+is extended on the right by reflection to whole strides (``ceil(L / s)`` frames). In a padded
+batch each item is reflected about its own end (its length read from ``mask``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 ACTIVATIONS = ("elu", "snake", "gelu", "silu")
+PAD_MODES = ("zeros", "reflect")
 
 
 def length_mask(lengths: Tensor | None, size: int) -> Tensor | None:
@@ -49,8 +55,30 @@ def activation(name: str, channels: int) -> nn.Module:
     return layers[name]()
 
 
+def reflect_pad(x: Tensor, pad: tuple[int, int], stride: int, lengths: Tensor | None) -> Tensor:
+    """``x`` (B, C, T) padded by ``pad`` as EnCodec's ``pad1d(..., "reflect")`` pads each item of ``lengths`` alone
+    (all T when None), with the extra right reflection to whole strides; positions an item does not reach are 0.
+
+    EnCodec extends an item shorter than the padding with zeros before reflecting and drops them after;
+    the index arithmetic below follows that exactly.
+    """
+    b, _, t = x.shape
+    left, right = pad
+    lengths = torch.full((b,), t, device=x.device) if lengths is None else lengths.to(x.device).long()
+    frames = -(-lengths // stride)
+    extra = frames * stride - lengths
+    zeros = (torch.maximum(torch.full_like(lengths, left), right + extra) - lengths + 1).clamp(min=0)
+    extended = (lengths + zeros)[:, None]  # M: the item with its zero extension
+    pos = torch.arange(-left, t + right, device=x.device)[None]
+    src = torch.where(pos < 0, -pos, torch.where(pos < extended, pos, 2 * extended - 2 - pos))
+    keep = (src >= 0) & (src < lengths[:, None])
+    gathered = x.gather(-1, src.clamp(0, t - 1)[:, None, :].expand(-1, x.shape[1], -1))
+    return gathered * keep[:, None, :].to(x.dtype)
+
+
 class Conv1d(nn.Module):
-    """Weight-normalised Conv1d with its own zero padding: causal (left) or centred."""
+    """Weight-normalised Conv1d with its own padding (zeros or reflect, see the module docstring): causal
+    (left) or centred."""
 
     def __init__(
         self,
@@ -60,14 +88,22 @@ class Conv1d(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         causal: bool = False,
+        pad_mode: str = "zeros",
     ) -> None:
         super().__init__()
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.conv = weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation))
         total = (kernel_size - 1) * dilation + 1 - stride
         self.pad = (total, 0) if causal else (total - total // 2, total // 2)
+        self.stride = stride
+        self.pad_mode = pad_mode
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """(B, C, T) -> (B, C', T / stride); ``mask`` (B, 1, T) zeroes the input's padding."""
+        if self.pad_mode == "reflect":
+            lengths = None if mask is None else mask[:, 0].sum(-1).long()
+            return self.conv(reflect_pad(x, self.pad, self.stride, lengths))
         return self.conv(F.pad(apply_mask(x, mask), self.pad))
 
 
@@ -75,13 +111,18 @@ class ConvTranspose1d(nn.Module):
     """Weight-normalised ConvTranspose1d trimmed to ``stride * T`` outputs.
 
     Causal: the surplus is cut on the right, so output sample t depends on frames <= t / stride.
+    ``crop=c`` instead cuts c samples from each side (PyTorch's ``padding``; DAC's ``ceil(stride / 2)``,
+    one sample short of ``stride * T`` for an odd stride).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool = False,
+        crop: int | None = None,
+    ) -> None:
         super().__init__()
         self.conv = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride))
         total = kernel_size - stride
-        self.trim = (0, total) if causal else (total - total // 2, total // 2)
+        self.trim = (crop, crop) if crop is not None else (0, total) if causal else (total - total // 2, total // 2)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """(B, C, N) -> (B, C', N * stride); ``mask`` (B, 1, N) zeroes padded frames first."""
@@ -90,17 +131,21 @@ class ConvTranspose1d(nn.Module):
 
 
 class ResidualUnit(nn.Module):
-    """SEANet residual unit: act -> dilated conv (to dim / compress) -> act -> 1x1 conv, plus identity."""
+    """SEANet residual unit: act -> dilated conv (to dim / compress) -> act -> 1x1 conv, plus identity (or, with
+    ``shortcut``, a 1x1 convolution of the input: EnCodec's ``true_skip=False``)."""
 
     def __init__(
-        self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False
+        self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False,
+        pad_mode: str = "zeros", shortcut: bool = False,
     ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
         self.act1 = activation(act, dim)
-        self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal)
+        self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal, pad_mode=pad_mode)
         self.act2 = activation(act, hidden)
         self.conv2 = Conv1d(hidden, dim, 1)
+        self.shortcut = Conv1d(dim, dim, 1) if shortcut else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        return x + self.conv2(self.act2(self.conv1(self.act1(x), mask)))
+        skip = x if self.shortcut is None else self.shortcut(x)
+        return skip + self.conv2(self.act2(self.conv1(self.act1(x), mask)))

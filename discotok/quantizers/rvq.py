@@ -34,6 +34,10 @@ class ResidualVQ(Quantizer):
     ``codebook_weight``, ``kmeans_init``, ``kmeans_iters``, ``dead_code_threshold``) are
     passed to each level's ``VectorQuantizer``; k-means runs per level on that level's
     residual. ``cosine`` normalises each residual, which is rarely what residual coding wants.
+
+    ``level_dim`` gives every level its own projections to a small code space of that size
+    (DAC's factorised codes: each level searches its own low-dimensional, with ``cosine`` and
+    ``raw_codes`` l2-normalised, codebook and the residual is taken back in the full space).
     """
 
     def __init__(
@@ -53,6 +57,8 @@ class ResidualVQ(Quantizer):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.0,
+        level_dim: int | None = None,
+        raw_codes: bool = False,
     ) -> None:
         super().__init__(dim, code_dim or dim)
         if depth < 1 or not 1 <= min_depth <= depth:
@@ -67,6 +73,8 @@ class ResidualVQ(Quantizer):
             VectorQuantizer(
                 dim=self.code_dim,
                 codebook_size=codebook_size,
+                code_dim=level_dim,
+                raw_codes=raw_codes,
                 cosine=cosine,
                 ema=ema,
                 decay=decay,
@@ -116,8 +124,8 @@ class ResidualVQ(Quantizer):
         residual, q_sum = h, torch.zeros_like(h)
         ids, losses, stats, energies = [], [], [], [h.detach().float().square().sum()]
         for level in self.levels[:k]:
-            out = level.quantize(residual)
-            q = out.z_q.detach()
+            out = level.quantize(level.project_in(residual))
+            q = level.project_out(out.z_q).detach()
             residual = residual - q
             q_sum = q_sum + q
             ids.append(out.ids)
@@ -171,7 +179,7 @@ class ResidualVQ(Quantizer):
         residual = self.project_in(z).detach().float()
         energies = [residual.square().sum(-1)]
         for j in range(ids.shape[-1]):
-            residual = residual - self.levels[j].lookup(ids[..., j].long()).float()
+            residual = residual - self.level_codes(j, ids[..., j].long()).float()
             energies.append(residual.square().sum(-1))
         return torch.stack(energies, dim=-1)
 
@@ -187,9 +195,14 @@ class ResidualVQ(Quantizer):
             ids[..., d][mask] = self.levels[d].nearest_codes(ids[..., d][mask], delta, generator)
         return ids
 
+    def level_codes(self, j: int, ids: Tensor) -> Tensor:
+        """Level ``j``'s codes for ``ids``, in the residual's space (through the level's projection, if any)."""
+        level = self.levels[j]
+        return level.project_out(level.lookup(ids))
+
     def lookup(self, ids: Tensor) -> Tensor:
         """Sum of the codes of the first ``ids.shape[-1]`` levels."""
-        return sum(self.levels[j].lookup(ids[..., j]) for j in range(ids.shape[-1]))
+        return sum(self.level_codes(j, ids[..., j]) for j in range(ids.shape[-1]))
 
 
 def shares_removed(energies: Tensor) -> Tensor:

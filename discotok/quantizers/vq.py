@@ -23,6 +23,8 @@ class VectorQuantizer(Quantizer):
         codebook_size: number of codes K.
         code_dim: size of the codes; None means ``dim``, smaller adds Linear projections.
         cosine: l2-normalise inputs and codes and pick the code of highest cosine.
+        raw_codes: with ``cosine`` (and ``ema=False``), search on normalised vectors but output the raw
+            (unnormalised) code and compute the losses against the raw input: DAC's factorised codes.
         ema: update codes as EMA cluster means (buffers); False learns them as a
             parameter with the codebook loss ``codebook_weight * ||sg(h) - q||²``.
         decay, eps: EMA decay and Laplace smoothing of the cluster counts.
@@ -51,6 +53,7 @@ class VectorQuantizer(Quantizer):
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.0,
+        raw_codes: bool = False,
     ) -> None:
         super().__init__(dim, code_dim or dim)
         if codebook_size < 1:
@@ -59,6 +62,7 @@ class VectorQuantizer(Quantizer):
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.num_codes = codebook_size
         self.cosine = cosine
+        self.raw_codes = bool(raw_codes)
         self.ema = ema
         self.decay = decay
         self.eps = eps
@@ -95,9 +99,9 @@ class VectorQuantizer(Quantizer):
         return F.normalize(codes, dim=-1) if self.cosine and not self.ema else codes
 
     def lookup(self, ids: Tensor) -> Tensor:
-        """Code-space vectors for ``ids`` of any shape (normalised if cosine)."""
+        """Code-space vectors for ``ids`` of any shape (normalised if cosine, unless ``raw_codes``)."""
         q = F.embedding(ids, self.codebook)
-        return F.normalize(q, dim=-1) if self.cosine and not self.ema else q
+        return F.normalize(q, dim=-1) if self.cosine and not self.ema and not self.raw_codes else q
 
     @full_precision
     def quantize(self, h: Tensor, **kwargs) -> QuantizerOutput:
@@ -105,9 +109,10 @@ class VectorQuantizer(Quantizer):
         if kwargs:
             raise TypeError(f"vq.quantize got unexpected argument(s) {sorted(kwargs)}")
         b = h.shape[0]
-        if self.cosine:
-            h = F.normalize(h, dim=-1)
-        flat = rearrange(h.detach(), "b n d -> (b n) d").float()
+        searched = F.normalize(h, dim=-1) if self.cosine else h
+        if not self.raw_codes:
+            h = searched
+        flat = rearrange(searched.detach(), "b n d -> (b n) d").float()
         if self.in_training_step and not bool(self.initted):
             self._kmeans_init(flat)
         ids = self.search.nearest(flat, self.codes(), self.cosine)

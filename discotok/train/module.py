@@ -74,6 +74,9 @@ class TokenizerModule(L.LightningModule):
     ``ema`` holds ``decay`` (0 or null: no EMA) and ``start_step``: with it, validation runs
     on the EMA weights and ``export_tokenizer`` returns them. ``perturbation`` holds the
     keyword arguments of ``LatentPerturbation`` (RobusTok; off while ``alpha`` is 0).
+    ``init_from``: a tokenizer directory whose weights the tokenizer starts from (strictly: the
+    config must be that directory's architecture); everything else (discriminators, projectors,
+    EMA) starts fresh, and ``initialisation()`` says what came from where.
 
     Without an adversarial block this is plain automatic optimization. With one it is
     Lightning's manual optimization with two AdamW optimizers (tokenizer, discriminator),
@@ -89,10 +92,13 @@ class TokenizerModule(L.LightningModule):
         optim: dict | None = None,
         ema: dict | None = None,
         perturbation: dict | None = None,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer.from_config(tokenizer)
+        if init_from:
+            self.tokenizer.load_state_dict(Tokenizer.from_pretrained(init_from).state_dict(), strict=True)
         loss = dict(loss or {})
         unknown = sorted(set(loss) - set(LOSS_KEYS))
         if unknown:
@@ -131,6 +137,16 @@ class TokenizerModule(L.LightningModule):
 
     def forward(self, x: Tensor) -> Any:
         return self.tokenizer(x)
+
+    def initialisation(self) -> str:
+        """Where the run's weights start: the tokenizer's source and the trainable parts that start fresh."""
+        source = self.hparams.init_from
+        size = sum(p.numel() for p in self.tokenizer.parameters()) / 1e6
+        fresh = [f"{name} ({n / 1e6:.2f} M)" for name, child in self.named_children()
+                 if name not in ("tokenizer", "ema") and (n := sum(p.numel() for p in child.parameters() if p.requires_grad))]
+        start = (f"the tokenizer ({size:.2f} M parameters, {len(self.tokenizer.state_dict())} tensors) from {source}"
+                 if source else f"the tokenizer ({size:.2f} M parameters) at random")
+        return f"starting {start}; fresh: {', '.join(fresh) or 'nothing else'}"
 
     def export_tokenizer(self) -> Tokenizer:
         """The tokenizer to validate and to save: the EMA weights when EMA is on, else the live ones."""

@@ -12,13 +12,17 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from discotok.atomic import atomic_path
 from discotok.figures import rounded
 from discotok.defaults import config_dir  # noqa: F401  (re-exported: tests and scripts compose from it)
 from discotok.registry import DATAMODULES
+from discotok.registry import ConfigError
 from discotok.tokenizers import tokenizer_config
+from discotok.tokenizers.config import DEFAULT_MODALITY
+from discotok.tokenizers.files import read_config
 from discotok.train.callbacks import CodebookHistogram, ValidationExamples
 from discotok.train.checkpoint_io import AtomicCheckpointIO
 from discotok.train.launch import launch, processes_to_start
@@ -40,6 +44,8 @@ def summarize(module: TokenizerModule, metrics: dict[str, float], steps: int, va
     audio: SI-SNR, mel and STFT distances), codebook use and the bit budget."""
     tok = module.tokenizer
     summary: dict[str, Any] = {"steps": steps, "val_data": val_data, **tok.modality.quality_summary(metrics)}
+    if module.hparams.init_from:
+        summary["init_from"] = str(module.hparams.init_from)
     name = tok.config["quantizer"]["name"]
     if tok.quantizer.continuous:  # identity: continuous tokens, no codebook or bit rate
         summary |= {"quantizer": name, "continuous_dim": tok.quantizer.dim, **tok.modality.rate_summary(True)}
@@ -68,10 +74,24 @@ def by_depth(metrics: dict[str, float]) -> dict[str, Any]:
 
 def tokenizer_spec(cfg: DictConfig) -> dict:
     """The tokenizer config of a run: the components, and the modality's fields that the datamodule names
-    (``tokenizer_fields``: image size, or audio sample rate and channels)."""
+    (``tokenizer_fields``: image size, or audio sample rate and channels). With ``init_from``, the
+    components of that tokenizer directory, whose modality fields must be the data's."""
     data = plain(cfg.data)
     fields = DATAMODULES.get(data["name"]).tokenizer_fields(data)
+    if cfg.get("init_from"):
+        return init_spec(Path(cfg.init_from).expanduser(), fields)
     return tokenizer_config(plain(cfg.encoder), plain(cfg.quantizer), plain(cfg.decoder), **fields)
+
+
+def init_spec(path: Path, fields: dict[str, Any]) -> dict:
+    """The tokenizer config of the directory ``path`` (its architecture), checked against the data's ``fields``."""
+    config = {k: v for k, v in read_config(path).items() if k not in ("metadata", "format", "version")}
+    for key, value in fields.items():
+        theirs = config.get(key, DEFAULT_MODALITY if key == "modality" else None)
+        if theirs != value:
+            raise ConfigError(f"init_from={path}: the tokenizer's {key} is {theirs!r} but the data's is {value!r}; "
+                              f"set data.{key}={theirs} (or fine-tune another tokenizer)")
+    return config
 
 
 def build_loggers(spec: dict[str, Any], out_dir: Path) -> list[Logger]:
@@ -126,7 +146,8 @@ def train_process(cfg: DictConfig, out_dir: Path, callbacks: Sequence[L.Callback
     """The training of one process (one DDP rank): fit, validate, and on rank 0 export and summarize."""
     L.seed_everything(cfg.seed, workers=True)
     module = TokenizerModule(tokenizer_spec(cfg), loss=plain(cfg.loss), optim=plain(cfg.optim), ema=plain(cfg.ema),
-                             perturbation=plain(cfg.get("perturbation")))
+                             perturbation=plain(cfg.get("perturbation")), init_from=cfg.get("init_from"))
+    rank_zero_info(f"discotok train: {module.initialisation()}")
     ckpt_path = resume_checkpoint(cfg.resume, module)
     datamodule = DATAMODULES.build(plain(cfg.data))
     trainer_cfg = plain(cfg.trainer)

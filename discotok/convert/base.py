@@ -1,0 +1,119 @@
+"""What every converter shares: reading a publisher's file safely, renaming tensors, loading strictly.
+
+A converter (``Converter``) reads the checkpoint a publisher distributes, says which registered
+components rebuild it (a plain tokenizer config) and renames its tensors to ours. ``assemble``
+then builds the tokenizer and loads the renamed tensors strictly: every tensor of ours must come
+from the file, except the ones the converter names as ours alone (bookkeeping buffers the
+publisher's model does not have), and every tensor of the file must land somewhere, with its
+shape. A publisher's pickle is read with ``torch.load(weights_only=True)``, which builds tensors
+and plain containers only and never imports or runs anything the file names.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from discotok.tokenizers.tokenizer import Tokenizer
+
+SHOWN = 8
+WEIGHT_NORM = (("weight_g", "parametrizations.weight.original0"), ("weight_v", "parametrizations.weight.original1"))
+
+
+class ConvertError(ValueError):
+    """A source that is not what the format expects, or whose tensors do not fit the architecture."""
+
+
+def listing(names: Iterable[str]) -> str:
+    """The first names of a sorted list, and how many more."""
+    names = sorted(names)
+    more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
+
+
+def load_pickle(path: Path, what: str) -> Any:
+    """A publisher's ``torch.save`` file, read with ``weights_only=True`` (tensors and plain containers)."""
+    if not path.is_file():
+        raise ConvertError(f"{path}: no such file (expected {what})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConvertError(f"{path}: not a readable {what} ({first})") from None
+
+
+class Renamed(dict):
+    """Tensors under our names; ``origin`` maps each of our names to the publisher's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin: dict[str, str] = {}
+
+
+def rename(tensors: dict[str, Tensor], rules: list[tuple[str, Callable[[re.Match], str]]]) -> Renamed:
+    """Tensors renamed by the first rule (``re.fullmatch`` pattern, our name of the match) that matches, with
+    ``torch.nn.utils.weight_norm``'s ``weight_g`` / ``weight_v`` turned into our parametrisation's names;
+    a name no rule matches keeps its name (and is then reported as unexpected)."""
+    out = Renamed()
+    for theirs, tensor in tensors.items():
+        name = theirs
+        for old, new in WEIGHT_NORM:
+            if name.endswith("." + old):
+                name = name[: -len(old)] + new
+        for pattern, ours in rules:
+            if match := re.fullmatch(pattern, name):
+                name = ours(match)
+                break
+        out[name] = tensor
+        out.origin[name] = theirs
+    return out
+
+
+def fold_weight_norm(g: Tensor, v: Tensor) -> Tensor:
+    """The weight ``g * v / ||v||`` of ``torch.nn.utils.weight_norm`` (norm over every dimension but the first)."""
+    return g * v / v.flatten(1).norm(dim=1).reshape(-1, *[1] * (v.ndim - 1))
+
+
+def assemble(config: dict, tensors: dict[str, Tensor], own: Iterable[str] = ()) -> Tokenizer:
+    """Build the tokenizer of ``config`` and load ``tensors`` into it strictly.
+
+    ``own`` are regular expressions of our tensors the source does not hold (they keep their
+    initial values). ``ConvertError`` lists every missing, unexpected or mis-shaped tensor.
+    """
+    tok = Tokenizer.from_config(config)
+    ours = tok.state_dict()
+    own = [re.compile(p) for p in own]
+    missing = [k for k in ours if k not in tensors and not any(p.fullmatch(k) for p in own)]
+    origin = tensors.origin if isinstance(tensors, Renamed) else {}
+
+    def named(key: str) -> str:
+        return f"{key} (the source's {origin[key]})" if origin.get(key, key) != key else key
+
+    unexpected = [named(k) for k in tensors if k not in ours]
+    shapes = [f"{named(k)} {tuple(t.shape)} (expected {tuple(ours[k].shape)})" for k, t in tensors.items()
+              if k in ours and tuple(t.shape) != tuple(ours[k].shape)]
+    problems = [f"{len(v)} {what}: {listing(v)}" for what, v in
+                (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if v]
+    if problems:
+        raise ConvertError("the tensors do not fit the architecture: " + "; ".join(problems))
+    state = {k: tensors.get(k, v) for k, v in ours.items()}
+    tok.load_state_dict({k: v.to(ours[k].dtype) for k, v in state.items()}, strict=True)
+    return tok.eval()
+
+
+class Converter:
+    """One publisher format: ``read(source)`` gives the tokenizer (built from registered components, loaded
+    strictly); ``describe`` says what SOURCE is."""
+
+    name: ClassVar[str]
+    describe: ClassVar[str]
+
+    def read(self, source: Path) -> Tokenizer:
+        raise NotImplementedError
