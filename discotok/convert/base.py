@@ -114,6 +114,7 @@ class Converter:
 
     name: ClassVar[str]
     describe: ClassVar[str]
+    source_patterns: ClassVar[tuple[str, ...]]  # file names of its checkpoints in a publisher's hub repository
 
     def read(self, source: Path) -> Tokenizer:
         raise NotImplementedError

@@ -102,6 +102,7 @@ def rename_dac(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: in
 class DACConverter(Converter):
     """Descript Audio Codec ``.pth`` files (``DAC.save``)."""
 
+    source_patterns = ("*.pth",)
     describe = "a DAC .pth file (descript-audio-codec's DAC.save: state_dict + metadata.kwargs)"
 
     def read(self, source: Path) -> Tokenizer:

@@ -102,6 +102,7 @@ def encodec_rules(n: int) -> list:
 class EncodecConverter(Converter):
     """EnCodec 24 kHz ``.th`` state dicts."""
 
+    source_patterns = ("*.th",)
     describe = "an EnCodec .th state dict (the encodec package's EncodecModel, 24 kHz family)"
 
     def read(self, source: Path) -> Tokenizer:

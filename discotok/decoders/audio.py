@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from discotok.nn.conv1d import Conv1d, ConvTranspose1d, ResidualUnit, length_mask
 from discotok.nn.conv1d import activation as make_activation
 from discotok.nn.sequence import SequenceModel
+from discotok.nn.streaming import Chain, Pointwise, StreamingConv, StreamingConvTranspose, StreamingLSTM, StreamingResidual
 from discotok.decoders.base import WaveformDecoder
 from discotok.layout import Layout
 from discotok.registry import DECODERS
@@ -73,6 +74,7 @@ class AudioDecoder(WaveformDecoder):
         if final_activation not in FINAL_ACTIVATIONS:
             raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS}, got {final_activation!r}")
         self.out_channels = out_channels
+        self.causal = bool(causal)
         self.ratios = [int(r) for r in ratios]
         self.hop_length = math.prod(self.ratios)
         width = channels * 2 ** len(self.ratios)
@@ -95,6 +97,15 @@ class AudioDecoder(WaveformDecoder):
         self.act = make_activation(activation, width)
         self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal, pad_mode=pad_mode)
         self.final = nn.Tanh() if final_activation == "tanh" else nn.Identity()
+
+    def stream(self) -> Chain:
+        """This (causal) decoder fed frame chunks (B, D, n), giving their samples (B, C, n * hop) as they come."""
+        if not self.causal:
+            raise ValueError("only a causal decoder streams (causal: true); this one looks ahead")
+        steps: list = [StreamingConv(self.stem), StreamingLSTM(self.sequence)]
+        for stage in self.stages:
+            steps += [Pointwise(stage.act), StreamingConvTranspose(stage.up), *(StreamingResidual(u) for u in stage.units)]
+        return Chain([*steps, Pointwise(self.act), StreamingConv(self.head), Pointwise(self.final)])
 
     def forward(
         self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -113,3 +113,7 @@ class WaveformDecoder(Decoder):
     """A decoder of frames (B, N, D) to waveforms (B, out_channels, N * hop_length)."""
 
     hop_length: int
+
+    def stream(self) -> Any:
+        """This decoder fed frame chunks (``push(z)`` with z (B, D, n) -> samples, ``flush()``), for causal decoders."""
+        raise ValueError(f"decoder {type(self).__name__} does not stream")

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from discotok.nn.conv1d import Conv1d, ResidualUnit, apply_mask, length_mask
 from discotok.nn.conv1d import activation as make_activation
 from discotok.nn.sequence import SequenceModel
+from discotok.nn.streaming import Chain, Pointwise, StreamingConv, StreamingLSTM, StreamingResidual
 from discotok.encoders.base import EncoderOutput, WaveformEncoder
 from discotok.layout import Layout
 from discotok.nn.waveform import check_audio_batch, check_lengths
@@ -83,6 +84,17 @@ class AudioEncoder(WaveformEncoder):
         self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
         self.act = make_activation(activation, width)
         self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal, pad_mode=pad_mode)
+
+    def stream(self) -> Chain:
+        """This (causal) encoder fed chunk by chunk: ``push`` waveforms (B, C, m), get latents (B, D, n) of the
+        frames they complete; ``flush`` at the end of the input (see ``discotok.nn.streaming``)."""
+        if not self.causal:
+            raise ValueError("only a causal encoder streams (causal: true); this one looks ahead")
+        steps: list = [StreamingConv(self.stem)]
+        for stage in self.stages:
+            steps += [*(StreamingResidual(u) for u in stage.units), Pointwise(stage.act), StreamingConv(stage.down)]
+        steps += [StreamingLSTM(self.sequence), Pointwise(self.act), StreamingConv(self.head)]
+        return Chain(steps, pad_to=self.hop_length if self.pad_mode == "zeros" else None)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""

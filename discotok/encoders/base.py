@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -75,6 +75,10 @@ class WaveformEncoder(Encoder):
     """
 
     hop_length: int
+
+    def stream(self) -> Any:
+        """This encoder fed chunk by chunk (``push(x)`` -> latents (B, D, n), ``flush()``), for causal encoders."""
+        raise ValueError(f"encoder {type(self).__name__} does not stream")
 
     def token_layout(self, size: Sequence[int]) -> Layout:
         """The frame layout of a waveform of ``size[-1]`` samples (a multiple of the hop)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from discotok.decoders.base import WaveformDecoder
@@ -20,8 +21,60 @@ from discotok.encoders.base import WaveformEncoder
 from discotok.layout import Layout
 from discotok.figures import rounded
 from discotok.modalities.base import Batch, Modality, RateAxes, positive_int
+from discotok.nn.modes import eval_mode
 from discotok.nn.waveform import check_audio_batch, check_lengths, mask_past
 from discotok.registry import MODALITIES, ConfigError
+
+
+class EncodeStream:
+    """Waveform chunks (B, C, m) in, as they come; the ids (B, n, depth) of the frames they complete out.
+
+    The concatenation of every ``push`` and the final ``flush`` equals the offline ``encode`` of the whole
+    waveform, whatever the chunk sizes (see ``AudioModality.encode_stream``).
+    """
+
+    def __init__(self, modality: "AudioModality", depth: int | None) -> None:
+        self.modality = modality
+        self.kwargs = {} if depth is None else {"depth": modality.quantizer.check_depth(depth)}
+        self.stream = modality.encoder.stream()
+
+    def _ids(self, z: Tensor) -> Tensor:
+        quantizer = self.modality.quantizer
+        if z.shape[-1] == 0:
+            levels = (self.kwargs.get("depth") or quantizer.depth,) if quantizer.depth else ()
+            return torch.zeros(z.shape[0], 0, *levels, dtype=torch.long, device=z.device)
+        return quantizer(rearrange(z, "b d n -> b n d"), **self.kwargs).ids
+
+    @torch.no_grad()
+    def push(self, x: Tensor) -> Tensor:
+        check_audio_batch(x, self.modality.channels)
+        with eval_mode(self.modality.encoder), eval_mode(self.modality.quantizer):
+            return self._ids(self.stream.push(x))
+
+    @torch.no_grad()
+    def flush(self) -> Tensor:
+        with eval_mode(self.modality.encoder), eval_mode(self.modality.quantizer):
+            return self._ids(self.stream.flush())
+
+
+class DecodeStream:
+    """Ids (B, n[, depth]) in, chunk by chunk; their samples (B, C, n * hop) out, equal to the offline decode."""
+
+    def __init__(self, modality: "AudioModality") -> None:
+        self.modality = modality
+        self.stream = modality.decoder.stream()
+
+    @torch.no_grad()
+    def push(self, ids: Tensor) -> Tensor:
+        self.modality.quantizer.check_ids(ids)
+        with eval_mode(self.modality.decoder), eval_mode(self.modality.quantizer):
+            z = self.modality.quantizer.ids_to_codes(ids)
+            return self.stream.push(rearrange(z, "b n d -> b d n")).clamp(-1, 1)
+
+    @torch.no_grad()
+    def flush(self) -> Tensor:
+        with eval_mode(self.modality.decoder):
+            return self.stream.flush().clamp(-1, 1)
 
 
 @MODALITIES.register("audio")
@@ -108,6 +161,18 @@ class AudioModality(Modality):
 
     def signature(self) -> tuple:
         return (self.name, self.sample_rate, self.channels)
+
+    def encode_stream(self, depth: int | None = None) -> EncodeStream:
+        """Streaming encode for causal codecs: ``push(chunk)`` returns the ids of the frames the samples so far
+        complete, ``flush()`` the rest at the end; together they equal the offline ids. The algorithmic latency
+        is one hop (a frame comes once its hop is in); a reflect-padded encoder (EnCodec) also waits, at the
+        start only, for its first layers' padding."""
+        return EncodeStream(self, depth)
+
+    def decode_stream(self) -> DecodeStream:
+        """Streaming decode for causal codecs: ``push(ids)`` returns the samples of those frames (the offline
+        decode's, one hop per frame, no lookahead), ``flush()`` what a reflect-padded decoder still holds."""
+        return DecodeStream(self)
 
     def prepare(self, x: Tensor, lengths: Tensor | None = None) -> Batch:
         """Check a waveform batch and zero-pad it to whole hops; lengths and valid frames per item."""

@@ -55,9 +55,12 @@ def activation(name: str, channels: int) -> nn.Module:
     return layers[name]()
 
 
-def reflect_pad(x: Tensor, pad: tuple[int, int], stride: int, lengths: Tensor | None) -> Tensor:
+def reflect_pad(
+    x: Tensor, pad: tuple[int, int], stride: int, lengths: Tensor | None, stop: int | None = None
+) -> Tensor:
     """``x`` (B, C, T) padded by ``pad`` as EnCodec's ``pad1d(..., "reflect")`` pads each item of ``lengths`` alone
     (all T when None), with the extra right reflection to whole strides; positions an item does not reach are 0.
+    The result covers positions ``-pad[0]`` to ``stop`` (default ``T + pad[1]``).
 
     EnCodec extends an item shorter than the padding with zeros before reflecting and drops them after;
     the index arithmetic below follows that exactly.
@@ -69,7 +72,7 @@ def reflect_pad(x: Tensor, pad: tuple[int, int], stride: int, lengths: Tensor | 
     extra = frames * stride - lengths
     zeros = (torch.maximum(torch.full_like(lengths, left), right + extra) - lengths + 1).clamp(min=0)
     extended = (lengths + zeros)[:, None]  # M: the item with its zero extension
-    pos = torch.arange(-left, t + right, device=x.device)[None]
+    pos = torch.arange(-left, t + right if stop is None else stop, device=x.device)[None]
     src = torch.where(pos < 0, -pos, torch.where(pos < extended, pos, 2 * extended - 2 - pos))
     keep = (src >= 0) & (src < lengths[:, None])
     gathered = x.gather(-1, src.clamp(0, t - 1)[:, None, :].expand(-1, x.shape[1], -1))

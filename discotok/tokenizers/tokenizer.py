@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from discotok.quantizers.base import Quantizer, QuantizerOutput, check_finite
 from discotok.registry import DECODERS, ENCODERS, MODALITIES, QUANTIZERS, ConfigError
 from discotok.tokenizers.config import DEFAULT_MODALITY, tokenizer_config, validate_config  # noqa: F401
 from discotok.tokenizers.files import TokenizerLoadError, load_directory, save_directory  # noqa: F401
+from discotok.tokenizers.hub import resolve
 
 FORMAT = "discotok.tokenizer"
 FORMAT_VERSION = 1
@@ -231,7 +233,23 @@ class Tokenizer(nn.Module):
         return save_directory(self, self.config, path)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "Tokenizer":
-        """Load a tokenizer directory written by ``save_pretrained`` (in eval mode); strict, and every failure
-        is a ``TokenizerLoadError`` naming the file (see ``discotok.tokenizers.files``)."""
-        return load_directory(cls.from_config, path, device)
+    def from_pretrained(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", revision: str | None = None
+    ) -> "Tokenizer":
+        """Load a tokenizer directory written by ``save_pretrained`` (in eval mode), or a Hugging Face Hub name
+        ``org/name`` (ours, or a publisher's checkpoint converted once and cached; ``revision`` pins it; see
+        ``discotok.tokenizers.hub``); strict, and every failure is a ``TokenizerLoadError`` naming the file."""
+        return load_directory(cls.from_config, resolve(path, revision), device)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "discotok tokenizer") -> str:
+        """Upload ``config.json`` and ``model.safetensors`` to the hub repository ``repo_id`` (created if
+        needed) through ``huggingface_hub``; returns the commit's URL."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="discotok-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "tokenizer")
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=commit_message)
+        return str(getattr(info, "commit_url", info))
