@@ -11,6 +11,7 @@ BENCHES = {
     "audio": "discotok.bench.audio",
     "precision": "discotok.bench.precision",
     "extract": "discotok.bench.extract",
+    "stream": "discotok.bench.stream",
 }
 
 
