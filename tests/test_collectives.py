@@ -96,6 +96,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
+    # Leave without the interpreter's teardown: gloo's background threads can abort an otherwise clean exit
+    # ("terminate called without an active exception"), seen about once in 20 full-suite runs.
+    os._exit(0)
 
 
 def test_no_collective_outside_training_steps(tmp_path) -> None:

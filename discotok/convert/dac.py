@@ -115,7 +115,11 @@ class DACConverter(Converter):
         absent = [k for k in KWARGS if k not in kwargs]
         if absent:
             raise ConvertError(f"{source}: DAC metadata lacks {absent} (has {sorted(kwargs)})")
-        state = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
-        tensors = rename_dac(state, len(kwargs["encoder_rates"]), len(kwargs["decoder_rates"]))
-        own = [r"quantizer\.steps", r"quantizer\.levels\.\d+\.(cluster_size|initted)"]
-        return assemble(dac_config(kwargs), tensors, own)
+        return read_dac({k.removeprefix("module."): v for k, v in obj["state_dict"].items()}, kwargs)
+
+
+def read_dac(state: dict[str, Tensor], kwargs: dict) -> Tokenizer:
+    """The tokenizer of a DAC's tensors (the ``dac`` package's names) and constructor arguments."""
+    tensors = rename_dac(state, len(kwargs["encoder_rates"]), len(kwargs["decoder_rates"]))
+    own = [r"quantizer\.steps", r"quantizer\.levels\.\d+\.(cluster_size|initted)"]
+    return assemble(dac_config(kwargs), tensors, own)

@@ -44,8 +44,12 @@ def stages(state: dict[str, Tensor], side: str, first: int) -> int:
     return n
 
 
-def encodec_config(state: dict[str, Tensor]) -> tuple[dict, int]:
-    """Our tokenizer config read from EnCodec's tensors, and its number of stages."""
+def encodec_config(
+    state: dict[str, Tensor], sample_rate: int = SAMPLE_RATE, causal: bool = True, pad_mode: str = "reflect",
+    shortcut: bool = True,
+) -> tuple[dict, int]:
+    """Our tokenizer config read from EnCodec's tensors (and what they do not say: the rate, causality, padding
+    and skips of the 24 kHz family unless given), and its number of stages."""
     if any(".norm." in k for k in state):
         raise ConvertError("this is an EnCodec 48 kHz model (time group norm, segments with overlap-add); "
                            "FORMAT encodec converts the 24 kHz family (weight norm)")
@@ -61,13 +65,13 @@ def encodec_config(state: dict[str, Tensor]) -> tuple[dict, int]:
     bins, code_dim = shape(state, "quantizer.vq.layers.0._codebook.embed")
     common = {"latent_dim": dimension, "channels": filters, "ratios": ratios, "dilations": [1], "kernel_size": kernel,
               "last_kernel_size": last_kernel, "residual_kernel_size": residual_kernel, "compress": filters // hidden,
-              "activation": "elu", "sequence": "lstm", "sequence_layers": lstm, "causal": True, "pad_mode": "reflect",
-              "residual_shortcut": True}
+              "activation": "elu", "sequence": "lstm", "sequence_layers": lstm, "causal": causal,
+              "pad_mode": "zeros" if pad_mode == "constant" else pad_mode, "residual_shortcut": shortcut}
     encoder = {"name": "audio", "in_channels": channels, **common}
     decoder = {"name": "audio", "out_channels": channels, **common}
     quantizer = {"name": "rvq", "dim": code_dim, "depth": len(layers), "codebook_size": bins, "ema": True, "decay": 0.99,
                  "kmeans_init": False, "dead_code_threshold": 2.0, "quantizer_dropout": 0.5, "commitment_weight": 1.0}
-    config = tokenizer_config(encoder, quantizer, decoder, modality="audio", sample_rate=SAMPLE_RATE, channels=channels,
+    config = tokenizer_config(encoder, quantizer, decoder, modality="audio", sample_rate=sample_rate, channels=channels,
                               metadata={"converted_from": "encodec"})
     return config, n
 
@@ -110,10 +114,16 @@ class EncodecConverter(Converter):
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
             raise ConvertError(f"{source}: not an EnCodec state dict (a flat name -> tensor mapping); found {found}")
-        try:
-            config, n = encodec_config(state)
-        except ConvertError as err:
-            raise ConvertError(f"{source}: {err}") from None
-        tensors = rename({k: v for k, v in state.items() if not k.endswith("._codebook.inited")}, encodec_rules(n))
-        own = [r"quantizer\.steps", r"quantizer\.levels\.\d+\.initted"]
-        return assemble(config, tensors, own)
+        return read_encodec(state, source)
+
+
+def read_encodec(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
+    """The tokenizer of an EnCodec's tensors (the ``encodec`` package's names); ``architecture``: what the tensors
+    do not say (``encodec_config``'s keyword arguments)."""
+    try:
+        config, n = encodec_config(state, **architecture)
+    except ConvertError as err:
+        raise ConvertError(f"{source}: {err}") from None
+    tensors = rename({k: v for k, v in state.items() if not k.endswith("._codebook.inited")}, encodec_rules(n))
+    own = [r"quantizer\.steps", r"quantizer\.levels\.\d+\.initted"]
+    return assemble(config, tensors, own)

@@ -1,0 +1,140 @@
+"""``transformers``: the Hugging Face ``transformers`` layouts of EnCodec and DAC (``EncodecModel``, ``DacModel``).
+
+SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
+``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
+``model.safetensors`` (or ``pytorch_model.bin``, read with ``weights_only=True``). The tensors are renamed to
+the publisher's original layout and go through the ``encodec`` / ``dac`` converters, so both layouts of a
+model give the same discotok tokenizer. ``transformers`` itself is never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from torch import Tensor
+
+from discotok.convert.base import ConvertError, Converter, load_pickle
+from discotok.convert.dac import read_dac
+from discotok.convert.encodec import read_encodec
+from discotok.registry import CONVERTERS
+from discotok.tokenizers.tokenizer import Tokenizer
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if path.is_file():
+            if name.endswith(".safetensors"):
+                from safetensors import SafetensorError
+                from safetensors.torch import load_file
+
+                try:
+                    return load_file(str(path))
+                except (SafetensorError, OSError) as err:
+                    raise ConvertError(f"{path}: not a readable safetensors file ({err})") from None
+            return load_pickle(path, "a transformers pytorch_model.bin")
+    raise ConvertError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
+
+
+def split_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice)."""
+    out = {}
+    for name, tensor in state.items():
+        if name.endswith(".weight") and tensor.ndim == 3:
+            out[name[: -len("weight")] + "weight_g"] = tensor.flatten(1).norm(dim=1).reshape(-1, 1, 1)
+            out[name[: -len("weight")] + "weight_v"] = tensor
+        else:
+            out[name] = tensor
+    return out
+
+
+def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]:
+    """transformers' EnCodec names -> the ``encodec`` package's (weight norm as weight_g / weight_v)."""
+    out = {}
+    transposed = {3 + 3 * i for i in range(stages)}
+    for name, tensor in state.items():
+        name = name.replace(".parametrizations.weight.original0", ".weight_g")
+        name = name.replace(".parametrizations.weight.original1", ".weight_v")
+        if m := re.fullmatch(r"quantizer\.layers\.(\d+)\.codebook\.(.+)", name):
+            name = f"quantizer.vq.layers.{m[1]}._codebook.{m[2]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.(lstm\..+)", name):
+            name = f"{m[1]}.model.{m[2]}.{m[3]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.((?:block\.\d+\.|shortcut\.)?)conv\.(.+)", name):
+            conv = "convtr.convtr" if m[1] == "decoder" and int(m[2]) in transposed and not m[3] else "conv.conv"
+            name = f"{m[1]}.model.{m[2]}.{m[3]}{conv}.{m[4]}"
+        out[name] = tensor
+    return out
+
+
+def dac_original(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: int) -> dict[str, Tensor]:
+    """transformers' DAC names -> the ``dac`` package's."""
+    unit = {"snake1": "block.0", "conv1": "block.1", "snake2": "block.2", "conv2": "block.3"}
+    rules = [
+        (r"encoder\.conv1\.(.+)", lambda m: f"encoder.block.0.{m[1]}"),
+        (r"encoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
+         lambda m: f"encoder.block.{int(m[1]) + 1}.block.{int(m[2]) - 1}.{unit[m[3]]}.{m[4]}"),
+        (r"encoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.3.{m[2]}"),
+        (r"encoder\.block\.(\d+)\.conv1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.4.{m[2]}"),
+        (r"encoder\.snake1\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 1}.{m[1]}"),
+        (r"encoder\.conv2\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 2}.{m[1]}"),
+        (r"decoder\.conv1\.(.+)", lambda m: f"decoder.model.0.{m[1]}"),
+        (r"decoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.0.{m[2]}"),
+        (r"decoder\.block\.(\d+)\.conv_t1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.1.{m[2]}"),
+        (r"decoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
+         lambda m: f"decoder.model.{int(m[1]) + 1}.block.{int(m[2]) + 1}.{unit[m[3]]}.{m[4]}"),
+        (r"decoder\.snake1\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 1}.{m[1]}"),
+        (r"decoder\.conv2\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 2}.{m[1]}"),
+    ]
+    out = {}
+    for name, tensor in split_weight_norm(state).items():
+        for pattern, ours in rules:
+            if m := re.fullmatch(pattern, name):
+                name = ours(m)
+                break
+        out[name] = tensor
+    return out
+
+
+def check(config: dict, expected: dict, what: str) -> None:
+    wrong = {k: config.get(k) for k, v in expected.items() if config.get(k, v) != v}
+    if wrong:
+        raise ConvertError(f"{what} with {wrong} is not converted (expected {dict((k, expected[k]) for k in wrong)})")
+
+
+@CONVERTERS.register("transformers")
+class TransformersConverter(Converter):
+    """``transformers`` model directories of ``EncodecModel`` and ``DacModel``."""
+
+    source_patterns = ("config.json",)
+    describe = "a transformers model directory (config.json + model.safetensors) of EncodecModel or DacModel"
+
+    def read(self, source: Path) -> Tokenizer:
+        folder = source if source.is_dir() else source.parent
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
+        model_type = config.get("model_type") if isinstance(config, dict) else None
+        if model_type not in ("encodec", "dac"):
+            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec' and 'dac' "
+                               "(mimi and xcodec not yet)")
+        if model_type == "encodec":
+            check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
+                           "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
+        state = read_weights(folder)
+        if model_type == "encodec":
+            stages = len(config["upsampling_ratios"])
+            return read_encodec(encodec_original(state, stages), folder, sample_rate=int(config["sampling_rate"]),
+                                causal=bool(config.get("use_causal_conv", True)), pad_mode=config.get("pad_mode", "reflect"),
+                                shortcut=bool(config.get("use_conv_shortcut", True)))
+        kwargs = {"encoder_dim": config["encoder_hidden_size"], "encoder_rates": config["downsampling_ratios"],
+                  "latent_dim": config["hidden_size"], "decoder_dim": config["decoder_hidden_size"],
+                  "decoder_rates": config["upsampling_ratios"], "n_codebooks": config["n_codebooks"],
+                  "codebook_size": config["codebook_size"], "codebook_dim": config["codebook_dim"],
+                  "sample_rate": config["sampling_rate"]}
+        original = dac_original(state, len(kwargs["encoder_rates"]), len(kwargs["decoder_rates"]))
+        return read_dac(original, kwargs)

@@ -1,0 +1,84 @@
+"""``discotok convert transformers``: EnCodec and DAC in the Hugging Face transformers layout (random weights,
+built from their configs offline) give the reference's ids and audio, and the same tokenizer as the
+publisher's original layout."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from discotok import Tokenizer
+from discotok.cli import main
+from discotok.convert import ConvertError, convert
+from discotok.tokenizers.hub import publisher_checkpoint
+
+transformers = pytest.importorskip("transformers")
+
+
+def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("codebook.embed"):
+                buffer.normal_()
+        for name, p in model.named_parameters():
+            if name.endswith("alpha"):
+                p.uniform_(0.5, 2.0)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def saved(model: torch.nn.Module, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(path)
+    return path
+
+
+def test_transformers_encodec(tmp_path, speech_clips, capsys):
+    config = transformers.EncodecConfig(num_filters=4, hidden_size=16, upsampling_ratios=[8, 5, 4, 2], codebook_size=32,
+                                        target_bandwidths=[1.5, 3.0], sampling_rate=24_000, use_causal_conv=True,
+                                        norm_type="weight_norm")
+    ref = randomise(transformers.EncodecModel(config))
+    folder = saved(ref, tmp_path / "encodec_24khz")
+    assert publisher_checkpoint(folder)[0] == "transformers"  # a hub repository of this layout converts on the fly
+    assert main(["convert", "transformers", str(folder), "-o", str(tmp_path / "tok")]) == 0, capsys.readouterr().err
+    tok = Tokenizer.from_pretrained(tmp_path / "tok")
+    assert (tok.modality.sample_rate, tok.modality.hop_length, tok.quantizer.depth) == (24_000, 320, 8)
+    for clip in (speech_clips[0][None, :, :2000], speech_clips[1][None, :, :4321]):
+        with torch.no_grad():
+            out = ref.encode(clip, bandwidth=3.0)
+            codes = out.audio_codes[0, 0].T
+            ids = tok.encode(clip, depth=codes.shape[1])
+            assert torch.equal(ids[0], codes)
+            expected = ref.decode(out.audio_codes, out.audio_scales)[0][..., : clip.shape[-1]]
+            assert (tok.decode(ids, size=(clip.shape[-1],)) - expected).abs().max() < 1e-4
+
+
+def test_transformers_dac_matches_its_original_layout(tmp_path, speech_clips):
+    config = transformers.DacConfig(encoder_hidden_size=8, downsampling_ratios=[2, 4, 5], decoder_hidden_size=64,
+                                    upsampling_ratios=[5, 4, 2], n_codebooks=3, codebook_size=16, codebook_dim=4,
+                                    sampling_rate=16_000, hidden_size=32)
+    ref = randomise(transformers.DacModel(config))
+    tok = convert("transformers", saved(ref, tmp_path / "dac"))
+    clip = speech_clips[2][None, :, :1600]
+    with torch.no_grad():
+        out = ref.encode(clip)
+        ids = tok.encode(clip)
+        assert torch.equal(ids[0], out.audio_codes[0].T)
+        expected = ref.decode(audio_codes=out.audio_codes).audio_values.reshape(-1)
+        assert (tok.decode(ids).reshape(-1)[: expected.numel()] - expected).abs().max() < 1e-4
+
+
+def test_other_transformers_models_are_refused(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "mimi"}')
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ConvertError, match="model_type 'mimi'; FORMAT transformers converts 'encodec' and 'dac'"):
+        convert("transformers", tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "encodec", "norm_type": "time_group_norm"}')
+    with pytest.raises(ConvertError, match="norm_type"):
+        convert("transformers", tmp_path / "m")
