@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]
+    from discotok.allocator import tune_glibc_malloc
+
+    tune_glibc_malloc()  # big temporaries stay mapped between batches (discotok/allocator.py)
     if command == "train":
         from discotok.train.app import main as run
     elif command == "encode":

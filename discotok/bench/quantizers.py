@@ -140,9 +140,12 @@ def time_ms(
 
 
 def allocator_in_effect() -> str:
-    """Which allocator setting this process started with ('default', 'tuned' or 'other')."""
+    """Which allocator setting this process runs with: 'tuned' (the environment at start, or the ``discotok``
+    command's ``mallopt``, ``discotok.allocator``), 'default' or 'other'."""
+    from discotok.allocator import tuned_at_runtime
+
     env = {k: os.environ.get(k) for k in TUNED_ENV}
-    if env == TUNED_ENV:
+    if env == TUNED_ENV or tuned_at_runtime():
         return "tuned"
     return "default" if all(v is None for v in env.values()) else "other"
 
