@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 
@@ -33,14 +34,36 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve the resolution with a stride-2 3x3 convolution."""
+    """Halve the resolution with a stride-2 3x3 convolution; ``asymmetric`` pads only the right and bottom by
+    one (taming-transformers' VQGAN, LlamaGen) instead of one on every side."""
+
+    def __init__(self, channels: int, asymmetric: bool = False) -> None:
+        super().__init__()
+        self.asymmetric = asymmetric
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if asymmetric else 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)) if self.asymmetric else x)
+
+
+class AttnBlock(nn.Module):
+    """VQGAN's single-head self-attention over the positions of a feature map, with a residual connection:
+    GroupNorm, 1x1 convolutions to queries, keys and values, attention, a 1x1 output convolution."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x)
+        h = self.norm(x)
+        b, c, height, width = h.shape
+        q, k, v = (rearrange(conv(h), "b c h w -> b 1 (h w) c") for conv in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=height, w=width))
 
 
 class Upsample(nn.Module):

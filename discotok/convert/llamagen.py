@@ -1,0 +1,90 @@
+"""``llamagen``: LlamaGen's VQ tokenizers (VQ-16, VQ-8; also used by Janus and RobusTok).
+
+SOURCE is the checkpoint the publisher distributes (``vq_ds16_c2i.pt``): ``{"model": state_dict, ...}`` (or
+the state dict itself), read with ``weights_only=True``. The architecture is read from the tensors: the
+``taming`` encoder and decoder (widths, levels, residual blocks per level), the latent width, the codebook
+(size x 8) with its 1x1 projections; LlamaGen's codebooks are l2-normalised (``codebook_l2_norm``), so the
+quantizer is a cosine ``vq`` whose codes are the normalised ones. The image size is not in the file: 256,
+as published (any multiple of the downsampling factor encodes).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from torch import Tensor
+
+from discotok.convert.base import ConvertError, Converter, assemble, load_pickle, rename
+from discotok.registry import CONVERTERS
+from discotok.tokenizers.config import tokenizer_config
+from discotok.tokenizers.tokenizer import Tokenizer
+
+IMAGE_SIZE = 256
+RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
+
+
+def count(state: dict[str, Tensor], pattern: str) -> int:
+    return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def llamagen_config(state: dict[str, Tensor]) -> dict:
+    """Our tokenizer config read from LlamaGen's tensors."""
+    try:
+        channels, in_channels = state["encoder.conv_in.weight"].shape[:2]
+        latent_dim = state["encoder.conv_out.weight"].shape[0]
+        codebook_size, code_dim = state["quantize.embedding.weight"].shape
+    except KeyError as err:
+        raise ConvertError(f"not a LlamaGen VQ state dict: no tensor {err}") from None
+    levels = count(state, r"encoder\.conv_blocks\.(\d+)\..+")
+    blocks = count(state, r"encoder\.conv_blocks\.0\.res\.(\d+)\..+")
+    mult = [state[f"encoder.conv_blocks.{i}.res.0.conv2.weight"].shape[0] // channels for i in range(levels)]
+    decoder_mult = [state[f"decoder.conv_blocks.{levels - 1 - i}.res.0.conv2.weight"].shape[0] // channels
+                    for i in range(levels)]
+    shape = {"channels": int(channels), "num_res_blocks": blocks}
+    encoder = {"name": "taming", "latent_dim": int(latent_dim), "in_channels": int(in_channels), "channel_mult": mult,
+               **shape}
+    decoder = {"name": "taming", "latent_dim": int(latent_dim), "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
+               "channel_mult": decoder_mult, **shape}
+    quantizer = {"name": "vq", "dim": int(latent_dim), "codebook_size": int(codebook_size), "code_dim": int(code_dim),
+                 "cosine": True, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0}
+    return tokenizer_config(encoder, quantizer, decoder, image_size=[IMAGE_SIZE, IMAGE_SIZE],
+                            metadata={"converted_from": "llamagen"})
+
+
+def llamagen_rules() -> list:
+    """(pattern, our name of a match) for LlamaGen's tensors."""
+    return [
+        (r"(encoder|decoder)\.(.*)\.(res\.\d+|mid\.[02])\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias)",
+         lambda m: f"{m[1]}.{m[2]}.{m[3]}.{RES[m[4]]}.{m[5]}"),
+        (r"(encoder|decoder)\.(mid\.[02])\.(norm1|conv1|norm2|conv2|nin_shortcut)\.(weight|bias)",
+         lambda m: f"{m[1]}.{m[2]}.{RES[m[3]]}.{m[4]}"),
+        (r"quant_conv\.(weight|bias)", lambda m: f"quantizer.project_in.{m[1]}"),
+        (r"post_quant_conv\.(weight|bias)", lambda m: f"quantizer.project_out.{m[1]}"),
+        (r"quantize\.embedding\.weight", lambda m: "quantizer.codebook"),
+    ]
+
+
+@CONVERTERS.register("llamagen")
+class LlamaGenConverter(Converter):
+    """LlamaGen VQ checkpoints (``{"model": state_dict}``)."""
+
+    source_patterns = ("vq_*.pt",)
+    describe = "a LlamaGen VQ checkpoint (.pt with a 'model' state dict)"
+
+    def read(self, source: Path) -> Tokenizer:
+        obj = load_pickle(source, self.describe)
+        state = obj.get("model", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+            raise ConvertError(f"{source}: not a LlamaGen VQ checkpoint: expected a 'model' state dict, found {found}")
+        try:
+            config = llamagen_config(state)
+        except ConvertError as err:
+            raise ConvertError(f"{source}: {err}") from None
+        state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
+        tensors = rename(state, llamagen_rules())
+        for key in ("quantizer.project_in.weight", "quantizer.project_out.weight"):
+            if key in tensors:
+                tensors[key] = tensors[key].flatten(1)
+        return assemble(config, tensors, [r"quantizer\.(cluster_size|initted)"])
