@@ -77,8 +77,31 @@ def test_other_transformers_models_are_refused(tmp_path):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text('{"model_type": "mimi"}')
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ConvertError, match="model_type 'mimi'; FORMAT transformers converts 'encodec' and 'dac'"):
+    with pytest.raises(ConvertError, match="model_type 'mimi'; FORMAT transformers converts 'encodec', 'dac' and 'janus_vqgan'"):
         convert("transformers", tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text('{"model_type": "encodec", "norm_type": "time_group_norm"}')
     with pytest.raises(ConvertError, match="norm_type"):
         convert("transformers", tmp_path / "m")
+
+
+def test_transformers_janus_vqvae(tmp_path):
+    from transformers.models.janus.modeling_janus import JanusVQVAE
+
+    config = transformers.JanusVQVAEConfig(base_channels=32, channel_multiplier=[1, 2], num_res_blocks=1,
+                                           latent_channels=16, embed_dim=4, num_embeddings=32, num_patches=8)
+    ref = randomise(JanusVQVAE(config))
+    with torch.no_grad():  # transformers initialises the codebook uniformly tiny: spread it, and the norms
+        ref.quantize.embedding.weight.normal_()
+        for name, p in ref.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.normal_(1.0, 0.1)
+    tok = convert("transformers", saved(ref, tmp_path / "janus_vq"))
+    assert tok.modality.image_size == (16, 16) and tok.config["encoder"]["name"] == "taming"
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        h = ref.quant_conv(ref.encoder(x))
+        quant, _, indices = ref.quantize(h)
+        ids = tok.encode(x)
+        assert torch.equal(ids.reshape(-1), indices.reshape(-1))
+        expected = ref.decoder(ref.post_quant_conv(quant))
+        assert (tok.decode(ids) - expected.clamp(-1, 1)).abs().max() < 1e-4

@@ -1,10 +1,12 @@
-"""``transformers``: the Hugging Face ``transformers`` layouts of EnCodec and DAC (``EncodecModel``, ``DacModel``).
+"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC and Janus's VQ-VAE (``EncodecModel``,
+``DacModel``, ``JanusVQVAE``).
 
 SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
 ``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
 ``model.safetensors`` (or ``pytorch_model.bin``, read with ``weights_only=True``). The tensors are renamed to
-the publisher's original layout and go through the ``encodec`` / ``dac`` converters, so both layouts of a
-model give the same discotok tokenizer. ``transformers`` itself is never imported.
+the publisher's original layout and go through the ``encodec`` / ``dac`` / ``llamagen`` converters, so both
+layouts of a model give the same discotok tokenizer (Janus's VQ-VAE is LlamaGen's VQGAN; transformers'
+version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). ``transformers`` itself is never imported.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import Tensor
 from discotok.convert.base import ConvertError, Converter, load_pickle
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
+from discotok.convert.llamagen import read_llamagen
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -99,6 +102,17 @@ def dac_original(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: 
     return out
 
 
+def janus_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """transformers' Janus VQ-VAE names -> LlamaGen's (the same VQGAN)."""
+    out = {}
+    for name, tensor in state.items():
+        name = re.sub(r"^(encoder)\.down\.|^(decoder)\.up\.", lambda m: f"{m[1] or m[2]}.conv_blocks.", name)
+        name = re.sub(r"\.block\.(\d+)\.", r".res.\1.", name)
+        name = name.replace("mid.block_1.", "mid.0.").replace("mid.attn_1.", "mid.1.").replace("mid.block_2.", "mid.2.")
+        out[name] = tensor
+    return out
+
+
 def check(config: dict, expected: dict, what: str) -> None:
     wrong = {k: config.get(k) for k, v in expected.items() if config.get(k, v) != v}
     if wrong:
@@ -119,9 +133,13 @@ class TransformersConverter(Converter):
         except (OSError, ValueError) as err:
             raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
         model_type = config.get("model_type") if isinstance(config, dict) else None
-        if model_type not in ("encodec", "dac"):
-            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec' and 'dac' "
-                               "(mimi and xcodec not yet)")
+        if model_type not in ("encodec", "dac", "janus_vqgan"):
+            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac' and "
+                               "'janus_vqgan' (mimi, xcodec, chameleon and emu3 not yet)")
+        if model_type == "janus_vqgan":
+            check(config, {"double_latent": False}, "a Janus VQ-VAE")
+            size = int(config.get("num_patches", 32)) * 2 ** (len(config["channel_multiplier"]) - 1)
+            return read_llamagen(janus_original(read_weights(folder)), folder, l2_norm=False, image_size=size)
         if model_type == "encodec":
             check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
                            "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")

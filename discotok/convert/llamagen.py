@@ -28,8 +28,8 @@ def count(state: dict[str, Tensor], pattern: str) -> int:
     return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def llamagen_config(state: dict[str, Tensor]) -> dict:
-    """Our tokenizer config read from LlamaGen's tensors."""
+def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: int = IMAGE_SIZE) -> dict:
+    """Our tokenizer config read from LlamaGen's tensors (an l2-normalised codebook unless ``l2_norm`` is False)."""
     try:
         channels, in_channels = state["encoder.conv_in.weight"].shape[:2]
         latent_dim = state["encoder.conv_out.weight"].shape[0]
@@ -47,8 +47,8 @@ def llamagen_config(state: dict[str, Tensor]) -> dict:
     decoder = {"name": "taming", "latent_dim": int(latent_dim), "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
                "channel_mult": decoder_mult, **shape}
     quantizer = {"name": "vq", "dim": int(latent_dim), "codebook_size": int(codebook_size), "code_dim": int(code_dim),
-                 "cosine": True, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0}
-    return tokenizer_config(encoder, quantizer, decoder, image_size=[IMAGE_SIZE, IMAGE_SIZE],
+                 "cosine": l2_norm, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0}
+    return tokenizer_config(encoder, quantizer, decoder, image_size=[image_size, image_size],
                             metadata={"converted_from": "llamagen"})
 
 
@@ -78,13 +78,18 @@ class LlamaGenConverter(Converter):
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
             raise ConvertError(f"{source}: not a LlamaGen VQ checkpoint: expected a 'model' state dict, found {found}")
-        try:
-            config = llamagen_config(state)
-        except ConvertError as err:
-            raise ConvertError(f"{source}: {err}") from None
-        state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
-        tensors = rename(state, llamagen_rules())
-        for key in ("quantizer.project_in.weight", "quantizer.project_out.weight"):
-            if key in tensors:
-                tensors[key] = tensors[key].flatten(1)
-        return assemble(config, tensors, [r"quantizer\.(cluster_size|initted)"])
+        return read_llamagen(state, source)
+
+
+def read_llamagen(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
+    """The tokenizer of a VQGAN in LlamaGen's names; ``architecture``: ``llamagen_config``'s keyword arguments."""
+    try:
+        config = llamagen_config(state, **architecture)
+    except ConvertError as err:
+        raise ConvertError(f"{source}: {err}") from None
+    state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
+    tensors = rename(state, llamagen_rules())
+    for key in ("quantizer.project_in.weight", "quantizer.project_out.weight"):
+        if key in tensors:
+            tensors[key] = tensors[key].flatten(1)
+    return assemble(config, tensors, [r"quantizer\.(cluster_size|initted)"])
