@@ -3,6 +3,7 @@ reference's ids and audio, item by item, inside padded batches of any lengths; b
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -96,3 +97,21 @@ def test_other_sources_are_refused_with_the_reason(tmp_path):
     with pytest.raises(ConvertError, match=r"missing: encoder.stem.conv.bias, quantizer.levels.4.*1 unexpected: "
                                            r"quantizer.levels.9.codebook \(the source's quantizer.vq.layers.9._codebook.embed\)"):
         convert("encodec", tmp_path / "edited.th")
+
+
+def test_bandwidths_are_depths(tmp_path, speech_clips, capsys):
+    torch.save(reference("small").state_dict(), tmp_path / "encodec.th")
+    tok = convert("encodec", tmp_path / "encodec.th", tmp_path / "tok")
+    rates = tok.modality.bit_rates
+    assert tok.modality.depth_for_bandwidth(rates[2] / 1e3) == 2
+    with pytest.raises(ValueError, match="bandwidth 7 kbps is not one of this codec's"):
+        tok.modality.depth_for_bandwidth(7)
+    import soundfile as sf
+
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", speech_clips[0][0, :2400].numpy(), 24_000)
+    rc = main(["encode", str(tmp_path / "tok"), str(tmp_path / "in"), "-o", str(tmp_path / "ids"),
+               "--bandwidth", f"{rates[2] / 1e3:g}", "--no-progress", "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "ids" / "manifest.json").read_text())
+    assert manifest["encode_options"]["depth"] == 2 and manifest["ids_shape"][-1] == 2

@@ -28,6 +28,12 @@ EXIT_HELP = """exit status:
 def _encode_command(args: argparse.Namespace) -> int:
     from discotok.extraction.encode import describe_report, extract
 
+    if args.bandwidth is not None:
+        from discotok.tokenizers.tokenizer import Tokenizer
+
+        if args.depth is not None:
+            raise ValueError("give --depth or --bandwidth, not both")
+        args.depth = Tokenizer.from_pretrained(args.tokenizer).modality.depth_for_bandwidth(args.bandwidth)
     prog = "discotok encode"
     if args.image_size is not None and len(args.image_size) > 2:
         raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
@@ -84,6 +90,8 @@ def encode_main(argv: Sequence[str]) -> int:
                              f"before decoding (default {DEFAULT_MAX_PIXELS}, 8192 x 8192)")
     parser.add_argument("--num-tokens", type=positive_int, metavar="K", help="keep the first K tokens (1-D tokenizers)")
     parser.add_argument("--depth", type=positive_int, metavar="K", help="residual depth to keep (RVQ tokenizers)")
+    parser.add_argument("--bandwidth", type=positive_float, metavar="KBPS",
+                        help="audio: the bit rate in kbps, as a depth (EnCodec's 1.5 / 3 / 6 / 12 / 24)")
     parser.add_argument("--no-recursive", action="store_true", help="only files directly in an input folder")
     parser.add_argument("--workers", type=int, default=None,
                         help="data-loading processes per device (0: in process; default: half the cores, 1 to 8)")

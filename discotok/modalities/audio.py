@@ -152,6 +152,15 @@ class AudioModality(Modality):
         """The bit rate of ids at ``depth`` levels of a residual quantizer (None: all)."""
         return self.frames_per_second * self.bits_per_token(depth)
 
+    def depth_for_bandwidth(self, kbps: float) -> int:
+        """The depth whose bit rate is ``kbps`` kilobits per second (EnCodec's bandwidths: 1.5 / 3 / 6 / 12 / 24 at
+        24 kHz are depths 2 / 4 / 8 / 16 / 32); ``ValueError`` listing the rates this codec offers otherwise."""
+        for depth, rate in self.bit_rates.items():
+            if abs(rate - 1e3 * kbps) <= 1e-6 * rate:
+                return depth
+        offered = ", ".join(f"{rate / 1e3:g}" for rate in self.bit_rates.values())
+        raise ValueError(f"bandwidth {kbps:g} kbps is not one of this codec's: {offered} kbps")
+
     @property
     def bit_rates(self) -> dict[int, float]:
         """Bits per second at each depth 1..depth (a single-level quantizer: ``{1: rate}``)."""

@@ -131,6 +131,10 @@ class Modality:
         """Bits of one token position with ``depth`` levels of a residual quantizer (None: all)."""
         return self.quantizer.bits_per_token / (self.quantizer.depth or 1) * self.quantizer.check_depth(depth)
 
+    def depth_for_bandwidth(self, kbps: float) -> int:
+        """The residual depth of a bit rate in kbps (audio); other modalities refuse."""
+        raise ValueError(f"a bandwidth in kbps applies to audio tokenizers; this is an {self.name} tokenizer")
+
     def rate_figures(self, ids_shape: Sequence[int], size: Sequence[int]) -> dict[str, Any]:
         """Tokens and bit rates of one item's ids of shape (N[, depth]) for an input of ``size``."""
         raise NotImplementedError
