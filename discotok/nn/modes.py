@@ -12,10 +12,13 @@ from torch import nn
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Put ``module`` and all its submodules in eval mode; on exit (also after an error) restore
     each submodule's own ``training`` flag, so a caller's mixed modes come back exactly."""
-    modes = [(m, m.training) for m in module.modules()]
+    training = [m for m in module.modules() if m.training]
+    if not training:  # already in eval mode throughout: nothing to switch or give back
+        yield module
+        return
     module.eval()
     try:
         yield module
     finally:
-        for m, training in modes:
-            m.training = training
+        for m in training:
+            m.training = True

@@ -6,7 +6,8 @@ so far determine; ``flush()`` ends the stream (the right padding of the offline 
 returns the rest. A causal convolution in ``zeros`` mode starts at once; in ``reflect`` mode
 (EnCodec) it waits for ``pad + 1`` inputs, whose reflection is its left padding, so the first
 outputs come a little late, and its ``flush`` reflects the stream's end to whole strides, as the
-offline layer does. Chunks may be of any size, one sample included.
+offline layer does. Chunks may be of any size, one sample included. A stream uses the weights the model
+has when the stream is made.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StreamingConv:
         if conv.pad[1]:
             raise ValueError("only causal convolutions stream")
         self.conv = conv
+        self.weight = conv.conv.weight.detach()  # the weight-normed weight, computed once for the whole stream
         self.left = conv.pad[0]
         self.stride = conv.stride
         self.kernel = (conv.conv.kernel_size[0] - 1) * conv.conv.dilation[0] + 1
@@ -50,7 +52,7 @@ class StreamingConv:
         conv = self.conv.conv
         if n == 0:
             return empty_like_time(buffer, conv.out_channels)
-        y = F.conv1d(buffer[..., : (n - 1) * self.stride + self.kernel], conv.weight, conv.bias, self.stride, 0,
+        y = F.conv1d(buffer[..., : (n - 1) * self.stride + self.kernel], self.weight, conv.bias, self.stride, 0,
                      conv.dilation)
         self.buffer = buffer[..., n * self.stride :]
         return y
@@ -90,13 +92,14 @@ class StreamingConvTranspose:
         if conv.trim[0]:
             raise ValueError("only causal transposed convolutions stream")
         self.conv = conv.conv
+        self.weight = self.conv.weight.detach()  # computed once for the whole stream
         self.stride = self.conv.stride[0]
         self.pending: Tensor | None = None
 
     def push(self, x: Tensor) -> Tensor:
         if x.shape[-1] == 0:
             return empty_like_time(x, self.conv.out_channels)
-        y = F.conv_transpose1d(x, self.conv.weight, None, self.stride)
+        y = F.conv_transpose1d(x, self.weight, None, self.stride)
         if self.pending is not None:
             overlap = self.pending.shape[-1]
             y = torch.cat([y[..., :overlap] + self.pending, y[..., overlap:]], dim=-1)
