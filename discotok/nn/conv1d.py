@@ -67,12 +67,20 @@ def reflect_pad(
     """
     b, _, t = x.shape
     left, right = pad
+    end = t + right if stop is None else stop
+    length = t if lengths is None else int(lengths[0])
+    extra_one = -length % stride
+    if (lengths is None or bool((lengths == length).all())) and length > max(left, right + extra_one):
+        # one length for all items, long enough to reflect without zero extension: torch's own reflect padding
+        y = F.pad(x[..., :length], (left, right + extra_one), mode="reflect")
+        size = left + end
+        return y[..., :size] if y.shape[-1] >= size else F.pad(y, (0, size - y.shape[-1]))
     lengths = torch.full((b,), t, device=x.device) if lengths is None else lengths.to(x.device).long()
     frames = -(-lengths // stride)
     extra = frames * stride - lengths
     zeros = (torch.maximum(torch.full_like(lengths, left), right + extra) - lengths + 1).clamp(min=0)
     extended = (lengths + zeros)[:, None]  # M: the item with its zero extension
-    pos = torch.arange(-left, t + right if stop is None else stop, device=x.device)[None]
+    pos = torch.arange(-left, end, device=x.device)[None]
     src = torch.where(pos < 0, -pos, torch.where(pos < extended, pos, 2 * extended - 2 - pos))
     keep = (src >= 0) & (src < lengths[:, None])
     gathered = x.gather(-1, src.clamp(0, t - 1)[:, None, :].expand(-1, x.shape[1], -1))
