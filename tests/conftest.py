@@ -153,3 +153,19 @@ def speech_folder(speech_clips, tmp_path_factory) -> Path:
     save_audio(root / "b" / "tiny.wav", speech_clips[0][:, :20], AUDIO_RATE)
     (root / "notes.txt").write_text("not audio\n")
     return root
+
+
+def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """A reference codec made less trivial for converter tests: random Euclidean codebooks (EnCodec starts them
+    at zero, which would make every id 0), Snake slopes (DAC starts them at 1) and biases; in eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("codebook.embed"):
+                buffer.normal_()
+        for name, p in model.named_parameters():
+            if name.endswith("alpha"):
+                p.uniform_(0.5, 2.0)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.1)
+    return model.eval()

@@ -13,7 +13,7 @@ import torch
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
-from tests.conftest import AUDIO_RATE
+from tests.conftest import AUDIO_RATE, randomised
 
 dac = pytest.importorskip("dac")
 
@@ -25,17 +25,10 @@ CONFIGS = {
 
 def reference(kind: str, seed: int = 0) -> torch.nn.Module:
     """A small DAC with random weights, Snake slopes and biases (DAC's init leaves them at 1 and 0)."""
-    torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = dac.DAC(**CONFIGS[kind], n_codebooks=4, codebook_size=32, codebook_dim=4, sample_rate=AUDIO_RATE)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("alpha"):
-                p.uniform_(0.5, 2.0)
-            elif name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-    return model.eval()
+    return randomised(model, seed)
 
 
 def saved(model: torch.nn.Module, path: Path) -> Path:

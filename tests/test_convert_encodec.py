@@ -14,6 +14,7 @@ import torch
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
+from tests.conftest import randomised
 
 encodec = pytest.importorskip("encodec")
 
@@ -26,19 +27,6 @@ def small_reference() -> torch.nn.Module:
     parts = {"channels": 1, "dimension": 16, "n_filters": 4, "ratios": [4, 2], "causal": True, "norm": "weight_norm"}
     quantizer = ResidualVectorQuantizer(dimension=16, n_q=4, bins=32)
     return encodec.EncodecModel(SEANetEncoder(**parts), SEANetDecoder(**parts), quantizer, [1.5, 3.0], 24_000, 1)
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random codebooks and biases too (EnCodec starts them at zero, which would make every id 0)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("_codebook.embed"):
-                buffer.normal_()
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-    return model.eval()
 
 
 def reference(kind: str) -> torch.nn.Module:

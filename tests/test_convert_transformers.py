@@ -13,22 +13,9 @@ from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from discotok.tokenizers.hub import publisher_checkpoint
+from tests.conftest import randomised as randomise
 
 transformers = pytest.importorskip("transformers")
-
-
-def randomise(model: torch.nn.Module) -> torch.nn.Module:
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, buffer in model.named_buffers():
-            if name.endswith("codebook.embed"):
-                buffer.normal_()
-        for name, p in model.named_parameters():
-            if name.endswith("alpha"):
-                p.uniform_(0.5, 2.0)
-            elif name.endswith("bias"):
-                p.normal_(0.0, 0.1)
-    return model.eval()
 
 
 def saved(model: torch.nn.Module, path):

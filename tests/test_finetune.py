@@ -20,7 +20,8 @@ encodec = pytest.importorskip("encodec")
 
 
 def converted_encodec(tmp_path):
-    from tests.test_convert_encodec import randomised, small_reference
+    from tests.conftest import randomised
+    from tests.test_convert_encodec import small_reference
 
     torch.save(randomised(small_reference()).state_dict(), tmp_path / "encodec.th")
     return convert("encodec", tmp_path / "encodec.th", tmp_path / "encodec"), tmp_path / "encodec", 24_000

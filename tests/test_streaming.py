@@ -41,7 +41,8 @@ def codecs(tmp_path_factory) -> dict[str, Tokenizer]:
     out = {"ours_causal_lstm": Tokenizer.from_config(tiny_audio_config(causal=True)).eval(),
            "ours_causal_conv": Tokenizer.from_config(tiny_audio_config(causal=True, sequence="none")).eval()}
     encodec = pytest.importorskip("encodec")
-    from tests.test_convert_encodec import randomised, small_reference
+    from tests.conftest import randomised
+    from tests.test_convert_encodec import small_reference
 
     folder = tmp_path_factory.mktemp("encodec")
     torch.save(randomised(small_reference()).state_dict(), folder / "small.th")
@@ -64,7 +65,7 @@ def test_streaming_equals_offline(codecs, name, chunking, speech_clips):
 
 def test_full_size_encodec_streams_exactly(tmp_path, speech_clips):
     encodec = pytest.importorskip("encodec")
-    from tests.test_convert_encodec import randomised
+    from tests.conftest import randomised
 
     torch.save(randomised(encodec.EncodecModel.encodec_model_24khz(pretrained=False)).state_dict(), tmp_path / "e.th")
     tok = convert("encodec", tmp_path / "e.th")

@@ -93,7 +93,7 @@ def rename_dac(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: in
         if g is None or v is None:
             raise ConvertError(f"{key}: weight norm needs both weight_g and weight_v")
         tensors[f"{key}.weight"] = fold_weight_norm(g, v).squeeze(-1)
-        tensors.origin[f"{key}.weight"] = tensors.origin.pop(f"{key}.parametrizations.weight.original1").replace("_v", "")
+        tensors.origin[f"{key}.weight"] = tensors.origin.pop(f"{key}.parametrizations.weight.original1").removesuffix("_v")
         tensors.origin.pop(f"{key}.parametrizations.weight.original0")
     return tensors
 

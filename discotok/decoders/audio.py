@@ -125,5 +125,6 @@ class AudioDecoder(WaveformDecoder):
             for unit in stage.units:
                 h = unit(h, mask)
         out = self.final(self.head(self.act(h), mask))
-        return F.pad(out, (0, z_q.shape[1] * self.hop_length - out.shape[-1]))
+        short = z_q.shape[1] * self.hop_length - out.shape[-1]  # DAC's crop with an odd ratio
+        return F.pad(out, (0, short)) if short else out
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from discotok.layout import Layout
@@ -144,7 +145,6 @@ class ImageModality(Modality):
         self, out_dir: Path, x: Tensor, x_hat: Tensor, lengths: Tensor | None, loggers: Sequence[Any], step: int
     ) -> None:
         """``reconstructions.png``: inputs above their reconstructions, also logged as an image."""
-        import torch
         from torchvision.utils import make_grid
 
         from discotok.data.images import save_grid
@@ -212,8 +212,6 @@ class ImageModality(Modality):
 
     def save_eval_examples(self, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
         """``reconstructions_NAME.png``: the originals, then one row per operating point."""
-        import torch
-
         from discotok.data.images import save_grid
 
         originals = torch.stack([x for x, _ in rows[0]])
@@ -223,8 +221,6 @@ class ImageModality(Modality):
 
     def bench_input(self, batch_size: int, seconds: float) -> tuple[Tensor, dict]:
         """Seeded uniform random images at the configured size."""
-        import torch
-
         if self.image_size is None:
             raise ValueError("the tokenizer has no image_size to benchmark at")
         x = torch.rand(batch_size, 3, *self.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -217,7 +217,7 @@ class Tokenizer(nn.Module):
         """
         self.quantizer.check_ids(ids)
         device = next(self.parameters()).device
-        layout, batch = self.modality.prepare_ids(ids, layout, size, None if lengths is None else lengths)
+        layout, batch = self.modality.prepare_ids(ids, layout, size, lengths)
         if batch is not None and batch.lengths is not None:
             batch.lengths, batch.frames = batch.lengths.to(device), batch.frames.to(device)
         with eval_mode(self), precision_context(precision, device):
