@@ -20,8 +20,8 @@ TINY_QUANTIZERS = {
 }
 
 
-ENCODERS = ("grid", "vit", "titok", "flexible")
-DECODER_OF = {"grid": "grid", "vit": "vit", "titok": "titok", "flexible": "titok"}
+ENCODERS = ("grid", "patch", "vit", "titok", "flexible")
+DECODER_OF = {"grid": "grid", "patch": "patch", "vit": "vit", "titok": "titok", "flexible": "titok"}
 TINY_NUM_TOKENS = 16
 
 
@@ -30,11 +30,14 @@ def tiny_tokenizer_config(
 ) -> dict:
     """A tokenizer small enough to train a step in well under a second on CPU.
 
-    ``encoder`` is ``grid`` (conv, 4x4 tokens at 32x32), ``vit`` (patch 8 grid), ``titok`` or
-    ``flexible`` (16 latent tokens; ``encoder_kwargs`` such as ``causal=True`` go to the encoder).
+    ``encoder`` is ``grid`` (conv, 4x4 tokens at 32x32), ``patch`` (conv at token resolution, 4x4
+    tokens), ``vit`` (patch 8 grid), ``titok`` or ``flexible`` (16 latent tokens; ``encoder_kwargs``
+    such as ``causal=True`` go to the encoder).
     """
     if encoder == "grid":
         enc = dec = {"latent_dim": LATENT, "channels": 8, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 1}
+    elif encoder == "patch":
+        enc = dec = {"latent_dim": LATENT, "patch_size": 8, "width": 32, "depth": 1}
     else:
         vit = {"latent_dim": LATENT, "image_size": [32, 32], "patch_size": 8, "width": 32, "depth": 2, "heads": 2}
         tokens = {} if encoder == "vit" else {"num_tokens": encoder_kwargs.pop("num_tokens", TINY_NUM_TOKENS)}

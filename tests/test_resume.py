@@ -66,7 +66,7 @@ def test_resumed_run_matches_the_uninterrupted_one(tmp_path):
 
 def test_resume_refuses_another_model(tmp_path):
     run(tmp_path / "first", "trainer.max_steps=1", "trainer.val_check_interval=1")
-    with pytest.raises(ResumeError, match="encoder.channels"):
-        run(tmp_path / "second", f"resume={tmp_path / 'first'}", "encoder.channels=16")
+    with pytest.raises(ResumeError, match="encoder.width"):
+        run(tmp_path / "second", f"resume={tmp_path / 'first'}", "encoder.width=32")
     with pytest.raises(ResumeError, match="no checkpoints/last.ckpt"):
         run(tmp_path / "third", f"resume={tmp_path}")

@@ -15,24 +15,28 @@ from torchvision.transforms import v2
 
 from discotok.data.images import ImageLoadError, iter_files, load_image, pil_to_tensor, resize_center_crop
 from discotok.data.sample import VALIDATION_PHOTOS, load_sample_photos
+from discotok.data.synthetic import GradientMap, dead_leaves
 from discotok.data.stream import loader_generator, sample_rng, stream_loader
 from discotok.registry import DATAMODULES
 
 log = logging.getLogger(__name__)
 
 
-AUGMENT_KEYS = ("vflip", "brightness", "contrast", "saturation", "hue", "grayscale")
+AUGMENT_KEYS = ("vflip", "colourize", "brightness", "contrast", "saturation", "hue", "grayscale")
 
 
 def augmentations(augment: dict | None) -> list:
     """The torchvision transforms of an ``augment`` block (applied after the crop and horizontal flip):
-    ``vflip`` (bool), ``brightness`` / ``contrast`` / ``saturation`` / ``hue`` (ColorJitter's ranges,
-    0 = off) and ``grayscale`` (the chance of a grey sample)."""
+    ``vflip`` (bool), ``colourize`` (the chance that a grey crop is given colours, ``GradientMap``),
+    ``brightness`` / ``contrast`` / ``saturation`` / ``hue`` (ColorJitter's ranges, 0 = off) and
+    ``grayscale`` (the chance of a grey sample)."""
     augment = dict(augment or {})
     unknown = sorted(set(augment) - set(AUGMENT_KEYS))
     if unknown:
         raise ValueError(f"unknown data.augment setting(s) {unknown}; expected {', '.join(AUGMENT_KEYS)}")
     transforms: list = [v2.RandomVerticalFlip()] if augment.get("vflip") else []
+    if augment.get("colourize"):
+        transforms.append(GradientMap(float(augment["colourize"])))
     jitter = {k: float(augment.get(k) or 0.0) for k in ("brightness", "contrast", "saturation", "hue")}
     if any(jitter.values()):
         transforms.append(v2.ColorJitter(**jitter))
@@ -46,15 +50,20 @@ class RandomCrops(Dataset):
 
     ``images`` holds PIL images or paths (loaded on access). ``crop_scale`` is the range of
     the crop's area as a fraction of the image's; ``augment`` adds vertical flips, colour
-    jitter and grey samples (see ``augmentations``). Any non-negative index is valid, so the
+    jitter and grey samples (see ``augmentations``); a ``synthetic`` fraction of the samples are
+    dead-leaves images instead (``discotok.data.synthetic``). Any non-negative index is valid, so the
     same index gives the same sample in every process, worker and resumed run.
     """
 
     def __init__(
         self, images: Sequence, image_size: Sequence[int], crop_scale: Sequence[float], seed: int = 0,
-        augment: dict | None = None,
+        augment: dict | None = None, synthetic: float = 0.0,
     ) -> None:
+        if not 0.0 <= synthetic <= 1.0:
+            raise ValueError(f"data.synthetic must be a fraction in [0, 1], got {synthetic}")
         self.images = list(images)
+        self.image_size = tuple(image_size)
+        self.synthetic = synthetic
         self.seed = seed
         self.transform = v2.Compose([
             v2.RandomResizedCrop(tuple(image_size), scale=tuple(crop_scale), antialias=True), v2.RandomHorizontalFlip(),
@@ -63,6 +72,8 @@ class RandomCrops(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         with sample_rng(self.seed, index):  # torchvision draws from the global generator
+            if self.synthetic and float(torch.rand(())) < self.synthetic:
+                return pil_to_tensor(dead_leaves(self.image_size))
             item = self.images[int(torch.randint(len(self.images), ()))]
             img = item if isinstance(item, Image.Image) else load_image(item)
             return pil_to_tensor(self.transform(img))
@@ -117,7 +128,8 @@ class ImageDataModule(L.LightningDataModule):
     ``source="sample_photos"`` trains on the photos bundled with the dependencies
     (``discotok.data.sample``) and validates on tiles of whole photos held out of training
     (``VALIDATION_PHOTOS``); any other value is a folder of images, the last ``val_fraction``
-    of its sorted files held out. ``augment`` configures the training crops' augmentations.
+    of its sorted files held out. ``augment`` configures the training crops' augmentations and
+    ``synthetic`` the fraction of dead-leaves images among them.
 
     Training reads an endless stream of random crops in which sample ``i`` depends only on
     ``(seed, i)``: under DDP every rank reads its own samples, and a resumed run (the stream
@@ -141,6 +153,7 @@ class ImageDataModule(L.LightningDataModule):
         crop_scale: Sequence[float] = (0.06, 0.4),
         seed: int = 0,
         augment: dict | None = None,
+        synthetic: float = 0.0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -152,6 +165,7 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale = tuple(crop_scale)
         self.seed = seed
         self.augment = dict(augment or {})
+        self.synthetic = synthetic
         augmentations(self.augment)  # a misspelt key fails here, before any data is read
 
     def setup(self, stage: str | None = None) -> None:
@@ -165,7 +179,7 @@ class ImageDataModule(L.LightningDataModule):
             n_val = max(1, round(len(files) * self.val_fraction))
             train, val, tile = files[:-n_val], files[-n_val:], False
             held_out = f"centre crops of the last {n_val} of {len(files)} files of {self.source}, held out of training"
-        self.train_set = RandomCrops(train, self.image_size, self.crop_scale, self.seed, self.augment)
+        self.train_set = RandomCrops(train, self.image_size, self.crop_scale, self.seed, self.augment, self.synthetic)
         val_set = CenterCrops(val, self.image_size, tile)
         keep = torch.linspace(0, len(val_set) - 1, min(self.val_samples, len(val_set))).round().long().tolist()
         self.val_set = torch.utils.data.Subset(val_set, keep)
