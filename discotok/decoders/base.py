@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.layout import Layout
@@ -61,6 +62,18 @@ class Decoder(nn.Module):
     def alignment_layer(self) -> str | None:
         """The module path (inside this decoder) of the feature map representation alignment uses by default."""
         return None
+
+
+def check_grid_layout(z_q: Tensor, layout: Layout, decoder: str) -> None:
+    """Raise ``ValueError`` unless ``layout`` is a 2-D grid of exactly ``z_q``'s (B, N, D) N tokens."""
+    if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
+        raise ValueError(f"{decoder} decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
+
+
+def token_map(z_q: Tensor, layout: Layout, decoder: str) -> Tensor:
+    """Tokens (B, N, D) on a checked grid ``layout`` as a (B, D, h, w) feature map."""
+    check_grid_layout(z_q, layout, decoder)
+    return rearrange(z_q, "b (h w) d -> b d h w", h=layout.shape[0], w=layout.shape[1])
 
 
 @dataclass

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.nn.conv import Upsample, group_norm, stage
-from discotok.decoders.base import Decoder
+from discotok.decoders.base import Decoder, token_map
 from discotok.layout import Layout
 from discotok.registry import DECODERS
 
@@ -49,7 +48,4 @@ class GridDecoder(Decoder):
         lengths: Tensor | None = None,
     ) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, H, W) (the grid fixes the size)."""
-        if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
-            raise ValueError(f"grid decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
-        h, w = layout.shape
-        return self.net(rearrange(z_q, "b (h w) d -> b d h w", h=h, w=w))
+        return self.net(token_map(z_q, layout, "grid"))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from einops import rearrange
 from torch import Tensor, nn
 
-from discotok.decoders.base import Decoder
+from discotok.decoders.base import Decoder, token_map
 from discotok.layout import Layout
 from discotok.nn.conv import AttnBlock, ResBlock, Upsample, group_norm
 from discotok.registry import DECODERS
@@ -61,9 +60,7 @@ class TamingDecoder(Decoder):
         lengths: Tensor | None = None,
     ) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid (the grid fixes the size)."""
-        if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
-            raise ValueError(f"taming decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
-        h = self.conv_in(rearrange(z_q, "b (h w) d -> b d h w", h=layout.shape[0], w=layout.shape[1]))
+        h = self.conv_in(token_map(z_q, layout, "taming"))
         for block in self.mid:
             h = block(h)
         for level in self.conv_blocks:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from discotok.decoders.base import Decoder
+from discotok.decoders.base import Decoder, check_grid_layout
 from discotok.nn.vit import GridPosEmbed, PatchHead, Transformer, grid_size, init_vit_weights
 from discotok.registry import DECODERS
 from discotok.layout import Layout
@@ -50,7 +50,6 @@ class ViTDecoder(Decoder):
         lengths: Tensor | None = None,
     ) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, h*p, w*p) (the grid fixes the size)."""
-        if layout.kind != "grid" or layout.num_tokens != z_q.shape[1]:
-            raise ValueError(f"vit decoder needs a grid layout of {z_q.shape[1]} tokens, got {layout}")
+        check_grid_layout(z_q, layout, "vit")
         h = self.transformer(self.embed(z_q) + self.pos_embed(layout.shape))
         return self.head(h, layout.shape)
