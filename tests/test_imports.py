@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from discotok.commands.bench import BENCH_ARGUMENTS
+
 HEAVY = ("lightning", "pytorch_lightning", "torchaudio", "soundfile", "matplotlib", "hydra", "timm", "torchvision")
 
 PROBE = """
@@ -57,7 +59,10 @@ print(json.dumps({"loaded": [m for m in ("torch", "numpy", "lightning") if m in 
 """
 
 
+BENCH_HELP = [["bench", name, "--help"] for name in BENCH_ARGUMENTS]
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["decode", "--help"], ["eval", "--help"],
-                                  ["quantize-after", "--help"], ["train", "--help"]])
+                                  ["quantize-after", "--help"], ["train", "--help"], ["bench", "--help"], *BENCH_HELP])
 def test_command_help_imports_neither_torch_nor_lightning(argv):
     assert run(HELP.replace("ARGV", repr(argv)))["loaded"] == []

@@ -22,4 +22,7 @@ def main(argv: list[str]) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     import importlib
 
+    from discotok.commands.bench import bench_parser
+
+    bench_parser(argv[0]).parse_args(argv[1:])  # --help and bad arguments answered before the benchmark's imports
     return int(importlib.import_module(BENCHES[argv[0]]).main(argv[1:]) or 0)

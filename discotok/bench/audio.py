@@ -13,7 +13,6 @@ real time). ``--device cuda`` times on a GPU (synchronised). A benchmark, never 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -21,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from discotok.commands.bench import AUDIO_CONFIGS as CONFIGS, bench_parser
 from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
 from discotok.bench.tokenizer import codec_ms, compose_tokenizer, num_params
 from discotok.data.speech import speech_clip
 from discotok.tokenizers.tokenizer import Tokenizer
 
-CONFIGS = ("encodec_24k",)
 
 
 def build_tokenizer(experiment: str, seed: int = 0) -> Tokenizer:
@@ -68,16 +67,7 @@ def format_table(rows: Sequence[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench audio [--configs encodec_24k] [--seconds 10] [--repeats 5] [--threads 2]
     [--allocator default|tuned|both] [--device cpu|cuda] [--json PATH]``."""
-    parser = argparse.ArgumentParser(prog="discotok bench audio", description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="audio experiment configs to time")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the clip encoded and decoded")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
-                        help="glibc malloc setting (each config and setting in its own process)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser = bench_parser("audio")
     args = parser.parse_args(argv)
     if args.child:
         rows = [measure(name, args.seconds, args.repeats, args.threads, args.device) for name in args.configs]

@@ -9,7 +9,6 @@ two are also given as a fraction of the first. A benchmark, never a timed test.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, write_json
 from discotok.extraction.encode import extract, make_reader
 from discotok.extraction.sources import Reader, open_source
@@ -89,17 +89,7 @@ def format_table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench extract TOKENIZER_DIR DATA [--batch-size 64] [--workers N] [--precision P] [--limit N]``."""
-    from discotok.nn.precision import PRECISIONS
-
-    parser = argparse.ArgumentParser(prog="discotok bench extract", description=__doc__.splitlines()[0])
-    parser.add_argument("tokenizer", metavar="TOKENIZER_DIR")
-    parser.add_argument("data", metavar="DATA", help="folder, list of paths (plain files; tar members are left out)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="loader processes (default: discotok encode's)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the command gets OMP_NUM_THREADS)")
-    parser.add_argument("--limit", type=int, default=None, help="the first N inputs (default: all)")
-    parser.add_argument("--json", default=None, help="also write the row to this JSON file")
+    parser = bench_parser("extract")
     args = parser.parse_args(argv)
     row = measure(args.tokenizer, args.data, args.batch_size, args.workers, args.precision, args.threads, args.limit)
     print(format_table([row]))

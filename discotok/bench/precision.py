@@ -14,7 +14,6 @@ of the tokenizer). A benchmark, never a timed test.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import sys
@@ -23,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, emit_rows
 from discotok.bench.tokenizer import load_target, num_params, train_step
 from discotok.eval.metrics import EvalBatch
@@ -159,20 +159,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench precision TARGET... [--data DIR] [--batch-size 8] [--repeats 5] [--no-train] [--json P]``."""
-    from discotok.commands.args import device_arg
-
-    parser = argparse.ArgumentParser(prog="discotok bench precision", description=__doc__.splitlines()[0])
-    parser.add_argument("targets", nargs="*", metavar="TARGET",
-                        help="tokenizer directories or experiment names (smoke, titok_s128, encodec_24k, ...), each "
-                             "timed in turn; none: the default config")
-    parser.add_argument("--data", help="real inputs: a folder, list or shards (default: random images / speech)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images, or audio clips, per batch (default 8)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported) after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--no-train", action="store_true", help="leave out the training step")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser = bench_parser("precision")
     args = parser.parse_args(argv)
     rows = []
     try:

@@ -11,7 +11,6 @@ implementations in one process on the same input, 2 torch threads, median of
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import torch
 
+from discotok.commands.bench import ALLOCATORS, bench_parser
+
 TUNED_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
-ALLOCATORS = ("default", "tuned")
 WARMUP = 3
 # Minimum speedup (theirs / ours) asked of each case, per allocator.
 GOALS = {
@@ -262,11 +262,7 @@ def emit_rows(table: str, rows: list[dict], json_path: str | Path | None) -> int
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench quantizers [--allocator default|tuned|both] [--repeats 15] [--json PATH]``."""
-    parser = argparse.ArgumentParser(prog="discotok bench quantizers", description=__doc__.splitlines()[0])
-    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
-                        help="glibc malloc setting to run under (each in its own process)")
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs per case (median reported)")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser = bench_parser("quantizers")
     args = parser.parse_args(argv)
     allocators = ALLOCATORS if args.allocator == "both" else (args.allocator,)
     if allocators == (allocator_in_effect(),):

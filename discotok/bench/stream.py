@@ -11,7 +11,6 @@ equal the offline ones. A benchmark, never a timed test.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, emit_rows
 from discotok.bench.tokenizer import load_target
 from discotok.data.speech import speech_clip
@@ -76,12 +76,7 @@ def format_table(rows: Sequence[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench stream TARGET... [--chunk-ms 20] [--seconds 5] [--threads 2] [--json PATH]``."""
-    parser = argparse.ArgumentParser(prog="discotok bench stream", description=__doc__.splitlines()[0])
-    parser.add_argument("target", nargs="+", metavar="TARGET", help="a tokenizer directory or Hydra overrides")
-    parser.add_argument("--chunk-ms", type=float, default=20.0, help="milliseconds of audio per chunk (default 20)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of the streamed clip (default 5)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--json", default=None, help="also write the row to this JSON file")
+    parser = bench_parser("stream")
     args = parser.parse_args(argv)
     try:
         rows = [measure(args.target, args.chunk_ms, args.seconds, args.threads)]

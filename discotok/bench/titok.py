@@ -14,7 +14,6 @@ The reference figures are bytedance/1d-tokenizer's, from issue 3. A benchmark, n
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -22,11 +21,11 @@ from pathlib import Path
 
 import torch
 
+from discotok.commands.bench import TITOK_CONFIGS as CONFIGS, bench_parser
 from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
 from discotok.bench.tokenizer import compose_tokenizer, num_params, timings
 from discotok.tokenizers.tokenizer import Tokenizer
 
-CONFIGS = ("titok_s128", "titok_b64", "titok_l32")
 # bytedance/1d-tokenizer at 256x256, batch 8, 2 threads (issue 3): params in millions
 # (encoder+quantizer, ViT decoder), encode / ViT decoder / full decode img/s, train s/img, peak GB.
 REFERENCE = {
@@ -111,16 +110,7 @@ def format_table(rows: Sequence[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench titok [--configs ...] [--batch-size 8] [--repeats 3] [--threads 2]
     [--allocator default|tuned|both] [--compile] [--json PATH]``."""
-    parser = argparse.ArgumentParser(prog="discotok bench titok", description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="experiment configs to time")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported) after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
-                        help="glibc malloc setting (each config and setting in its own process)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser = bench_parser("titok")
     args = parser.parse_args(argv)
     common = ["--batch-size", str(args.batch_size), "--repeats", str(args.repeats), "--threads", str(args.threads)]
     common += ["--compile"] if args.compile else []

@@ -20,7 +20,6 @@ benchmark, never a timed test.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import statistics
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, emit_rows, time_ms
 from discotok.nn.precision import precision_context
 from discotok.tokenizers.tokenizer import Tokenizer
@@ -192,21 +192,7 @@ def format_table(rows: Sequence[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench tokenizer TARGET... [--vs TARGET]... [--batch-size 8] [--repeats 5] [--device cpu]
     [--json PATH]``."""
-    from discotok.commands.args import device_arg
-
-    parser = argparse.ArgumentParser(prog="discotok bench tokenizer", description=__doc__.splitlines()[0])
-    parser.add_argument("target", nargs="*", metavar="TARGET",
-                        help="a tokenizer directory (image or audio), Hydra overrides (experiment=titok_tiny "
-                             "quantizer=fsq) or an experiment name (smoke, audio_tiny, ...); none: the default config")
-    parser.add_argument("--batch-size", type=int, default=8, help="images, or audio clips, per batch (default 8)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="audio: seconds per clip (default 2)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
-    parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
-    parser.add_argument("--vs", action="append", default=[], metavar="TARGET",
-                        help="another target (quoted: 'quantizer=fsq'; 'default' for the default config), "
-                             "repeatable; the training steps of all targets are then timed in turns in one process")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser = bench_parser("tokenizer")
     args = parser.parse_args(argv)
     others = [[] if vs.strip() == "default" else vs.split() for vs in args.vs]
     try:
