@@ -36,28 +36,27 @@ def _quantizers(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
-def _titok(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configs", nargs="+", default=list(TITOK_CONFIGS), help="experiment configs to time")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs (median reported) after one warm-up")
+def _per_config(parser: argparse.ArgumentParser, configs: tuple[str, ...], what: str, repeats: int) -> None:
+    """The options of the benchmarks that time experiment configs, each config and allocator in its own process."""
+    parser.add_argument("--configs", nargs="+", default=list(configs), help=f"{what} to time")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs (median reported) after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
                         help="glibc malloc setting (each config and setting in its own process)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def _titok(parser: argparse.ArgumentParser) -> None:
+    _per_config(parser, TITOK_CONFIGS, "experiment configs", repeats=3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder")
 
 
 def _audio(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configs", nargs="+", default=list(AUDIO_CONFIGS), help="audio experiment configs to time")
+    _per_config(parser, AUDIO_CONFIGS, "audio experiment configs", repeats=5)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the clip encoded and decoded")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs (median reported) after one warm-up")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    parser.add_argument("--allocator", choices=[*ALLOCATORS, "both"], default="both",
-                        help="glibc malloc setting (each config and setting in its own process)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
 
 def _precision(parser: argparse.ArgumentParser) -> None:
