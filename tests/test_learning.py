@@ -32,11 +32,10 @@ def held_out_and_training(size: int = 32) -> tuple[torch.Tensor, ImageDataModule
     return torch.stack([dm.val_set[i] for i in range(len(dm.val_set))]), dm
 
 
-def train_tiny(quantizer: str, dm: ImageDataModule, seed: int, steps: int = STEPS, lr: float = 3e-3) -> TokenizerModule:
-    """``steps`` seeded AdamW steps of a tiny patch tokenizer (the default's architecture) on the default's
-    training crops (batch 16)."""
+def train_tiny(config: dict, dm: ImageDataModule, seed: int, steps: int = STEPS, lr: float = 3e-3) -> TokenizerModule:
+    """``steps`` seeded AdamW steps of the tokenizer ``config`` on the default's training crops (batch 16)."""
     torch.manual_seed(seed)
-    module = TokenizerModule(tiny_tokenizer_config(quantizer, encoder="patch"))
+    module = TokenizerModule(config)
     opt = torch.optim.AdamW(module.parameters(), lr=lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 5, steps, 0.1))
     for step in range(steps):
@@ -65,7 +64,8 @@ def held_out() -> torch.Tensor:
 def trained(request) -> tuple[str, TokenizerModule]:
     """A tiny tokenizer of each quantizer after ``STEPS`` seeded steps: FSQ 5x5x5 (16 tokens, 112 bits),
     VQ 64 codes (16 tokens, exactly 96 bits)."""
-    return request.param, train_tiny(request.param, held_out_and_training()[1], seed=0)
+    config = tiny_tokenizer_config(request.param, encoder="patch")  # the default's architecture, tiny
+    return request.param, train_tiny(config, held_out_and_training()[1], seed=0)
 
 
 def held_out_psnr(module: TokenizerModule, x: torch.Tensor) -> float:

@@ -1,6 +1,6 @@
-"""Residual depth buys fidelity in code space: after a short training, each residual level removes a
-clear share of what the levels before it left, on inputs the training never saw — for tiny audio and
-image tokenizers."""
+"""Residual depth buys fidelity: after a short training, each residual level removes a clear share of what
+the levels before it left, in code space, on inputs the training never saw (tiny audio and image tokenizers);
+and for images the reconstruction itself improves with depth."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from discotok.data.images import pil_to_tensor, resize_center_crop
 from discotok.data.sample import load_sample_photos
 from discotok.data.speech import synthetic_clips
 from discotok.losses import LOSSES
+from discotok.metrics import psnr
 from tests.conftest import AUDIO_RATE, tiny_audio_config, tiny_tokenizer_config
+from tests.test_learning import held_out_and_training, train_tiny
 
 
 def residual_left(tok: Tokenizer, x: torch.Tensor) -> dict[int, float]:
@@ -72,3 +74,20 @@ def test_tiny_image_tokenizer_every_level_removes_a_clear_share() -> None:
     held_out = torch.stack([photos[-1][:, y : y + 32, x : x + 32] for y in (0, 16, 32) for x in (0, 16, 32)])
     held_out = torch.cat([held_out, torch.stack([photos[-2][:, :32, :32], photos[-2][:, 32:64, 32:64]])])
     assert_ladder(residual_left(tok, held_out))
+
+
+def test_tiny_image_tokenizer_reconstructs_better_with_depth() -> None:
+    """Reconstruction, not only code space: a tiny patch tokenizer with RVQ 3 x 32 and quantizer dropout, 150 steps
+    on the default's training data; on tiles of photos it never saw the PSNR at depth 2 and 3 is clearly above depth
+    1's. Measured, seeds 0 / 1: 18.64 / 19.58 / 19.85 and 18.59 / 19.66 / 19.62 dB at depth 1 / 2 / 3 (the third
+    level adds little at this budget; the full default with `quantizer=rvq` gains 3.8 and 2.5 dB per level step,
+    docs/audio.md). The tiny grid tokenizer after 60 steps gains nothing from depth (13.28 / 13.29 / 13.29 dB):
+    while the autoencoder is the limit, levels cannot buy anything."""
+    x, dm = held_out_and_training()
+    config = tiny_tokenizer_config("rvq", encoder="patch")
+    config["quantizer"] = {"name": "rvq", "dim": 8, "depth": 3, "codebook_size": 32, "quantizer_dropout": 0.5,
+                           "dead_code_threshold": 0.1}
+    tok = train_tiny(config, dm, seed=0, steps=150).tokenizer.eval()
+    with torch.no_grad():
+        by_depth = {d: float(psnr(tok.decode(tok.encode(x, depth=d)), x).mean()) for d in (1, 2, 3)}
+    assert by_depth[2] > by_depth[1] + 0.5 and by_depth[3] > by_depth[1] + 0.5, by_depth
