@@ -27,8 +27,9 @@ def test_save_load_gives_identical_ids(quantizer, tmp_path, photo_batch):
     assert torch.allclose(loaded.decode(ids), tok.decode(ids), atol=1e-6)
 
 
-def test_encode_decode_shapes_and_range(photo_batch):
-    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
+@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+def test_encode_decode_shapes_and_range(encoder, photo_batch):
+    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     ids, layout = tok.encode(photo_batch, return_layout=True)
     assert ids.dtype == torch.int64 and ids.shape == (8, 16)
     assert layout == Layout("grid", (4, 4)) and tok.modality.num_tokens == 16
@@ -37,8 +38,9 @@ def test_encode_decode_shapes_and_range(photo_batch):
     assert tok.bits_per_token == pytest.approx(3 * torch.log2(torch.tensor(5.0)).item())
 
 
-def test_decode_rejects_bad_ids():
-    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
+@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+def test_decode_rejects_bad_ids(encoder):
+    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     with pytest.raises(ValueError, match=r"\[0, 124\]"):
         tok.decode(torch.full((1, 16), 125))
     with pytest.raises(ValueError, match=r"shape \(B, N\)"):
@@ -47,8 +49,9 @@ def test_decode_rejects_bad_ids():
         tok.decode(torch.zeros(1, 15, dtype=torch.long))
 
 
-def test_encoder_rejects_bad_images():
-    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq")).eval()
+@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+def test_encoder_rejects_bad_images(encoder):
+    tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         tok.encode(torch.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match="multiples of 8"):
