@@ -57,7 +57,18 @@ class Renamed(dict):
         self.origin: dict[str, str] = {}
 
 
-def rename(tensors: dict[str, Tensor], rules: list[tuple[str, Callable[[re.Match], str]]]) -> Renamed:
+Rules = list[tuple[str, Callable[[re.Match], str]]]
+
+
+def apply_rules(name: str, rules: Rules) -> str:
+    """``name`` renamed by the first rule (``re.fullmatch`` pattern, new name of the match) that matches, else as is."""
+    for pattern, new in rules:
+        if match := re.fullmatch(pattern, name):
+            return new(match)
+    return name
+
+
+def rename(tensors: dict[str, Tensor], rules: Rules) -> Renamed:
     """Tensors renamed by the first rule (``re.fullmatch`` pattern, our name of the match) that matches, with
     ``torch.nn.utils.weight_norm``'s ``weight_g`` / ``weight_v`` turned into our parametrisation's names;
     a name no rule matches keeps its name (and is then reported as unexpected)."""
@@ -67,10 +78,7 @@ def rename(tensors: dict[str, Tensor], rules: list[tuple[str, Callable[[re.Match
         for old, new in WEIGHT_NORM:
             if name.endswith("." + old):
                 name = name[: -len(old)] + new
-        for pattern, ours in rules:
-            if match := re.fullmatch(pattern, name):
-                name = ours(match)
-                break
+        name = apply_rules(name, rules)
         out[name] = tensor
         out.origin[name] = theirs
     return out

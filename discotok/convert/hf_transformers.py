@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, load_pickle
+from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
 from discotok.convert.llamagen import read_llamagen
@@ -92,14 +92,7 @@ def dac_original(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: 
         (r"decoder\.snake1\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 1}.{m[1]}"),
         (r"decoder\.conv2\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 2}.{m[1]}"),
     ]
-    out = {}
-    for name, tensor in split_weight_norm(state).items():
-        for pattern, ours in rules:
-            if m := re.fullmatch(pattern, name):
-                name = ours(m)
-                break
-        out[name] = tensor
-    return out
+    return {apply_rules(name, rules): tensor for name, tensor in split_weight_norm(state).items()}
 
 
 def janus_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
