@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from discotok.commands.bench import bench_parser
-from discotok.bench.quantizers import allocator_in_effect, emit_rows
+from discotok.bench.quantizers import allocator_in_effect, measured_rows
 from discotok.bench.tokenizer import load_target, num_params, train_step
 from discotok.eval.metrics import EvalBatch
 from discotok.eval.precision import Fp32Comparison
@@ -161,16 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench precision TARGET... [--data DIR] [--batch-size 8] [--repeats 5] [--no-train] [--json P]``."""
     parser = bench_parser("precision")
     args = parser.parse_args(argv)
-    rows = []
-    try:
+
+    def rows() -> list[dict]:
+        out = []
         for target in args.targets or [""]:
-            rows.append(measure([target] if target else [], args.data, args.batch_size, args.repeats, args.threads,
-                                args.seconds, args.device, not args.no_train))
-            print(f"done: {rows[-1]['target']}", file=sys.stderr, flush=True)
-    except (ValueError, OSError) as err:
-        print(f"discotok bench precision: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    return emit_rows(format_table(rows), rows, args.json)
+            out.append(measure([target] if target else [], args.data, args.batch_size, args.repeats, args.threads,
+                               args.seconds, args.device, not args.no_train))
+            print(f"done: {out[-1]['target']}", file=sys.stderr, flush=True)
+        return out
+
+    return measured_rows("precision", rows, format_table, args.json)
 
 
 if __name__ == "__main__":

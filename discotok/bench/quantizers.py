@@ -260,6 +260,19 @@ def emit_rows(table: str, rows: list[dict], json_path: str | Path | None) -> int
     return 0
 
 
+def measured_rows(
+    bench: str, measure: Callable[[], list[dict]], format_table: Callable[[list[dict]], str], json_path: str | None,
+) -> int:
+    """Run ``measure`` and emit its rows; a ``ValueError`` / ``OSError`` (a bad target or file) becomes one
+    ``discotok bench BENCH: error: ...`` line and exit status 1."""
+    try:
+        rows = measure()
+    except (ValueError, OSError) as err:
+        print(f"discotok bench {bench}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    return emit_rows(format_table(rows), rows, json_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench quantizers [--allocator default|tuned|both] [--repeats 15] [--json PATH]``."""
     parser = bench_parser("quantizers")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 
 from discotok.commands.bench import bench_parser
-from discotok.bench.quantizers import allocator_in_effect, emit_rows
+from discotok.bench.quantizers import allocator_in_effect, measured_rows
 from discotok.bench.tokenizer import load_target
 from discotok.data.speech import speech_clip
 
@@ -78,12 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: ``discotok bench stream TARGET... [--chunk-ms 20] [--seconds 5] [--threads 2] [--json PATH]``."""
     parser = bench_parser("stream")
     args = parser.parse_args(argv)
-    try:
-        rows = [measure(args.target, args.chunk_ms, args.seconds, args.threads)]
-    except (ValueError, OSError) as err:
-        print(f"discotok bench stream: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    return emit_rows(format_table(rows), rows, args.json)
+    return measured_rows("stream", lambda: [measure(args.target, args.chunk_ms, args.seconds, args.threads)],
+                         format_table, args.json)
 
 
 if __name__ == "__main__":

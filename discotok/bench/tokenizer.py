@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from discotok.commands.bench import bench_parser
-from discotok.bench.quantizers import allocator_in_effect, emit_rows, time_ms
+from discotok.bench.quantizers import allocator_in_effect, measured_rows, time_ms
 from discotok.nn.precision import precision_context
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -195,16 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser("tokenizer")
     args = parser.parse_args(argv)
     others = [[] if vs.strip() == "default" else vs.split() for vs in args.vs]
-    try:
+
+    def rows() -> list[dict]:
         if others:
-            rows = measure_in_turns([args.target, *others], args.batch_size, args.repeats, args.device, args.threads,
+            return measure_in_turns([args.target, *others], args.batch_size, args.repeats, args.device, args.threads,
                                     args.seconds)
-        else:
-            rows = [measure(args.target, args.batch_size, args.repeats, args.device, args.threads, args.seconds)]
-    except (ValueError, OSError) as err:
-        print(f"discotok bench tokenizer: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    return emit_rows(format_table(rows), rows, args.json)
+        return [measure(args.target, args.batch_size, args.repeats, args.device, args.threads, args.seconds)]
+
+    return measured_rows("tokenizer", rows, format_table, args.json)
 
 
 if __name__ == "__main__":
