@@ -15,35 +15,33 @@ import torch
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 
-def _uniform(low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand(()))
-
-
-def _colour() -> tuple[int, int, int]:
-    return tuple(int(c) for c in torch.randint(256, (3,)))
-
-
 def dead_leaves(size: Sequence[int], shapes: int = 120, min_radius: float = 0.03, max_radius: float = 0.6) -> Image.Image:
     """A dead-leaves image of ``size`` (height, width): ``shapes`` ellipses and triangles of random
     colours, radii (as a fraction of the shorter side) drawn from the scale-invariant density
-    ``r^-3`` on ``[min_radius, max_radius]``, drawn at twice the size, softened and reduced."""
+    ``r^-3`` on ``[min_radius, max_radius]``, drawn at twice the size, softened and reduced.
+    Every random number is drawn in one call per kind, before drawing."""
     h, w = (int(s) for s in size)
     scale = 2
     H, W = h * scale, w * scale
-    img = Image.new("RGB", (W, H), _colour())
-    draw = ImageDraw.Draw(img)
     side = min(H, W)
-    lo, hi = min_radius ** -2, max_radius ** -2
-    for _ in range(shapes):
-        r = side * _uniform(hi, lo) ** -0.5
-        cx, cy = _uniform(-r, W + r), _uniform(-r, H + r)
-        if float(torch.rand(())) < 0.5:
-            aspect = _uniform(0.5, 2.0)
-            draw.ellipse((cx - r * aspect, cy - r / aspect, cx + r * aspect, cy + r / aspect), fill=_colour())
+    lo, hi = min_radius**-2, max_radius**-2
+    u = torch.rand(shapes, 5)
+    radius = side * (hi + (lo - hi) * u[:, 0]) ** -0.5
+    cx, cy = (u[:, 1] * (W + 2 * radius) - radius).tolist(), (u[:, 2] * (H + 2 * radius) - radius).tolist()
+    ellipse, aspect = (u[:, 3] < 0.5).tolist(), (0.5 + 1.5 * u[:, 4]).tolist()
+    angles = torch.rand(shapes, 3) * 6.2832
+    corners = torch.stack([angles.cos(), angles.sin()], dim=-1).mul(radius[:, None, None]).tolist()
+    colours = [tuple(c) for c in torch.randint(256, (shapes + 1, 3)).tolist()]
+    blur = float(torch.rand(())) * 1.5
+    img = Image.new("RGB", (W, H), colours[-1])
+    draw = ImageDraw.Draw(img)
+    for i, r in enumerate(radius.tolist()):
+        if ellipse[i]:
+            a = aspect[i]
+            draw.ellipse((cx[i] - r * a, cy[i] - r / a, cx[i] + r * a, cy[i] + r / a), fill=colours[i])
         else:
-            angles = torch.rand(3) * 6.2832
-            draw.polygon([(cx + r * float(a.cos()), cy + r * float(a.sin())) for a in angles], fill=_colour())
-    img = img.filter(ImageFilter.GaussianBlur(_uniform(0.0, 1.5)))
+            draw.polygon([(cx[i] + dx, cy[i] + dy) for dx, dy in corners[i]], fill=colours[i])
+    img = img.filter(ImageFilter.GaussianBlur(blur))
     return img.resize((w, h), Image.Resampling.BOX)
 
 
