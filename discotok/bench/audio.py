@@ -24,6 +24,7 @@ from discotok.commands.bench import AUDIO_CONFIGS as CONFIGS, bench_parser
 from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
 from discotok.bench.tokenizer import codec_ms, compose_tokenizer, num_params
 from discotok.data.speech import speech_clip
+from discotok.markdown import markdown_table
 from discotok.tokenizers.tokenizer import Tokenizer
 
 
@@ -53,15 +54,12 @@ def measure(
 
 def format_table(rows: Sequence[dict]) -> str:
     """A markdown table: config, allocator, device, encode/decode ms, RTF and times faster than real time."""
-    head = "| config | allocator | device | threads | audio s | encode ms | encode RTF | decode ms | decode RTF |"
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['allocator']} | {r['device']} | {r['threads']} | {r['seconds']:g} "
-            f"| {r['encode_ms']:.0f} | {r['encode_rtf']:.3f} ({1 / r['encode_rtf']:.1f}x real time) "
-            f"| {r['decode_ms']:.0f} | {r['decode_rtf']:.3f} ({1 / r['decode_rtf']:.1f}x real time) |"
-        )
-    return "\n".join(lines)
+    header = ["config", "allocator", "device", "threads", "audio s", "encode ms", "encode RTF", "decode ms",
+              "decode RTF"]
+    return markdown_table(header, [
+        [r["config"], r["allocator"], r["device"], r["threads"], f"{r['seconds']:g}", f"{r['encode_ms']:.0f}",
+         f"{r['encode_rtf']:.3f} ({1 / r['encode_rtf']:.1f}x real time)", f"{r['decode_ms']:.0f}",
+         f"{r['decode_rtf']:.3f} ({1 / r['decode_rtf']:.1f}x real time)"] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import torch
 
 from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, write_json
+from discotok.markdown import markdown_table
 from discotok.extraction.encode import extract, make_reader
 from discotok.extraction.sources import Reader, open_source
 from discotok.tokenizers.tokenizer import Tokenizer
@@ -78,13 +79,12 @@ def measure(tokenizer: str, data: str, batch_size: int = 64, workers: int | None
 
 def format_table(rows: list[dict]) -> str:
     """Markdown: model-only, in-process and command items/s side by side, with the fractions of model-only."""
-    head = "| tokenizer | precision | items | model-only items/s | extract() items/s (x model) | `discotok encode` items/s incl. start-up (x model) |"
-    lines = [head, "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['tokenizer']} | {r['precision']} | {r['items']} | {r['model_items_s']:.1f} "
-                     f"| {r['in_process_items_s']:.1f} ({r['in_process_fraction']:.2f}) "
-                     f"| {r['command_items_s']:.1f} ({r['command_fraction']:.2f}) |")
-    return "\n".join(lines)
+    header = ["tokenizer", "precision", "items", "model-only items/s", "extract() items/s (x model)",
+              "`discotok encode` items/s incl. start-up (x model)"]
+    return markdown_table(header, [
+        [r["tokenizer"], r["precision"], r["items"], f"{r['model_items_s']:.1f}",
+         f"{r['in_process_items_s']:.1f} ({r['in_process_fraction']:.2f})",
+         f"{r['command_items_s']:.1f} ({r['command_fraction']:.2f})"] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from discotok.bench.tokenizer import load_target, num_params, train_step
 from discotok.eval.metrics import EvalBatch
 from discotok.eval.precision import Fp32Comparison
 from discotok.eval.run import headline_metric, reconstruct
+from discotok.markdown import markdown_table
 from discotok.nn.precision import resolve_precision
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -135,10 +136,8 @@ def measure(target: Sequence[str], data: str | None = None, batch_size: int = 8,
 
 def format_table(rows: Sequence[dict]) -> str:
     """A markdown table: per target, fp32 / bf16 ms and the speed-up of each step, ids agreement, quality change."""
-    head = ("| target | batch | encode ms fp32 / bf16 (x; CPU ms) | decode ms fp32 / bf16 (x; CPU ms) "
-            "| train step ms fp32 / bf16 (x; CPU ms) "
-            "| ids = fp32 | quality fp32 -> bf16 |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    header = ["target", "batch", "encode ms fp32 / bf16 (x; CPU ms)", "decode ms fp32 / bf16 (x; CPU ms)",
+              "train step ms fp32 / bf16 (x; CPU ms)", "ids = fp32", "quality fp32 -> bf16"]
 
     def cell(r: dict, step: str) -> str:
         if f"{step}_ms_fp32" not in r:
@@ -146,15 +145,17 @@ def format_table(rows: Sequence[dict]) -> str:
         return (f"{r[f'{step}_ms_fp32']:.1f} / {r[f'{step}_ms_bf16']:.1f} ({r[f'{step}_speedup']:.2f}x; "
                 f"CPU {r[f'{step}_cpu_ms_fp32']:.1f} / {r[f'{step}_cpu_ms_bf16']:.1f}, {r[f'{step}_speedup_cpu']:.2f}x)")
 
-    for r in rows:
+    def quality(r: dict) -> str:
         q = r["quality"]
-        lines.append(f"| {r['target']} | {r['batch_size']} | {cell(r, 'encode')} | {cell(r, 'decode')} "
-                     f"| {cell(r, 'train')} | {r['ids_identical_vs_fp32']:.4f} "
-                     f"| {q} {r[f'{q}_fp32']:.3f} -> {r[f'{q}_bf16']:.3f} ({r[f'{q}_change_vs_fp32']:+.3f}) |")
+        return f"{q} {r[f'{q}_fp32']:.3f} -> {r[f'{q}_bf16']:.3f} ({r[f'{q}_change_vs_fp32']:+.3f})"
+
+    table = markdown_table(header, [
+        [r["target"], r["batch_size"], cell(r, "encode"), cell(r, "decode"), cell(r, "train"),
+         f"{r['ids_identical_vs_fp32']:.4f}", quality(r)] for r in rows])
     notes = [f"device {rows[0]['device']} (precision auto -> {rows[0]['auto']}), {rows[0]['threads']} threads, "
              f"allocator {rows[0]['allocator']}; medians of {rows[0]['repeats']} (wall, and process CPU time), "
              "fp32 and bf16 interleaved; x = fp32 time / bf16 time"]
-    return "\n".join(lines + ["", *notes])
+    return "\n".join([table, "", *notes])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from discotok.commands.bench import bench_parser
 from discotok.bench.quantizers import allocator_in_effect, measured_rows
 from discotok.bench.tokenizer import load_target
 from discotok.data.speech import speech_clip
+from discotok.markdown import markdown_table
 
 
 def measure(target: Sequence[str], chunk_ms: float = 20.0, seconds: float = 5.0, threads: int = 2) -> dict:
@@ -62,16 +63,12 @@ def measure(target: Sequence[str], chunk_ms: float = 20.0, seconds: float = 5.0,
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    head = ("| target | rate | hop | chunk ms | latency ms | first frame after ms | chunk RTF median / max "
-            "| stream RTF | offline RTF | ids = offline |")
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['sample_rate']} | {r['hop']} | {r['chunk_ms']:g} | {r['latency_ms']:.1f} "
-            f"| {r['first_frame_after_ms']:.1f} | {r['chunk_rtf_median']:.3f} / {r['chunk_rtf_max']:.3f} "
-            f"| {r['stream_rtf']:.3f} | {r['offline_rtf']:.3f} | {r['ids_equal_offline']} |"
-        )
-    return "\n".join(lines)
+    header = ["target", "rate", "hop", "chunk ms", "latency ms", "first frame after ms", "chunk RTF median / max",
+              "stream RTF", "offline RTF", "ids = offline"]
+    return markdown_table(header, [
+        [r["target"], r["sample_rate"], r["hop"], f"{r['chunk_ms']:g}", f"{r['latency_ms']:.1f}",
+         f"{r['first_frame_after_ms']:.1f}", f"{r['chunk_rtf_median']:.3f} / {r['chunk_rtf_max']:.3f}",
+         f"{r['stream_rtf']:.3f}", f"{r['offline_rtf']:.3f}", r["ids_equal_offline"]] for r in rows])
 
 
 def main(argv: list[str] | None = None) -> int:

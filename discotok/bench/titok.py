@@ -24,6 +24,7 @@ import torch
 from discotok.commands.bench import TITOK_CONFIGS as CONFIGS, bench_parser
 from discotok.bench.quantizers import ALLOCATORS, allocator_in_effect, emit_rows, run_configs
 from discotok.bench.tokenizer import compose_tokenizer, num_params, timings
+from discotok.markdown import markdown_table
 from discotok.tokenizers.tokenizer import Tokenizer
 
 # bytedance/1d-tokenizer at 256x256, batch 8, 2 threads (issue 3): params in millions
@@ -81,30 +82,30 @@ def format_table(rows: Sequence[dict]) -> str:
             return format(ours, fmt)
         return f"{ours:{fmt}} ({ref:{fmt}}) {ratio if ratio is not None else ours / ref:.2f}x"
 
-    head = ("| config | allocator | compile | params M enc+q / dec (ref) | encode img/s (ref) ours/ref "
-            "| ViT dec img/s (ref) ours/ref | full dec img/s (ref) ours/ref "
-            "| train s/img (ref) ref/ours | peak GB (ref) ours/ref |")
-    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    header = ["config", "allocator", "compile", "params M enc+q / dec (ref)", "encode img/s (ref) ours/ref",
+              "ViT dec img/s (ref) ours/ref", "full dec img/s (ref) ours/ref", "train s/img (ref) ref/ours",
+              "peak GB (ref) ours/ref"]
+    cells = []
     for r in rows:
         ref = REFERENCE.get(r["config"], {})
         params = f"{r['enc_params_m']:.1f} / {r['dec_params_m']:.1f}"
         if ref:
             params += f" ({ref['enc_params_m']:.1f} / {ref['dec_params_m']:.1f})"
         train_ref = ref.get("train_s_per_img")
-        lines.append("| " + " | ".join([
+        cells.append([
             r["config"], r["allocator"], r["compile"].split(" (")[0], params,
             cell(r["encode_img_s"], ref.get("encode_img_s"), ".2f"),
             cell(r["decode_img_s"], ref.get("vit_decode_img_s"), ".2f"),
             cell(r["decode_img_s"], ref.get("full_decode_img_s"), ".2f"),
             cell(r["train_s_per_img"], train_ref, ".3f", train_ref / r["train_s_per_img"] if train_ref else None),
             cell(r["peak_gb"], ref.get("peak_gb"), ".1f"),
-        ]) + " |")
+        ])
     notes = [f"Ours: {PIXEL_HEAD}; training step trains the whole tokenizer (MSE + quantizer loss, AdamW).",
              "Reference: bytedance/1d-tokenizer (issue 3); full decode adds its 30.7 M MaskGIT-VQGAN pixel "
              "decoder, its training step is decoder side; its memory is the default-malloc run's."]
     notes += [f"{r['config']} ({r['allocator']}): torch.compile {r['compile']}" for r in rows
               if r["compile"].startswith("failed")]
-    return "\n".join(lines + [""] + notes)
+    return "\n".join([markdown_table(header, cells), ""] + notes)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from discotok import markdown
 from discotok.atomic import atomic_path
 
 COLUMNS = (
@@ -87,11 +88,8 @@ def plot_quality_vs_k(name: str, results: list[dict], path: Path) -> Path:
 def markdown_table(results: list[dict]) -> str:
     """The results as a markdown table; columns not measured are left out."""
     cols = [c for c in COLUMNS if any(c[0] in r for r in results)]
-    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
-    for r in results:
-        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in cols]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [[fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in cols] for r in results]
+    return markdown.markdown_table([c[1] for c in cols], cells)
 
 
 def baselines_markdown(section: dict) -> list[str]:
@@ -114,12 +112,10 @@ def levels_table(results: list[dict]) -> str:
     if not rows:
         return ""
     width = max(len(r["residual_share"]) for r in rows)
-    lines = ["| tokenizer | point | " + " | ".join(f"level {j + 1}" for j in range(width)) + " | residual left |",
-             "|" + "---|" * (width + 3)]
-    for r in rows:
-        shares = [f"{v:.3f}" for v in r["residual_share"]] + ["-"] * (width - len(r["residual_share"]))
-        lines.append(f"| {r['tokenizer']} | {r['label']} | " + " | ".join(shares) + f" | {r['residual_left']:.4f} |")
-    return "\n".join(lines)
+    header = ["tokenizer", "point", *[f"level {j + 1}" for j in range(width)], "residual left"]
+    return markdown.markdown_table(header, [
+        [r["tokenizer"], r["label"], *[f"{v:.3f}" for v in r["residual_share"]],
+         *["-"] * (width - len(r["residual_share"])), f"{r['residual_left']:.4f}"] for r in rows])
 
 
 def write_markdown(report: dict, path: Path) -> Path:

@@ -20,6 +20,7 @@ from discotok.decoders.base import WaveformDecoder
 from discotok.encoders.base import WaveformEncoder
 from discotok.layout import Layout
 from discotok.figures import rounded
+from discotok.markdown import markdown_table
 from discotok.modalities.base import Batch, Modality, RateAxes, positive_int
 from discotok.nn.modes import eval_mode
 from discotok.nn.waveform import check_audio_batch, check_lengths, mask_past
@@ -346,14 +347,10 @@ class AudioModality(Modality):
 
     @staticmethod
     def bench_table(rows: Sequence[dict]) -> str:
-        head = ("| target | device | batch x s | rate | params M | bits/s | encode RTF | decode RTF | train step ms "
-                "| train RTF | train vs 1st | peak GB |")
-        lines = [head, "|" + "---|" * (head.count("|") - 1)]
-        for r in rows:
-            lines.append(
-                f"| {r['target']} | {r['device']} | {r['batch_size']} x {r['seconds']:g} | {r['sample_rate']} "
-                f"| {r['params_m']:.2f} | {r['bits_per_second']:.0f} | {r['encode_rtf']:.4f} | {r['decode_rtf']:.4f} "
-                f"| {r['train_step_ms']:.0f} | {r['train_rtf']:.3f} | {r.get('train_vs_first', 1.0):.2f} "
-                f"| {r['peak_gb']:.2f} ({r['peak_memory']}) |"
-            )
-        return "\n".join(lines)
+        header = ["target", "device", "batch x s", "rate", "params M", "bits/s", "encode RTF", "decode RTF",
+                  "train step ms", "train RTF", "train vs 1st", "peak GB"]
+        return markdown_table(header, [
+            [r["target"], r["device"], f"{r['batch_size']} x {r['seconds']:g}", r["sample_rate"],
+             f"{r['params_m']:.2f}", f"{r['bits_per_second']:.0f}", f"{r['encode_rtf']:.4f}", f"{r['decode_rtf']:.4f}",
+             f"{r['train_step_ms']:.0f}", f"{r['train_rtf']:.3f}", f"{r.get('train_vs_first', 1.0):.2f}",
+             f"{r['peak_gb']:.2f} ({r['peak_memory']})"] for r in rows])

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from discotok.layout import Layout
 from discotok.figures import rounded
+from discotok.markdown import markdown_table
 from discotok.modalities.base import Batch, Modality, RateAxes
 from discotok.registry import MODALITIES, ConfigError
 
@@ -237,13 +238,10 @@ class ImageModality(Modality):
 
     @staticmethod
     def bench_table(rows: Sequence[dict]) -> str:
-        head = ("| target | device | batch | size | params M | bits/img | encode img/s | decode img/s | train s/img "
-                "| train vs 1st | peak GB |")
-        lines = [head, "|" + "---|" * (head.count("|") - 1)]
-        for r in rows:
-            lines.append(
-                f"| {r['target']} | {r['device']} | {r['batch_size']} | {r['image_size'][0]}x{r['image_size'][1]} "
-                f"| {r['params_m']:.2f} | {r['bits_per_image']:.0f} | {r['encode_img_s']:.1f} | {r['decode_img_s']:.1f} "
-                f"| {r['train_s_per_img']:.4f} | {r.get('train_vs_first', 1.0):.2f} | {r['peak_gb']:.2f} ({r['peak_memory']}) |"
-            )
-        return "\n".join(lines)
+        header = ["target", "device", "batch", "size", "params M", "bits/img", "encode img/s", "decode img/s",
+                  "train s/img", "train vs 1st", "peak GB"]
+        return markdown_table(header, [
+            [r["target"], r["device"], r["batch_size"], f"{r['image_size'][0]}x{r['image_size'][1]}",
+             f"{r['params_m']:.2f}", f"{r['bits_per_image']:.0f}", f"{r['encode_img_s']:.1f}",
+             f"{r['decode_img_s']:.1f}", f"{r['train_s_per_img']:.4f}", f"{r.get('train_vs_first', 1.0):.2f}",
+             f"{r['peak_gb']:.2f} ({r['peak_memory']})"] for r in rows])
