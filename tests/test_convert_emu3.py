@@ -82,8 +82,14 @@ def test_converted_emu3_gives_transformers_ids_and_images(tmp_path, photo_batch,
         diff = (tok.decode(ids) - reconstruction).abs().max()
         assert diff < 1e-4, diff
         assert reconstruction.std() > 0.1  # not a saturated, constant image
-    out = tok.train()(x)  # it fine-tunes: a training step reaches every part (batch norms in training mode)
-    ((out.x_hat - x).pow(2).mean() + out.quantized.loss).backward()
+        crop = x[:2, :, 4:28, :]  # 24x32: another size, not square (the grid of ids comes with the layout)
+        expected = torch.stack(ref.encode(pixels(crop, tok), image_sizes=torch.tensor([[24, 32]] * 2)).image_tokens)
+        ids, layout = tok.encode(crop, return_layout=True)
+        assert layout.shape == (6, 8) and torch.equal(ids, expected.reshape(2, -1))
+        reconstruction = ((ref.decode(expected) - shift) / scale).clamp(-1, 1)
+        assert (tok.decode(ids, layout) - reconstruction).abs().max() < 1e-4
+    out = tok.train()(x[:2])  # it fine-tunes: a training step reaches every part (batch norms in training mode)
+    ((out.x_hat - x[:2]).pow(2).mean() + out.quantized.loss).backward()
     assert all(p.grad is not None for n, p in tok.named_parameters() if not n.startswith("quantizer"))
 
 
