@@ -47,6 +47,8 @@ def test_converted_chameleon_gives_transformers_ids(tmp_path, photo_batch, capsy
     x = photo_batch  # eight 32x32 crops of real photos in [-1, 1]
     with torch.no_grad():
         expected = ref.encode(pixels(x, tok)).image_tokens.reshape(8, -1)
+        latents = ref.quant_conv(ref.encoder(pixels(x, tok)))
+        assert (tok.encode_latents(x) - latents.flatten(2).transpose(1, 2)).abs().max() < 1e-4
         ids = tok.encode(x)
     assert ids.shape == (8, 64) and torch.equal(ids, expected)
     assert ids.unique().numel() >= 40

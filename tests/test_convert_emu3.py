@@ -73,6 +73,9 @@ def test_converted_emu3_gives_transformers_ids_and_images(tmp_path, photo_batch,
     with torch.no_grad():
         expected = ref.encode(pixels(x, tok), image_sizes=torch.tensor([[32, 32]] * len(x))).image_tokens
         expected = torch.stack(expected)
+        frames = pixels(x, tok)[:, None].repeat(1, CONFIG["temporal_downsample_factor"], 1, 1, 1)
+        latents = ref.quant_conv(ref.encoder(frames).permute(0, 2, 1, 3, 4))  # (B, D, 1, h, w)
+        assert (tok.encode_latents(x) - latents.flatten(2).transpose(1, 2)).abs().max() < 1e-4
         ids = tok.encode(x)
         assert ids.shape == (8, 64) and torch.equal(ids, expected.reshape(8, -1))
         assert ids.unique().numel() >= 40
