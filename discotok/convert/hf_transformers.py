@@ -1,12 +1,14 @@
-"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC and Janus's VQ-VAE (``EncodecModel``,
-``DacModel``, ``JanusVQVAE``).
+"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC and the VQ-VAEs of Janus, Emu3 and Chameleon
+(``EncodecModel``, ``DacModel``, ``JanusVQVAE``, ``Emu3VQVAE``, ``ChameleonVQVAE``).
 
 SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
 ``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
 ``model.safetensors`` (or ``pytorch_model.bin``, read with ``weights_only=True``). The tensors are renamed to
 the publisher's original layout and go through the ``encodec`` / ``dac`` / ``llamagen`` converters, so both
 layouts of a model give the same discotok tokenizer (Janus's VQ-VAE is LlamaGen's VQGAN; transformers'
-version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). ``transformers`` itself is never imported.
+version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). Emu3's MoVQ and
+Chameleon's encode-only VQ-VAE are built directly (``discotok.convert.hf_emu3``, ``discotok.convert.hf_chameleon``).
+``transformers`` itself is never imported.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from torch import Tensor
 from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
+from discotok.convert.hf_chameleon import read_chameleon
+from discotok.convert.hf_emu3 import read_emu3
 from discotok.convert.llamagen import read_llamagen
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
@@ -114,10 +118,11 @@ def check(config: dict, expected: dict, what: str) -> None:
 
 @CONVERTERS.register("transformers")
 class TransformersConverter(Converter):
-    """``transformers`` model directories of ``EncodecModel`` and ``DacModel``."""
+    """``transformers`` model directories of ``EncodecModel``, ``DacModel`` and the Janus, Emu3 and Chameleon VQ-VAEs."""
 
     source_patterns = ("config.json",)
-    describe = "a transformers model directory (config.json + model.safetensors) of EncodecModel or DacModel"
+    describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, JanusVQVAE, "
+                "Emu3VQVAE or ChameleonVQVAE")
 
     def read(self, source: Path) -> Tokenizer:
         folder = source if source.is_dir() else source.parent
@@ -126,9 +131,14 @@ class TransformersConverter(Converter):
         except (OSError, ValueError) as err:
             raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
         model_type = config.get("model_type") if isinstance(config, dict) else None
-        if model_type not in ("encodec", "dac", "janus_vqgan"):
-            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac' and "
-                               "'janus_vqgan' (mimi, xcodec, chameleon and emu3 not yet)")
+        if model_type not in ("encodec", "dac", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
+            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac', "
+                               "'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (mimi and xcodec not yet; a whole Emu3 "
+                               "or Chameleon model directory is not converted: save its vqmodel alone)")
+        if model_type == "emu3_vqgan":
+            return read_emu3(read_weights(folder), config, folder)
+        if model_type == "chameleon_vqgan":
+            return read_chameleon(janus_original(read_weights(folder)), config, folder)
         if model_type == "janus_vqgan":
             check(config, {"double_latent": False}, "a Janus VQ-VAE")
             size = int(config.get("num_patches", 32)) * 2 ** (len(config["channel_multiplier"]) - 1)

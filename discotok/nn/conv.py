@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,14 @@ from torch import Tensor, nn
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with up to 32 groups that divide ``channels``."""
     return nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
+
+
+def channel_values(values: Sequence[float] | None, default: float, channels: int) -> Tensor:
+    """Per-channel constants (1, channels, 1, 1) to broadcast over a (B, C, H, W) map; ``default`` when None."""
+    t = torch.full((channels,), float(default)) if values is None else torch.tensor([float(v) for v in values])
+    if t.numel() != channels:
+        raise ValueError(f"expected {channels} per-channel values, got {len(values)}")
+    return t.reshape(1, channels, 1, 1)
 
 
 class ChannelRMSNorm(nn.Module):
@@ -67,23 +75,30 @@ class Downsample(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """VQGAN's single-head self-attention over the positions of a feature map, with a residual connection:
-    GroupNorm, 1x1 convolutions to queries, keys and values, attention, a 1x1 output convolution."""
+    """VQGAN's self-attention over the positions of a feature map, with a residual connection: GroupNorm,
+    1x1 convolutions to queries, keys and values, attention (single-head unless ``heads``; Emu3's MoVQ
+    splits the channels into ``heads`` heads), a 1x1 output convolution."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, heads: int = 1) -> None:
         super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention heads ({heads}) must divide the channels ({channels})")
+        self.heads = heads
         self.norm = group_norm(channels)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.norm(x)
-        b, c, height, width = h.shape
-        q, k, v = (rearrange(conv(h), "b c h w -> b 1 (h w) c") for conv in (self.q, self.k, self.v))
+    def attend(self, h: Tensor) -> Tensor:
+        """Attention of a normalised map ``h`` (B, C, H, W) over its positions, projected out (no residual)."""
+        height, width = h.shape[-2:]
+        q, k, v = (rearrange(conv(h), "b (n c) h w -> b n (h w) c", n=self.heads) for conv in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj_out(rearrange(out, "b 1 (h w) c -> b c h w", h=height, w=width))
+        return self.proj_out(rearrange(out, "b n (h w) c -> b (n c) h w", h=height, w=width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.attend(self.norm(x))
 
 
 class Upsample(nn.Module):
