@@ -91,7 +91,7 @@ def test_a_damaged_or_foreign_checkpoint_is_refused(tmp_path):
     with pytest.raises(ConvertError, match="the EMA copy lacks 1 .*model_ema.decoderconv_outbias"):
         read_open_magvit2(partial_ema, tmp_path / "partial.ckpt")
     extra = {**state, "quantize.embedding.weight": torch.zeros(4, 2)}
-    with pytest.raises(ConvertError, match="neither the encoder's.*quantize.embedding.weight"):
+    with pytest.raises(ConvertError, match=r"neither the model.s \(encoder, decoder\).*quantize.embedding.weight"):
         read_open_magvit2(extra, tmp_path / "extra.ckpt")
     torch.save({"optimizer": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ConvertError, match="not an Open-MAGVIT2 checkpoint"):

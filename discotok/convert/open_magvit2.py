@@ -29,15 +29,14 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, listing, load_pickle, rename
+from discotok.convert.base import ConvertError, Converter, assemble, rename
+from discotok.convert.lit_ema import lightning_state, select_weights
 from discotok.convert.llamagen import count
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
 
 TOKENS_PER_SIDE = 16
-EMA = "model_ema."
-EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
 MAX_GROUP_BITS = 16
 
@@ -93,56 +92,15 @@ def open_magvit2_rules(levels: int) -> list:
     ]
 
 
-def select_weights(state: dict[str, Tensor], ema: bool = True) -> tuple[dict[str, Tensor], dict]:
-    """The encoder's and decoder's tensors under their training names, from the EMA copy when the file holds one
-    (and ``ema``), and what was left out: ``{"weights": "ema" | "training", "ignored": {kind: count}}``.
-
-    Every tensor must be the encoder's, the decoder's, the loss's (``loss.*``) or the EMA copy's; anything else
-    is refused, so a checkpoint of another format does not half-convert.
-    """
-    model = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
-    loss = [k for k in state if k.startswith("loss.")]
-    copy = {k[len(EMA):]: v for k, v in state.items() if k.startswith(EMA) and k not in EMA_BOOKKEEPING}
-    other = [k for k in state if k not in model and k not in loss and not k.startswith(EMA)]
-    if other:
-        raise ConvertError(f"tensors neither the encoder's, the decoder's, the loss's nor the EMA copy's: "
-                           f"{listing(other)}")
-    flat = {k.replace(".", ""): k for k in model}
-    if len(flat) != len(model):
-        raise ConvertError("the encoder's and decoder's tensor names collide once their dots are removed "
-                           "(LitEma's names), so the EMA copy cannot be read")
-    ema_of_model = {flat[k]: v for k, v in copy.items() if k in flat}
-    ignored = {"loss (discriminator, perceptual network)": len(loss)}
-    if ema and ema_of_model:
-        absent = [k for k in model if k not in ema_of_model]
-        if absent:
-            raise ConvertError(f"the EMA copy lacks {len(absent)} of the encoder's and decoder's tensors: "
-                               f"{listing(EMA + k.replace('.', '') for k in absent)}")
-        ignored["training weights (the EMA copy is used)"] = len(model)
-        model = ema_of_model
-    else:
-        ignored["EMA copy of the encoder and decoder"] = len(ema_of_model)
-    ignored["EMA copy of the loss"] = len(copy) - len(ema_of_model)
-    ignored["EMA bookkeeping (decay, num_updates)"] = sum(k in state for k in EMA_BOOKKEEPING)
-    weights = "ema" if ema and ema_of_model else "training"
-    return model, {"weights": weights, "ignored": {k: n for k, n in ignored.items() if n}}
-
-
 @CONVERTERS.register("open_magvit2")
 class OpenMagvit2Converter(Converter):
     """Open-MAGVIT2 image tokenizer checkpoints (Lightning ``.ckpt`` with a ``state_dict``)."""
 
     source_patterns = ("imagenet_*_L.ckpt", "pretrain256_*.ckpt")
-    describe = "an Open-MAGVIT2 image tokenizer checkpoint (a Lightning .ckpt with a 'state_dict')"
+    describe = "an Open-MAGVIT2 checkpoint (a Lightning .ckpt with a 'state_dict')"
 
     def read(self, source: Path) -> Tokenizer:
-        obj = load_pickle(source, self.describe)
-        state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-            raise ConvertError(f"{source}: not an Open-MAGVIT2 checkpoint: expected a 'state_dict' of tensors, "
-                               f"found {found}")
-        return read_open_magvit2(state, source)
+        return read_open_magvit2(lightning_state(source, self.describe), source)
 
 
 def read_open_magvit2(state: dict[str, Tensor], source: Path, ema: bool = True) -> Tokenizer:
@@ -150,7 +108,7 @@ def read_open_magvit2(state: dict[str, Tensor], source: Path, ema: bool = True) 
     there)."""
     try:
         config = open_magvit2_config(state)
-        model, used = select_weights(state, ema)
+        model, used = select_weights(state, ("encoder.", "decoder."), ema)
         tensors = rename(model, open_magvit2_rules(len(config["encoder"]["channel_mult"])))
         config["metadata"].update(used)
         return assemble(config, tensors)
