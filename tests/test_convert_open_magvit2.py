@@ -152,3 +152,11 @@ def test_two_gan_steps_from_the_converted_tokenizer(tmp_path, vgg16_random_weigh
     assert moved, "two steps changed no weight"
     drift = max(float((after[k] - before[k]).abs().max() / before[k].abs().max().clamp(min=1e-6)) for k in moved)
     assert drift < 0.5, "the run did not start from the converted weights"
+
+
+def test_a_single_token_grid_is_refused(tmp_path):
+    _, state = reference_checkpoint()
+    tok = read_open_magvit2(state, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        tok.decode(torch.zeros(1, 1, dtype=torch.long), Layout("grid", (1, 1)))
+    assert tok.decode(torch.zeros(1, 2, dtype=torch.long), Layout("grid", (1, 2))).shape == (1, 3, 4, 8)
