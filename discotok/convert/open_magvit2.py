@@ -24,25 +24,24 @@ tokenizer (3-D convolutions) is refused.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from torch import Tensor
 
 from discotok.convert.base import ConvertError, Converter, assemble, rename
 from discotok.convert.lit_ema import lightning_state, select_weights
-from discotok.convert.llamagen import count
+from discotok.convert.llamagen import RES, count
+from discotok.quantizers.lfq import MAX_GROUP_BITS
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
 
 TOKENS_PER_SIDE = 16
-RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
-MAX_GROUP_BITS = 16
 
 
 def lfq_groups(bits: int) -> int:
-    """The fewest groups of at most 16 bits that divide ``bits`` (our LFQ's batch entropy, for fine-tuning)."""
+    """The fewest groups of at most ``MAX_GROUP_BITS`` bits that divide ``bits`` (our LFQ's batch entropy, for
+    fine-tuning)."""
     return next(g for g in range(1, bits + 1) if bits % g == 0 and bits // g <= MAX_GROUP_BITS)
 
 
