@@ -7,7 +7,8 @@
   pattern: level d is shifted right by d steps, so step t holds level 0 of token t, level 1 of
   token t-1, ...; a model predicts all levels of one step at once), with ``unflatten`` /
   ``undelay``.
-* LFQ / binary ids <-> their bits (``to_bits`` / ``from_bits``, big-endian as the quantizers pack them).
+* LFQ / binary ids <-> their bits (``to_bits`` / ``from_bits``, big-endian: the code channels in order for a
+  quantizer with ``bit_order="big"``, the default; reversed for ``"little"``, Open-MAGVIT2's order).
 
 Every inverse checks what it is given (range, padding, begin/end tokens, shape) and raises
 ``ValueError`` saying where it is wrong, rather than returning silently wrong ids.

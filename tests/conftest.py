@@ -20,8 +20,8 @@ TINY_QUANTIZERS = {
 }
 
 
-ENCODERS = ("grid", "patch", "vit", "titok", "flexible")
-DECODER_OF = {"grid": "grid", "patch": "patch", "vit": "vit", "titok": "titok", "flexible": "titok"}
+ENCODERS = ("grid", "magvit2", "patch", "vit", "titok", "flexible")
+DECODER_OF = {"grid": "grid", "magvit2": "magvit2", "patch": "patch", "vit": "vit", "titok": "titok", "flexible": "titok"}
 TINY_NUM_TOKENS = 16
 
 
@@ -30,11 +30,11 @@ def tiny_tokenizer_config(
 ) -> dict:
     """A tokenizer small enough to train a step in well under a second on CPU.
 
-    ``encoder`` is ``grid`` (conv, 4x4 tokens at 32x32), ``patch`` (conv at token resolution, 4x4
+    ``encoder`` is ``grid`` or ``magvit2`` (conv, 4x4 tokens at 32x32), ``patch`` (conv at token resolution, 4x4
     tokens), ``vit`` (patch 8 grid), ``titok`` or ``flexible`` (16 latent tokens; ``encoder_kwargs``
     such as ``causal=True`` go to the encoder).
     """
-    if encoder == "grid":
+    if encoder in ("grid", "magvit2"):
         enc = dec = {"latent_dim": LATENT, "channels": 8, "channel_mult": [1, 2, 2, 2], "num_res_blocks": 1}
     elif encoder == "patch":
         enc = dec = {"latent_dim": LATENT, "patch_size": 8, "width": 32, "depth": 1}

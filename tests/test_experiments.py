@@ -84,7 +84,7 @@ GAN_RECIPES = {
     # name: (encoder, tokens, quantizer, codebook size, reconstruction l1/l2, adversarial weight, start step)
     "vqgan_f16": ("grid", 256, "vq", 16384, (0.0, 1.0), 0.5, 20000),
     "titok_s128": ("titok", 128, "vq", 4096, (0.0, 1.0), 0.1, 200000),
-    "open_magvit2": ("grid", 256, "lfq", 2**18, (1.0, 0.0), 0.1, 0),
+    "open_magvit2": ("magvit2", 256, "lfq", 2**18, (1.0, 0.0), 0.1, 0),
 }
 
 

@@ -81,6 +81,19 @@ def test_binary_stats_on_hand_built_input():
 
 
 @pytest.mark.parametrize("name", ["binary", "lfq"])
+def test_little_endian_bit_order_reverses_the_channels(name):
+    big = QUANTIZERS.build({"name": name, "dim": 4, "bits": 4})
+    little = QUANTIZERS.build({"name": name, "dim": 4, "bits": 4, "bit_order": "little"})
+    h = torch.tensor([[[0.5, -2.0, -1.0, -1.0], [-0.5, 2.0, 1.0, 3.0]]])
+    assert little(h).ids.tolist() == [[0b0001, 0b1110]]  # Open-MAGVIT2: sum of 2^i over positive channels i
+    assert little(h).ids.tolist() == big(h.flip(-1)).ids.tolist()
+    assert torch.equal(little.ids_to_codes(little(h).ids), little(h).z_q)
+    assert torch.equal(little(h).loss, big(h).loss)  # the entropies do not depend on the order
+    with pytest.raises(ValueError, match="bit_order"):
+        QUANTIZERS.build({"name": name, "dim": 4, "bits": 4, "bit_order": "middle"})
+
+
+@pytest.mark.parametrize("name", ["binary", "lfq"])
 @pytest.mark.parametrize("sphere", [False, True])
 @pytest.mark.parametrize("dim", [10, 24])
 def test_ids_to_codes_equals_z_q(name, sphere, dim):

@@ -27,7 +27,7 @@ def test_save_load_gives_identical_ids(quantizer, tmp_path, photo_batch):
     assert torch.allclose(loaded.decode(ids), tok.decode(ids), atol=1e-6)
 
 
-@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+@pytest.mark.parametrize("encoder", ["grid", "magvit2", "patch"])  # all 4x4 tokens at 32x32
 def test_encode_decode_shapes_and_range(encoder, photo_batch):
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     ids, layout = tok.encode(photo_batch, return_layout=True)
@@ -38,7 +38,7 @@ def test_encode_decode_shapes_and_range(encoder, photo_batch):
     assert tok.bits_per_token == pytest.approx(3 * torch.log2(torch.tensor(5.0)).item())
 
 
-@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+@pytest.mark.parametrize("encoder", ["grid", "magvit2", "patch"])  # all 4x4 tokens at 32x32
 def test_decode_rejects_bad_ids(encoder):
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     with pytest.raises(ValueError, match=r"\[0, 124\]"):
@@ -49,7 +49,7 @@ def test_decode_rejects_bad_ids(encoder):
         tok.decode(torch.zeros(1, 15, dtype=torch.long))
 
 
-@pytest.mark.parametrize("encoder", ["grid", "patch"])  # both 4x4 tokens at 32x32
+@pytest.mark.parametrize("encoder", ["grid", "magvit2", "patch"])  # all 4x4 tokens at 32x32
 def test_encoder_rejects_bad_images(encoder):
     tok = Tokenizer.from_config(tiny_tokenizer_config("fsq", encoder=encoder)).eval()
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):

@@ -274,3 +274,17 @@ def test_search_after_inference_mode_still_trains() -> None:
     out = vq(z)
     (out.z_q.sum() + out.loss).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_dot_product_search_and_forced_projections():
+    """``dot_product``: the code of highest h·c (IBQ), not the nearest; ``projections``: Linear maps at equal dims."""
+    q = QUANTIZERS.build({"name": "vq", "dim": 2, "codebook_size": 2, "ema": False, "kmeans_init": False,
+                          "cosine": False, "dot_product": True, "projections": True}).eval()
+    assert isinstance(q.project_in, torch.nn.Linear) and isinstance(q.project_out, torch.nn.Linear)
+    with torch.no_grad():
+        q.project_in.weight.copy_(torch.eye(2)), q.project_in.bias.zero_()
+        q.codebook.copy_(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+    h = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])
+    assert q(h).ids.tolist() == [[1, 0]]  # Euclidean would pick code 0 for [1, 0]
+    with pytest.raises(ValueError, match="excludes cosine"):
+        QUANTIZERS.build({"name": "vq", "dim": 2, "cosine": True, "dot_product": True})

@@ -45,6 +45,13 @@ def load_pickle(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
+        refused = sorted(set(re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(err))))
+        if refused:
+            raise ConvertError(
+                f"{path}: holds objects that torch.load(weights_only=True) does not build ({', '.join(refused)}) "
+                f"beside the tensors; discotok never builds them. Where you trust the file, re-save only what the "
+                f"format needs (for a Lightning checkpoint: torch.save({{'state_dict': torch.load(path, "
+                f"weights_only=False)['state_dict']}}, new_path)) and convert that (expected {what})") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConvertError(f"{path}: not a readable {what} ({first})") from None
 

@@ -28,8 +28,11 @@ def count(state: dict[str, Tensor], pattern: str) -> int:
     return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
 
 
-def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: int = IMAGE_SIZE) -> dict:
-    """Our tokenizer config read from LlamaGen's tensors (an l2-normalised codebook unless ``l2_norm`` is False)."""
+def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: int = IMAGE_SIZE,
+                    dot_product: bool = False, converted_from: str = "llamagen") -> dict:
+    """Our tokenizer config read from LlamaGen's tensors (an l2-normalised codebook unless ``l2_norm`` is False;
+    ``dot_product``: the code of highest inner product, IBQ's search). The 1x1 convolutions around the codebook
+    are the quantizer's projections, also where their widths are equal."""
     try:
         channels, in_channels = state["encoder.conv_in.weight"].shape[:2]
         latent_dim = state["encoder.conv_out.weight"].shape[0]
@@ -47,9 +50,10 @@ def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: 
     decoder = {"name": "taming", "latent_dim": int(latent_dim), "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
                "channel_mult": decoder_mult, **shape}
     quantizer = {"name": "vq", "dim": int(latent_dim), "codebook_size": int(codebook_size), "code_dim": int(code_dim),
-                 "cosine": l2_norm, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0}
+                 "cosine": l2_norm, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0,
+                 "dot_product": dot_product, "projections": True}
     return tokenizer_config(encoder, quantizer, decoder, image_size=[image_size, image_size],
-                            metadata={"converted_from": "llamagen"})
+                            metadata={"converted_from": converted_from})
 
 
 def llamagen_rules() -> list:
@@ -81,12 +85,15 @@ class LlamaGenConverter(Converter):
         return read_llamagen(state, source)
 
 
-def read_llamagen(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
-    """The tokenizer of a VQGAN in LlamaGen's names; ``architecture``: ``llamagen_config``'s keyword arguments."""
+def read_llamagen(state: dict[str, Tensor], source: Path, metadata: dict | None = None, **architecture: object
+                  ) -> Tokenizer:
+    """The tokenizer of a VQGAN in LlamaGen's names; ``architecture``: ``llamagen_config``'s keyword arguments;
+    ``metadata``: more for the config's."""
     try:
         config = llamagen_config(state, **architecture)
     except ConvertError as err:
         raise ConvertError(f"{source}: {err}") from None
+    config["metadata"].update(metadata or {})
     state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
     tensors = rename(state, llamagen_rules())
     for key in ("quantizer.project_in.weight", "quantizer.project_out.weight"):

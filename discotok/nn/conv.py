@@ -41,21 +41,23 @@ class ChannelRMSNorm(nn.Module):
 
 class ResBlock(nn.Module):
     """Pre-activation residual block: (norm, SiLU, 3x3 conv) twice, 1x1 skip if widths differ.
-    ``norm`` builds the normalisation of a width (GroupNorm by default)."""
+    ``norm`` builds the normalisation of a width (GroupNorm by default); ``bias=False`` leaves the
+    convolutions without biases (MAGVIT-v2 / Open-MAGVIT2)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, norm: Callable[[int], nn.Module] = group_norm,
+        self, in_channels: int, out_channels: int, norm: Callable[[int], nn.Module] = group_norm, bias: bool = True,
     ) -> None:
         super().__init__()
         self.body = nn.Sequential(
             norm(in_channels),
             nn.SiLU(),
-            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
             norm(out_channels),
             nn.SiLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias),
         )
-        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.skip = (nn.Conv2d(in_channels, out_channels, 1, bias=bias) if in_channels != out_channels
+                     else nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.skip(x) + self.body(x)

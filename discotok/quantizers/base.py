@@ -91,14 +91,17 @@ class Quantizer(nn.Module):
     continuous: ClassVar[bool] = False
     registered_name: ClassVar[str] = "unregistered"
 
-    def __init__(self, dim: int, code_dim: int) -> None:
+    def __init__(self, dim: int, code_dim: int, projections: bool = False) -> None:
+        """``projections``: Linear maps between ``dim`` and ``code_dim`` even when they are equal (a publisher's
+        1x1 convolutions around the quantizer); they are there whenever the two differ."""
         super().__init__()
         if dim <= 0 or code_dim <= 0:
             raise ValueError(f"dim and code_dim must be positive, got {dim} and {code_dim}")
         self.dim = dim
         self.code_dim = code_dim
-        self.project_in: nn.Module = nn.Linear(dim, code_dim) if dim != code_dim else nn.Identity()
-        self.project_out: nn.Module = nn.Linear(code_dim, dim) if dim != code_dim else nn.Identity()
+        project = projections or dim != code_dim
+        self.project_in: nn.Module = nn.Linear(dim, code_dim) if project else nn.Identity()
+        self.project_out: nn.Module = nn.Linear(code_dim, dim) if project else nn.Identity()
 
     @property
     def codebook_size(self) -> int:

@@ -91,6 +91,8 @@ class LFQ(BinaryQuantizer):
         temperature: softmax temperature (the library's ``1 / inv_temperature``).
         commitment_weight: weight of ``mean((h - sg(q)) ** 2)``.
         sphere: l2-normalise first and use codes ±1/sqrt(bits) (BSQ-style entropy too).
+        bit_order: ``"big"`` (first channel most significant, vector-quantize-pytorch) or ``"little"``
+            (first channel least significant, Open-MAGVIT2); the entropies do not depend on it.
     """
 
     def __init__(
@@ -103,8 +105,9 @@ class LFQ(BinaryQuantizer):
         temperature: float = 0.01,
         commitment_weight: float = 0.25,
         sphere: bool = False,
+        bit_order: str = "big",
     ) -> None:
-        super().__init__(dim, bits=bits, sphere=sphere, commitment_weight=commitment_weight)
+        super().__init__(dim, bits=bits, sphere=sphere, commitment_weight=commitment_weight, bit_order=bit_order)
         if groups < 1 or bits % groups:
             raise ValueError(f"lfq groups must divide bits={bits}, got groups={groups}")
         if bits // groups > MAX_GROUP_BITS:

@@ -49,11 +49,11 @@ class CodeSearch:
         return s
 
     @torch.no_grad()
-    def nearest(self, x: Tensor, codebook: Tensor, cosine: bool = False) -> Tensor:
+    def nearest(self, x: Tensor, codebook: Tensor, inner_product: bool = False) -> Tensor:
         """Ids (M,) int64 of the nearest code for each row of ``x`` (M, D).
 
-        Euclidean: argmax of ``x·c − ½‖c‖²`` (= argmin ‖x − c‖). Cosine: argmax of ``x·c``
-        (``x`` and ``codebook`` must already be l2-normalised). Computed in float32.
+        Euclidean: argmax of ``x·c − ½‖c‖²`` (= argmin ‖x − c‖). ``inner_product``: argmax of ``x·c``
+        (the cosine when ``x`` and ``codebook`` are already l2-normalised). Computed in float32.
         """
         with torch.autocast(device_type=x.device.type, enabled=False):
             x = x.detach().float().contiguous()
@@ -63,7 +63,7 @@ class CodeSearch:
             if m == 0:
                 return ids
             scratch = self._buffer(m, num_codes, x.device)
-            bias = None if cosine else codebook.pow(2).sum(1).mul_(-0.5)
+            bias = None if inner_product else codebook.pow(2).sum(1).mul_(-0.5)
             codes_t = codebook.t()
             rows = scratch.shape[0]
             for start in range(0, m, rows):

@@ -33,6 +33,10 @@ class VectorQuantizer(Quantizer):
             half as many clusters as the batch has vectors; the other codes start unused).
         dead_code_threshold: in training steps, codes whose EMA usage count (expected uses per
             step) falls below this are re-seeded from vectors of the current batch; 0 disables.
+        dot_product: pick the code of highest inner product ``h·c`` with the raw (unnormalised) input and
+            codes, not the nearest one (IBQ's index propagation quantizer); not with ``cosine``.
+        projections: Linear projections in and out even when ``code_dim == dim`` (a publisher's 1x1
+            convolutions around the quantizer, as IBQ's).
 
     All losses are means over elements. In training steps (``in_training_step``) under DDP
     the EMA statistics are summed over ranks and k-means / restarts use rank 0's data, so
@@ -54,15 +58,20 @@ class VectorQuantizer(Quantizer):
         kmeans_iters: int = 10,
         dead_code_threshold: float = 0.0,
         raw_codes: bool = False,
+        dot_product: bool = False,
+        projections: bool = False,
     ) -> None:
-        super().__init__(dim, code_dim or dim)
+        super().__init__(dim, code_dim or dim, projections=projections)
         if codebook_size < 1:
             raise ValueError(f"codebook_size must be >= 1, got {codebook_size}")
+        if dot_product and cosine:
+            raise ValueError("vq: dot_product searches the raw vectors; it excludes cosine")
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must lie in [0, 1), got {decay}")
         self.num_codes = codebook_size
         self.cosine = cosine
         self.raw_codes = bool(raw_codes)
+        self.dot_product = bool(dot_product)
         self.ema = ema
         self.decay = decay
         self.eps = eps
@@ -115,7 +124,7 @@ class VectorQuantizer(Quantizer):
         flat = rearrange(searched.detach(), "b n d -> (b n) d").float()
         if self.in_training_step and not bool(self.initted):
             self._kmeans_init(flat)
-        ids = self.search.nearest(flat, self.codes(), self.cosine)
+        ids = self.search.nearest(flat, self.codes(), self.cosine or self.dot_product)
         q = rearrange(self.lookup(ids), "(b n) d -> b n d", b=b)
 
         hf = h.float()
