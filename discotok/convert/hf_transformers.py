@@ -119,6 +119,14 @@ class TransformersConverter(Converter):
     source_patterns = ("config.json",)
     describe = "a transformers model directory (config.json + model.safetensors) of EncodecModel or DacModel"
 
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and "model_type" in config
+
     def read(self, source: Path) -> Tokenizer:
         folder = source if source.is_dir() else source.parent
         try:
