@@ -7,6 +7,7 @@ of different widths, Euclidean codebook, pixel head)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
-from tests.fixtures.make_titok import COMMIT, FIXTURE, VARIANTS, fixture_input, reference_state
+from tests.fixtures.make_titok import COMMIT, FIXTURE, PUBLISHED, VARIANTS, fixture_input, reference_state
 
 VARIANT_NAMES = sorted(VARIANTS)
 
@@ -58,6 +59,30 @@ def test_converted_titok_gives_the_reference_ids_and_images(variant, tmp_path, c
     assert tok.config["image_size"] == [32, 32]
 
 
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_the_published_architectures_convert_tensor_for_tensor(name):
+    """TiTok-L-32 / B-64 / S-128 and the VQ-8k models, from their config and the reference's tensor shapes: the
+    converted architecture has exactly those tensors (built on the meta device: no memory, no weights)."""
+    from discotok.convert.base import rename
+    from discotok.convert.titok import OWN, folded, titok_config, titok_rules
+
+    with safe_open(str(FIXTURE), framework="pt") as f:
+        meta = f.metadata()
+    config = json.loads(meta[f"{name}.config"])
+    state = {k: torch.empty(v, device="meta") for k, v in json.loads(meta[f"{name}.shapes"]).items()}
+    ours = titok_config(config, state)
+    with torch.device("meta"):
+        tok = Tokenizer.from_config(ours)
+    expected = {k: tuple(v.shape) for k, v in tok.state_dict().items() if not any(re.fullmatch(p, k) for p in OWN)}
+    assert {k: tuple(v.shape) for k, v in rename(folded(state), titok_rules(ours)).items()} == expected
+    vq = config["model"]["vq_model"]
+    assert tok.config["image_size"] == [256, 256] and tok.modality.num_tokens == vq["num_latent_tokens"]
+    assert (tok.encoder.legacy_reshape, tok.decoder.pixel_decoder is not None) == (vq["finetune_decoder"],) * 2
+    assert tok.quantizer.cosine == vq["use_l2_norm"] and tok.codebook_size == vq["codebook_size"]
+    width = tok.encoder.patch_embed.proj.out_channels
+    assert tok.encoder.transformer.blocks[0].attn.num_heads == {512: 8, 768: 12, 1024: 16}[width]
+
+
 def test_a_checkpoint_read_from_pytorch_model_bin_gives_the_same_tokenizer(tmp_path):
     folder, _, _ = hub_folder(tmp_path, "two_stage", "pytorch_model.bin")
     ids = convert("titok", folder).encode(fixture_input())
@@ -82,7 +107,8 @@ def test_wrong_or_damaged_titok_sources_are_refused(tmp_path):
     folder, config, state = hub_folder(tmp_path, "two_stage")
     bad = dict(config, model={"vq_model": dict(config["model"]["vq_model"], codebook_size=4096)})
     (folder / "config.json").write_text(json.dumps(bad))
-    with pytest.raises(ConvertError, match=r"config.json says codebook_size 4096 but quantize.embedding.weight is \(64, 8\)"):
+    says = r"config.json says codebook_size 4096 but quantize.embedding.weight is \(64, 8\)"
+    with pytest.raises(ConvertError, match=says):
         convert("titok", folder)
     (folder / "config.json").write_text(json.dumps(config))
     del state["pixel_decoder.conv_in.bias"]
@@ -106,3 +132,55 @@ def test_a_hub_folder_is_told_from_a_transformers_one(tmp_path):
 
     folder, _, _ = hub_folder(tmp_path, "single_stage")
     assert publisher_checkpoint(folder) == ("titok", folder / "config.json")
+
+
+def test_two_training_steps_from_a_converted_titok(tmp_path, caplog):
+    import warnings
+
+    from hydra import compose, initialize_config_dir
+
+    from discotok.train.run import config_dir, train
+
+    folder, _, _ = hub_folder(tmp_path, "two_stage")
+    start = convert("titok", folder, tmp_path / "tok")
+    overrides = ["experiment=titok_tiny", "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2",
+                 "trainer.enable_progress_bar=false", "logger.tensorboard=false", f"init_from={tmp_path / 'tok'}",
+                 "data.image_size=[32,32]", "data.batch_size=2", "data.val_samples=2", f"+output_dir={tmp_path / 'run'}"]
+    with initialize_config_dir(config_dir(), version_base=None):
+        cfg = compose("train", overrides=overrides)
+    with warnings.catch_warnings(), caplog.at_level("INFO"):
+        warnings.simplefilter("ignore")
+        summary = train(cfg)
+    assert summary["steps"] == 2 and summary["init_from"] == str(tmp_path / "tok")
+    tuned = Tokenizer.from_pretrained(summary["tokenizer_dir"])
+    assert tuned.config["decoder"] == start.config["decoder"]
+    before, after = dict(start.named_parameters()), dict(tuned.named_parameters())
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("decoder.pixel_decoder.") for k in moved), "the pixel decoder did not train"
+    drift = max(float((after[k] - before[k]).abs().max() / before[k].abs().max().clamp(min=1e-6)) for k in moved)
+    assert drift < 0.5, "the run did not start from the converted weights"
+
+
+def test_the_maskgit_vqgan_decoder_trains_from_scratch():
+    """The pixel decoder is a component of its own: a grid decoder for a taming encoder, with or without soft codes."""
+    from discotok.layout import Layout
+    from discotok.registry import DECODERS
+    from discotok.tokenizers import tokenizer_config
+
+    spec = {"name": "maskgit_vqgan", "latent_dim": 8, "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1}
+    tok = Tokenizer.from_config(tokenizer_config(
+        {"name": "taming", "latent_dim": 8, "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1},
+        {"name": "vq", "dim": 8, "codebook_size": 16, "kmeans_init": False}, spec, image_size=[16, 16]))
+    x = fixture_input()[:, :, :16, :16]
+    out = tok(x)
+    assert out.x_hat.shape == x.shape
+    out.x_hat.square().mean().backward()
+    assert tok.decoder.conv_in.weight.grad.abs().sum() > 0 and tok.encoder.conv_in.weight.grad.abs().sum() > 0
+    soft = DECODERS.build({**spec, "soft_codes": 5})
+    logits = torch.randn(2, 16, 5)
+    pixels = soft(logits, Layout("grid", (4, 4)))
+    assert pixels.shape == (2, 3, 8, 8)
+    hard = soft(logits * 1e4, Layout("grid", (4, 4)))  # saturated logits pick one code each
+    codes = soft.codebook[logits.argmax(-1)]
+    soft.codebook = None
+    assert (hard - soft(codes, Layout("grid", (4, 4)))).abs().max() < 1e-5

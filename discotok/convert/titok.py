@@ -22,11 +22,11 @@ disagreement is refused naming both. Attention heads are not in the tensors: the
 Refused: VAE models (``quantize_mode: vae``, continuous), stage-1 models (legacy without ``finetune_decoder``:
 their decoder gives code logits, not pixels), TA-TiTok (text-conditioned decoder).
 
-One-D-Piece (turingmotors/One-D-Piece) saves the same layout (its ``OneDPiece`` is a ``TiTok``; the extra
-config keys ``model.type`` and ``strict_length_assertion`` are ignored) and loads as is; full-length ids
-decode as its reference does. Its prefix decoding (``decode(..., length=k)``) differs: the reference
-drops the missing latents, discotok's decoder fills them with its mask token, which the converted model
-does not train (it keeps its initial values).
+One-D-Piece (turingmotors/One-D-Piece) saves the same layout (its ``OneDPiece`` is a ``TiTok`` with the same
+modules; the extra config keys ``model.type`` and ``strict_length_assertion`` are ignored) and loads as is
+(read from its code, not tested against it); full-length ids decode as its reference does. Its prefix
+decoding (``decode(..., length=k)``) differs: the reference drops the missing latents, discotok's decoder
+fills them with its mask token, which a converted model has untrained (at its initial values).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def pixel_decoder(state: dict[str, Tensor]) -> dict:
     levels = count(state, r"pixel_decoder\.up\.(\d+)\..+")
     widths = [shape(state, f"pixel_decoder.up.{i}.block.0.conv2.weight")[0] for i in range(levels)]
     channels = math.gcd(*widths)
-    return {"name": "maskgit_vqgan", "latent_dim": code_dim, "out_channels": shape(state, "pixel_decoder.conv_out.weight")[0],
+    out_channels = shape(state, "pixel_decoder.conv_out.weight")[0]
+    return {"name": "maskgit_vqgan", "latent_dim": code_dim, "out_channels": out_channels,
             "channels": channels, "channel_mult": [w // channels for w in widths],
             "num_res_blocks": count(state, r"pixel_decoder\.mid\.(\d+)\..+"), "soft_codes": codes}
 
@@ -115,7 +116,7 @@ def titok_config(config: object, state: dict[str, Tensor]) -> dict:
     two_stage, legacy = bool(vq.get("finetune_decoder", True)), bool(vq.get("is_legacy", True))
     if mode != "vq":
         raise ConvertError(f"quantize_mode {mode!r} (a continuous TiTok) is not converted; FORMAT titok reads VQ models")
-    if "text_guidance_proj.weight" in {k.split("decoder.", 1)[-1] for k in state}:
+    if "decoder.text_guidance_proj.weight" in state:
         raise ConvertError("a TA-TiTok (text-conditioned decoder) is not converted")
     if two_stage != legacy:
         what = "a stage-1 model (its decoder gives MaskGIT-VQGAN code logits, no pixels)" if legacy else \
