@@ -120,11 +120,12 @@ class TiTokDecoder(Decoder):
             )
         size = tuple(size if size is not None else self.image_size)
         grid = grid_size(size, self.patch_size)
-        queries = [(self.patch_token + self.pos_embed(grid)).expand(z_q.shape[0], -1, -1)]
-        if self.class_token is not None:
-            queries.insert(0, self.class_token.expand(z_q.shape[0], -1, -1))
-        h = self.transformer(self.norm_pre(torch.cat([*(q.to(z_q.dtype) for q in queries), self.latents(z_q, keep)], 1)))
-        h = h[:, len(queries) - 1 : len(queries) - 1 + grid[0] * grid[1]]
+        b = z_q.shape[0]
+        patches = (self.patch_token + self.pos_embed(grid)).expand(b, -1, -1)
+        first = [] if self.class_token is None else [self.class_token.expand(b, -1, -1)]
+        queries = [t.to(z_q.dtype) for t in (*first, patches)]
+        h = self.transformer(self.norm_pre(torch.cat([*queries, self.latents(z_q, keep)], dim=1)))
+        h = h[:, len(first) : len(first) + patches.shape[1]]
         if self.pixel_decoder is None:
             return rescale(self.out_conv(self.head(h, grid)), self.pixel_range, (-1.0, 1.0))
         x = self.pixel_decoder(self.head.features(h), Layout("grid", grid))

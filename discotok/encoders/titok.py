@@ -109,6 +109,6 @@ class TiTokEncoder(Encoder):
         mask = self.attention_mask(patches.shape[1], run, x.device)
         h = self.transformer(self.norm_pre(torch.cat([patches, latents], dim=1)), attn_mask=mask)
         h = h[:, patches.shape[1] :]
-        if self.legacy_reshape:
-            h = rearrange(h.reshape(h.shape[0], h.shape[2], h.shape[1]), "b d n -> b n d")
+        if self.legacy_reshape:  # the (n d) values re-read as (d n)
+            h = rearrange(rearrange(h, "b n d -> b (n d)"), "b (d n) -> b n d", n=h.shape[1])
         return EncoderOutput(self.proj(h[:, :k]), self.token_layout())
