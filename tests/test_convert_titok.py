@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
-from tests.fixtures.make_titok import COMMIT, FIXTURE, PUBLISHED, VARIANTS, fixture_input, reference_state
+from tests.fixtures.make_titok import (COMMIT, FIXTURE, ONE_D_PIECE_COMMIT, ONE_D_PIECE_LENGTHS, PUBLISHED, VARIANTS,
+                                       fixture_input, reference_state)
 
 VARIANT_NAMES = sorted(VARIANTS)
 
@@ -81,6 +82,25 @@ def test_the_published_architectures_convert_tensor_for_tensor(name):
     assert tok.quantizer.cosine == vq["use_l2_norm"] and tok.codebook_size == vq["codebook_size"]
     width = tok.encoder.patch_embed.proj.out_channels
     assert tok.encoder.transformer.blocks[0].attn.num_heads == {512: 8, 768: 12, 1024: 16}[width]
+
+
+def test_a_converted_one_d_piece_decodes_prefixes_as_its_reference(tmp_path):
+    """One-D-Piece (a TiTok trained to decode any prefix) converts as it is; a prefix of k ids decodes as its
+    reference's ``decode(z, length=k)``: the missing latents take no part (``missing_tokens="drop"``)."""
+    folder, _, _ = hub_folder(tmp_path, "two_stage")
+    with safe_open(str(FIXTURE), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["one_d_piece.commit"] == ONE_D_PIECE_COMMIT
+    (folder / "config.json").write_text(meta["one_d_piece.config"])
+    tok, expected = convert("titok", folder), load_file(str(FIXTURE))
+    ids = tok.encode(fixture_input())
+    assert torch.equal(ids, expected["one_d_piece.ids"])
+    decoded = {}
+    for k in ONE_D_PIECE_LENGTHS:
+        reference = (expected[f"one_d_piece.reconstruction.{k}"] * 2 - 1).clamp(-1, 1)
+        decoded[k] = tok.decode(ids[:, :k])
+        assert (decoded[k] - reference).abs().max() < 1e-4, k
+    assert (decoded[1] - decoded[16]).abs().max() > 0.1  # the prefixes decode differently
 
 
 def test_a_checkpoint_read_from_pytorch_model_bin_gives_the_same_tokenizer(tmp_path):

@@ -22,11 +22,12 @@ disagreement is refused naming both. Attention heads are not in the tensors: the
 Refused: VAE models (``quantize_mode: vae``, continuous), stage-1 models (legacy without ``finetune_decoder``:
 their decoder gives code logits, not pixels), TA-TiTok (text-conditioned decoder).
 
+The decoder takes ``missing_tokens: "drop"``: a prefix of k < N ids decodes as if only those k latents were
+given, as One-D-Piece's ``decode(z, length=k)`` does (TiTok's own reference decodes full length only).
+
 One-D-Piece (turingmotors/One-D-Piece) saves the same layout (its ``OneDPiece`` is a ``TiTok`` with the same
-modules; the extra config keys ``model.type`` and ``strict_length_assertion`` are ignored) and loads as is
-(read from its code, not tested against it); full-length ids decode as its reference does. Its prefix
-decoding (``decode(..., length=k)``) differs: the reference drops the missing latents, discotok's decoder
-fills them with its mask token, which a converted model has untrained (at its initial values).
+modules; the extra config keys ``model.type`` and ``strict_length_assertion`` are ignored) and loads as is:
+tested against its code at 473665d (ids, and the decoding of prefixes of 1, 5 and 16 of 16 tokens).
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def titok_config(config: object, state: dict[str, Tensor]) -> dict:
               "pre_norm": True, "norm_eps": 1e-5, "pixel_range": PIXEL_RANGE}
     encoder = {"name": "titok", **common, "patch_size": patch, "in_channels": in_channels, "legacy_reshape": legacy,
                **vit(state, "encoder", vq.get("vit_enc_model_size"))}
-    decoder = {"name": "titok", **common, "patch_size": dec_patch, **vit(state, "decoder", vq.get("vit_dec_model_size"))}
+    decoder = {"name": "titok", **common, "patch_size": dec_patch, "missing_tokens": "drop",
+               **vit(state, "decoder", vq.get("vit_dec_model_size"))}
     width = decoder["width"]
     if two_stage:
         pixels = pixel_decoder(state)

@@ -19,7 +19,9 @@ class TiTokDecoder(Decoder):
     """Quantized latents (B, k, D), k <= N, -> images (B, C, H, W).
 
     The latents are projected to ``width``; positions k..N-1, and positions at or past
-    ``keep[b]`` when ``keep`` is given (nested dropout), become the learned ``mask_token``.
+    ``keep[b]`` when ``keep`` is given (nested dropout), become the learned ``mask_token``
+    (``missing_tokens="mask"``), or with ``missing_tokens="drop"`` take no part: nothing attends to
+    them, as if only the first k were decoded (One-D-Piece).
     A grid of ``patch_token`` queries, one per p x p patch of the output, joins them;
     after the transformer a patch head (linear, or with ``head_mlp_ratio`` > 0 an MLP with
     tanh) maps the grid back to pixels. The output size is ``image_size`` (the base of the
@@ -57,8 +59,12 @@ class TiTokDecoder(Decoder):
         pixel_range: Sequence[float] = (-1.0, 1.0),
         pixel_decoder: dict | None = None,
         head_channels: int = 0,
+        missing_tokens: str = "mask",
     ) -> None:
         super().__init__()
+        if missing_tokens not in ("mask", "drop"):
+            raise ValueError(f"missing_tokens must be 'mask' or 'drop', got {missing_tokens!r}")
+        self.missing_tokens = missing_tokens
         if pixel_decoder is not None and (head_channels < 1 or out_conv):
             raise ValueError("a pixel_decoder needs head_channels >= 1 (the values per patch it takes) and no out_conv")
         self.num_tokens = num_tokens
@@ -85,17 +91,30 @@ class TiTokDecoder(Decoder):
                 nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_vit_weights)
 
-    def latents(self, z_q: Tensor, keep: Tensor | None) -> Tensor:
-        """(B, k, D) -> (B, N, width): projected, padded and dropped positions masked, positions added."""
+    def missing(self, z_q: Tensor, keep: Tensor | None) -> Tensor:
+        """(B, N) True at the latent positions past the k given tokens, or at or past ``keep[b]``."""
         b, k, n = z_q.shape[0], z_q.shape[1], self.num_tokens
         limit = torch.full((b,), k, device=z_q.device)
         if keep is not None:
             if keep.shape != (b,) or keep.min() < 1 or keep.max() > n:
                 raise ValueError(f"keep must have shape ({b},) and values in 1..{n}, got {tuple(keep.shape)}")
             limit = torch.minimum(limit, keep.to(z_q.device))
-        h = F.pad(self.embed(z_q), (0, 0, 0, n - k))
-        dropped = torch.arange(n, device=z_q.device) >= limit[:, None]
-        return torch.where(dropped[..., None], self.mask_token.to(h.dtype), h) + self.latent_pos_embed
+        return torch.arange(n, device=z_q.device) >= limit[:, None]
+
+    def latents(self, z_q: Tensor, keep: Tensor | None) -> Tensor:
+        """(B, k, D) -> (B, N, width): projected, padded and dropped positions masked, positions added."""
+        h = F.pad(self.embed(z_q), (0, 0, 0, self.num_tokens - z_q.shape[1]))
+        return torch.where(self.missing(z_q, keep)[..., None], self.mask_token.to(h.dtype), h) + self.latent_pos_embed
+
+    def attention_mask(self, z_q: Tensor, keep: Tensor | None, num_queries: int) -> Tensor | None:
+        """With ``missing_tokens="drop"`` and latents missing, (B, 1, 1, L): no position attends to them
+        (the same as decoding without them); else None."""
+        if self.missing_tokens != "drop":
+            return None
+        missing = self.missing(z_q, keep)
+        if not missing.any():
+            return None
+        return F.pad(~missing, (num_queries, 0), value=True)[:, None, None, :]
 
     @property
     def last_layer(self) -> nn.Parameter | None:
@@ -124,7 +143,8 @@ class TiTokDecoder(Decoder):
         patches = (self.patch_token + self.pos_embed(grid)).expand(b, -1, -1)
         first = [] if self.class_token is None else [self.class_token.expand(b, -1, -1)]
         queries = [t.to(z_q.dtype) for t in (*first, patches)]
-        h = self.transformer(self.norm_pre(torch.cat([*queries, self.latents(z_q, keep)], dim=1)))
+        h = self.transformer(self.norm_pre(torch.cat([*queries, self.latents(z_q, keep)], dim=1)),
+                             attn_mask=self.attention_mask(z_q, keep, sum(q.shape[1] for q in queries)))
         h = h[:, len(first) : len(first) + patches.shape[1]]
         if self.pixel_decoder is None:
             return rescale(self.out_conv(self.head(h, grid)), self.pixel_range, (-1.0, 1.0))
