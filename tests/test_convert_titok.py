@@ -147,11 +147,27 @@ def test_wrong_or_damaged_titok_sources_are_refused(tmp_path):
         convert("titok", tmp_path / "vq_ds16_c2i.pt")
 
 
-def test_a_hub_folder_is_told_from_a_transformers_one(tmp_path):
-    from discotok.tokenizers.hub import publisher_checkpoint
+def test_a_hub_name_converts_once_offline(tmp_path):
+    """``Tokenizer.from_pretrained("org/name")`` of a TiTok hub repository (config.json + model.safetensors, told
+    apart from a transformers one by its content) converts it, in a local Hugging Face cache (offline)."""
+    import os
+    import subprocess
+    import sys
 
-    folder, _, _ = hub_folder(tmp_path, "single_stage")
-    assert publisher_checkpoint(folder) == ("titok", folder / "config.json")
+    from tests.test_hub import cache_repo
+
+    folder, _, _ = hub_folder(tmp_path, "two_stage")
+    cache_repo(tmp_path / "hf" / "hub", "titok-test/tokenizer_titok_small",
+               {name: folder / name for name in ("config.json", "model.safetensors")}, "d" * 40)
+    probe = ("import json, torch; from discotok import Tokenizer; from tests.fixtures.make_titok import fixture_input; "
+             "print(json.dumps(Tokenizer.from_pretrained('titok-test/tokenizer_titok_small').encode(fixture_input()).tolist()))")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert "converting titok-test/tokenizer_titok_small (titok: config.json)" in proc.stderr
+    ids = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert torch.equal(ids, load_file(str(FIXTURE))["two_stage.ids"])
 
 
 def test_two_training_steps_from_a_converted_titok(tmp_path, caplog):
