@@ -56,6 +56,11 @@ def load_pickle(path: Path, what: str) -> Any:
         raise ConvertError(f"{path}: not a readable {what} ({first})") from None
 
 
+def count(state: dict[str, Tensor], pattern: str) -> int:
+    """How many distinct values the first group of ``pattern`` takes over the names of ``state`` (blocks, levels)."""
+    return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
+
+
 class Renamed(dict):
     """Tensors under our names; ``origin`` maps each of our names to the publisher's."""
 
@@ -130,6 +135,12 @@ class Converter:
     name: ClassVar[str]
     describe: ClassVar[str]
     source_patterns: ClassVar[tuple[str, ...]]  # file names of its checkpoints in a publisher's hub repository
+
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        """Whether ``path``, a file matching ``source_patterns``, is this format's (formats whose files share a
+        name, such as ``config.json``, tell theirs apart by content; hub names use it)."""
+        return True
 
     def read(self, source: Path) -> Tokenizer:
         raise NotImplementedError

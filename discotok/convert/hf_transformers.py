@@ -124,6 +124,14 @@ class TransformersConverter(Converter):
     describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, JanusVQVAE, "
                 "Emu3VQVAE or ChameleonVQVAE")
 
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        try:
+            config = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and "model_type" in config
+
     def read(self, source: Path) -> Tokenizer:
         folder = source if source.is_dir() else source.parent
         try:

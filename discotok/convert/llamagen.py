@@ -10,22 +10,17 @@ as published (any multiple of the downsampling factor encodes).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, load_pickle, rename
+from discotok.convert.base import ConvertError, Converter, assemble, count, load_pickle, rename
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
 
 IMAGE_SIZE = 256
 RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
-
-
-def count(state: dict[str, Tensor], pattern: str) -> int:
-    return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
 
 
 def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: int = IMAGE_SIZE,

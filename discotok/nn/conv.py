@@ -41,11 +41,13 @@ class ChannelRMSNorm(nn.Module):
 
 class ResBlock(nn.Module):
     """Pre-activation residual block: (norm, SiLU, 3x3 conv) twice, 1x1 skip if widths differ.
-    ``norm`` builds the normalisation of a width (GroupNorm by default); ``bias=False`` leaves the
-    convolutions without biases (MAGVIT-v2 / Open-MAGVIT2)."""
+    ``norm`` builds the normalisation of a width (GroupNorm by default); ``bias`` False: convolutions
+    without biases. ``skip_from_output``: where the widths differ, the 1x1 skip maps the block's
+    output rather than its input, and the block returns ``out + skip(out)`` (MaskGIT's VQGAN)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, norm: Callable[[int], nn.Module] = group_norm, bias: bool = True,
+        self, in_channels: int, out_channels: int, norm: Callable[[int], nn.Module] = group_norm,
+        bias: bool = True, skip_from_output: bool = False,
     ) -> None:
         super().__init__()
         self.body = nn.Sequential(
@@ -56,11 +58,13 @@ class ResBlock(nn.Module):
             nn.SiLU(),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias),
         )
-        self.skip = (nn.Conv2d(in_channels, out_channels, 1, bias=bias) if in_channels != out_channels
-                     else nn.Identity())
+        self.skip_from_output = skip_from_output and in_channels != out_channels
+        skip_in = out_channels if self.skip_from_output else in_channels
+        self.skip = nn.Conv2d(skip_in, out_channels, 1, bias=bias) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x) + self.body(x)
+        out = self.body(x)
+        return out + self.skip(out) if self.skip_from_output else self.skip(x) + out
 
 
 class Downsample(nn.Module):

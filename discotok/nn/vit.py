@@ -9,6 +9,7 @@ would make ``import discotok`` slow.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from einops import rearrange
@@ -34,16 +35,18 @@ def grid_size(image_size: Sequence[int], patch_size: int) -> tuple[int, int]:
 
 
 class Transformer(nn.Module):
-    """``depth`` pre-norm timm blocks followed by a final LayerNorm."""
+    """``depth`` pre-norm timm blocks followed by a final LayerNorm (eps 1e-5); ``norm_eps`` is the eps of the
+    blocks' LayerNorms (timm's 1e-6; ``nn.LayerNorm``'s 1e-5 in TiTok's reference)."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> None:
+    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float = 4.0, norm_eps: float = 1e-6) -> None:
         from timm.models.vision_transformer import Block
 
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} must be divisible by heads {heads}")
+        norm = partial(nn.LayerNorm, eps=norm_eps)
         self.blocks = nn.ModuleList(
-            Block(width, heads, mlp_ratio=mlp_ratio, qkv_bias=True, depth=i) for i in range(depth)
+            Block(width, heads, mlp_ratio=mlp_ratio, qkv_bias=True, depth=i, norm_layer=norm) for i in range(depth)
         )
         self.norm = nn.LayerNorm(width)
 
@@ -101,7 +104,19 @@ class PatchHead(nn.Module):
         self.hidden = nn.Sequential(nn.Linear(width, hidden), nn.Tanh()) if hidden > 0 else nn.Identity()
         self.proj = nn.Linear(hidden or width, patch_size * patch_size * out_channels)
 
+    def features(self, x: Tensor) -> Tensor:
+        """(B, L, width) -> (B, L, p*p*C): each token's values, not yet arranged as pixels."""
+        return self.proj(self.hidden(x))
+
     def forward(self, x: Tensor, grid: Sequence[int]) -> Tensor:
         """(B, h*w, width) -> (B, C, h*p, w*p)."""
         p = self.patch_size
-        return rearrange(self.proj(self.hidden(x)), "b (h w) (p q c) -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
+        return rearrange(self.features(x), "b (h w) (p q c) -> b c (h p) (w q)", h=grid[0], w=grid[1], p=p, q=p)
+
+
+def rescale(x: Tensor, source: Sequence[float], target: Sequence[float]) -> Tensor:
+    """``x`` mapped linearly from the value range ``source`` (lo, hi) onto ``target``; as is when they agree
+    (discotok's images lie in [-1, 1]; TiTok's reference takes and gives [0, 1])."""
+    if tuple(source) == tuple(target):
+        return x
+    return (x - source[0]) * ((target[1] - target[0]) / (source[1] - source[0])) + target[0]

@@ -54,7 +54,7 @@ def snapshot(repo_id: str, revision: str | None = None) -> Path:
 def publisher_checkpoint(folder: Path) -> tuple[str, Path]:
     """The format and file of the one publisher checkpoint in ``folder`` that a registered converter reads."""
     found = [(name, path) for name in CONVERTERS.names() for pattern in CONVERTERS.get(name).source_patterns
-             for path in sorted(folder.glob(pattern))]
+             for path in sorted(folder.glob(pattern)) if CONVERTERS.get(name).recognises(path)]
     if len(found) != 1:
         files = sorted(p.name for p in folder.iterdir())[:12]
         what = "no checkpoint" if not found else f"{len(found)} candidate checkpoints"
