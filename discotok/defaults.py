@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PRECISIONS = ("fp32", "bf16", "auto")  # inference precisions (discotok.nn.precision)
+PRECISIONS = ("fp32", "bf16", "int8", "auto")  # inference precisions (discotok.nn.precision)
 FORMATS = ("npy", "safetensors", "wds")  # ids file formats (discotok.io)
 DEFAULT_MAX_PIXELS = 1 << 26  # images larger than this are refused before decoding (8192 x 8192)
 DEFAULT_MAX_DURATION = 600.0  # audio files longer than this many seconds are refused from their header

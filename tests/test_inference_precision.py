@@ -64,12 +64,12 @@ def trained() -> Tokenizer:
 
 def test_precision_is_checked_with_the_allowed_values(trained):
     x = photo_crops(2)
-    with pytest.raises(ValueError, match="fp32, bf16, auto.*'fp16'"):
+    with pytest.raises(ValueError, match="fp32, bf16, int8, auto.*'fp16'"):
         trained.encode(x, precision="fp16")
     ids = trained.encode(x)
-    with pytest.raises(ValueError, match="fp32, bf16, auto.*'half'"):
+    with pytest.raises(ValueError, match="fp32, bf16, int8, auto.*'half'"):
         trained.decode(ids, precision="half")
-    with pytest.raises(ValueError, match="fp32, bf16, auto"):
+    with pytest.raises(ValueError, match="fp32, bf16, int8, auto"):
         trained.encode_latents(x, precision="float16")
 
 
@@ -131,7 +131,7 @@ def test_cli_takes_precision_and_refuses_others(trained, tmp_path, capsys):
     assert main(["encode", str(tok_dir), str(images), "-o", str(tmp_path / "ids"), "--precision", "fp16",
                  "--no-progress", "--workers", "0"]) == 2
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
-    with pytest.raises(ExtractError, match="precision.*fp32, bf16, auto"):
+    with pytest.raises(ExtractError, match="precision.*fp32, bf16, int8, auto"):
         extract(tok_dir, images, tmp_path / "ids", precision="fp16", workers=0, progress=False)
     for precision in ("fp32", "bf16"):
         out = tmp_path / f"ids_{precision}"

@@ -49,10 +49,11 @@ def make_parser(prog: str, description: str, exit_help: str) -> argparse.Argumen
 
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
-    """``--precision fp32|bf16|auto`` (default fp32: bit-exact ids)."""
+    """``--precision fp32|bf16|int8|auto`` (default fp32: bit-exact ids)."""
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default, bit-exact), bf16 (autocast; the quantizer's search stays fp32) or auto "
-                             "(bf16 where it is faster: CPUs with AMX (amx_bf16), bf16 GPUs)")
+                        help="fp32 (default, bit-exact), bf16 (autocast; the quantizer's search stays fp32), int8 "
+                             "(CPU: dynamic int8 linear layers, for ViT encoders) or auto (bf16 where it is faster: "
+                             "CPUs with AMX (amx_bf16), bf16 GPUs)")
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:

@@ -70,6 +70,8 @@ def _precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     parser.add_argument("--device", type=device_arg, default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--no-train", action="store_true", help="leave out the training step")
+    parser.add_argument("--against", choices=("bf16", "int8"), default="bf16",
+                        help="the precision compared with fp32 (default bf16; int8: CPU, inference only)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
@@ -97,7 +99,7 @@ BENCH_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]
     'quantizers': ('``discotok bench quantizers``: our quantizers beside vector-quantize-pytorch, per allocator.', _quantizers),
     'titok': ("``discotok bench titok``: the TiTok configs' encode, decode and training step beside the reference.", _titok),
     'audio': ('``discotok bench audio``: real-time factor of encode and decode of 10 s of audio, per allocator.', _audio),
-    'precision': ('``discotok bench precision TARGET...``: fp32 against bf16 side by side, interleaved in one process.', _precision),
+    'precision': ('``discotok bench precision TARGET...``: fp32 against bf16 (or int8) side by side, interleaved in one process.', _precision),
     'extract': ('``discotok bench extract TOKENIZER_DIR DATA``: model-only against end-to-end extraction throughput.', _extract),
     'stream': ('``discotok bench stream TARGET``: streaming encode + decode of a causal audio codec, chunk by chunk.', _stream),
 }

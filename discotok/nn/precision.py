@@ -1,9 +1,12 @@
-"""Inference precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the hardware runs it faster).
+"""Inference precision: ``fp32``, ``bf16`` (autocast), ``int8`` (dynamic int8 linear layers, CPU) or ``auto``
+(bf16 where the hardware runs it faster; never int8).
 
 ``Tokenizer.encode`` / ``decode`` (and ``discotok encode | decode | eval | bench``) run their
 encoder and decoder under ``precision_context``; the quantizers keep their projection and
 nearest-code search in float32 (``discotok.quantizers.precision``), so bf16 changes the ids only
-where the encoder's bf16 rounding moves a latent across a boundary between two near codes.
+where the encoder's bf16 rounding moves a latent across a boundary between two near codes. ``int8``
+runs copies of the encoder and decoder whose linear layers are dynamically quantized
+(``discotok.nn.int8``); it is CPU-only and chosen by name only.
 """
 
 from __future__ import annotations
@@ -50,9 +53,13 @@ def bf16_supported(device: str | torch.device) -> bool:
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:
-    """``fp32`` or ``bf16``: ``auto`` becomes bf16 where ``bf16_supported(device)``; anything else is refused."""
+    """``fp32``, ``bf16`` or ``int8``: ``auto`` becomes bf16 where ``bf16_supported(device)``, else fp32; int8 off
+    the CPU and anything else are refused."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise ValueError(f"precision int8 (dynamic int8 linear layers) runs on the CPU only; the tokenizer is on "
+                         f"{torch.device(device)}: use bf16 or fp32 there")
     if precision == "auto":
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
@@ -61,10 +68,11 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
 @contextlib.contextmanager
 def precision_context(precision: str, device: str | torch.device) -> Iterator[str]:
     """Run the block under bf16 autocast on ``device`` when ``precision`` resolves to bf16; yields the
-    resolved precision. fp32 leaves autocast as the caller set it."""
+    resolved precision. fp32 and int8 (whose int8 copies of the networks the caller runs) leave autocast as the
+    caller set it."""
     resolved = resolve_precision(precision, device)
     device = torch.device(device)
-    if resolved == "fp32":
+    if resolved in ("fp32", "int8"):
         yield resolved
         return
     with torch.autocast(device.type, dtype=torch.bfloat16):

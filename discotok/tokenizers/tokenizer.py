@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from discotok.decoders.base import Decoder
 from discotok.encoders.base import Encoder, EncoderOutput
 from discotok.layout import Layout
+from discotok.nn.int8 import has_linear, int8_copy
 from discotok.nn.modes import eval_mode
 from discotok.nn.precision import precision_context, undo_autocast
 from discotok.quantizers.base import Quantizer, QuantizerOutput, check_finite
@@ -121,16 +123,34 @@ class Tokenizer(nn.Module):
         return TokenizerOutput(self.modality.finish(x_hat, batch), enc.z, q, enc.layout)
 
     def _decode(self, z_q: Tensor, layout: Layout, size: Sequence[int] | None, frames: Tensor | None,
-                keep: Tensor | None = None, **sampler: Any) -> Tensor:
-        """Run the decoder with the output ``size`` and valid ``frames`` per item, and the sampler arguments that
-        are set (``timesteps``, ``guidance_scale``, ``seed``), which only generative decoders take."""
+                keep: Tensor | None = None, decoder: Decoder | None = None, **sampler: Any) -> Tensor:
+        """Run the decoder (ours, or ``decoder``, its int8 copy) with the output ``size`` and valid ``frames`` per
+        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``), which only
+        generative decoders take."""
         sampler = {k: v for k, v in sampler.items() if v is not None}
         if sampler and not self.decoder.generative:
             raise ValueError(
                 f"{', '.join(sampler)}: sampler argument(s) of generative decoders (such as 'flow'); "
                 f"decoder {self.config['decoder']['name']!r} does not take them"
             )
-        return self.decoder(z_q, layout, keep=keep, size=size, lengths=frames, **sampler)
+        decoder = self.decoder if decoder is None else decoder
+        return decoder(z_q, layout, keep=keep, size=size, lengths=frames, **sampler)
+
+    def _networks(self, precision: str) -> tuple[Encoder, Decoder]:
+        """The encoder and decoder to run in the resolved ``precision``: ours, or for int8 copies whose linear
+        layers are dynamically quantized (``discotok.nn.int8``), made again whenever the weights have changed."""
+        if precision != "int8":
+            return self.encoder, self.decoder
+        state = tuple((t.data_ptr(), t._version) for t in [*self.encoder.parameters(), *self.decoder.parameters()])
+        cached = self.__dict__.get("_int8_networks")
+        if cached is None or cached[0] != state:
+            for role, net in (("encoder", self.encoder), ("decoder", self.decoder)):
+                if not has_linear(net):
+                    warnings.warn(f"precision int8 quantizes linear layers only; {role} "
+                                  f"{self.config[role]['name']!r} has none and runs in float32", stacklevel=3)
+            cached = (state, int8_copy(self.encoder), int8_copy(self.decoder))
+            self.__dict__["_int8_networks"] = cached
+        return cached[1], cached[2]
 
     @torch.no_grad()
     def encode(
@@ -154,15 +174,16 @@ class Tokenizer(nn.Module):
         Items holding NaN or inf, in the input or in the encoder's latents, raise
         ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
         ``precision``: ``fp32`` (default, bit-exact), ``bf16`` or ``auto`` (bf16 where the hardware runs it
-        faster, see ``discotok.nn.precision``): the encoder runs under bf16 autocast, the quantizer's
-        projection and nearest-code search stay in float32.
+        faster, see ``discotok.nn.precision``): the encoder runs under bf16 autocast; ``int8`` (CPU): the
+        encoder's linear layers run as dynamic int8 (``discotok.nn.int8``). The quantizer's projection and
+        nearest-code search stay in float32.
         """
         if self.quantizer.continuous:
             self.quantizer.check_ids(None)  # a continuous quantizer refuses with a message saying what to do
         if depth is not None:
             quantizer_kwargs["depth"] = self.quantizer.check_depth(depth)
-        with eval_mode(self), precision_context(precision, x.device):
-            enc = self._encoder_output(x, lengths, num_tokens)
+        with eval_mode(self), precision_context(precision, x.device) as resolved:
+            enc = self._encoder_output(x, lengths, num_tokens, self._networks(resolved)[0])
             ids = self.quantizer(enc.z, **quantizer_kwargs).ids
         return (ids, enc.layout) if return_layout else ids
 
@@ -172,10 +193,11 @@ class Tokenizer(nn.Module):
     ) -> Tensor:
         """Inputs -> the encoder's continuous latents z (B, N, D), the quantizer's input (as ``encode`` takes them),
         float32 under bf16 ``precision``."""
-        with eval_mode(self), precision_context(precision, x.device):
-            return undo_autocast(self._encoder_output(x, lengths, num_tokens).z)
+        with eval_mode(self), precision_context(precision, x.device) as resolved:
+            return undo_autocast(self._encoder_output(x, lengths, num_tokens, self._networks(resolved)[0]).z)
 
-    def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None) -> EncoderOutput:
+    def _encoder_output(self, x: Tensor, lengths: Tensor | None, num_tokens: int | None,
+                        encoder: Encoder) -> EncoderOutput:
         batch = self.modality.prepare(x, lengths)
         if num_tokens is not None:
             n = self.encoder.sequence_length
@@ -187,7 +209,7 @@ class Tokenizer(nn.Module):
             if not 1 <= int(num_tokens) <= n:
                 raise ValueError(f"num_tokens must lie in 1..{n}, got {num_tokens}")
         check_finite(batch.x, "the input")
-        return self.encoder(batch.x, lengths=batch.lengths, num_tokens=num_tokens)
+        return encoder(batch.x, lengths=batch.lengths, num_tokens=num_tokens)
 
     @torch.no_grad()
     def decode(
@@ -213,17 +235,19 @@ class Tokenizer(nn.Module):
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
-        ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast.
+        ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast; ``int8``
+        (CPU): its linear layers run as dynamic int8.
         """
         self.quantizer.check_ids(ids)
         device = next(self.parameters()).device
         layout, batch = self.modality.prepare_ids(ids, layout, size, lengths)
         if batch is not None and batch.lengths is not None:
             batch.lengths, batch.frames = batch.lengths.to(device), batch.frames.to(device)
-        with eval_mode(self), precision_context(precision, device):
+        with eval_mode(self), precision_context(precision, device) as resolved:
             z_q = self.quantizer.ids_to_codes(ids.to(device))
             size, frames = (None, None) if batch is None else (batch.size, batch.frames)
-            x_hat = self._decode(z_q, layout, size, frames, timesteps=timesteps, guidance_scale=guidance_scale, seed=seed)
+            x_hat = self._decode(z_q, layout, size, frames, decoder=self._networks(resolved)[1], timesteps=timesteps,
+                                 guidance_scale=guidance_scale, seed=seed)
             if batch is not None:
                 x_hat = self.modality.finish(x_hat, batch)
             return undo_autocast(x_hat).clamp(-1, 1)
