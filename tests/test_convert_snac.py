@@ -53,7 +53,7 @@ def spread(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
             projected = level.in_proj(F.avg_pool1d(residual, level.stride, level.stride))
             projected = rearrange(projected, "b d t -> (b t) d")
             values, vectors = torch.linalg.eigh(torch.cov(projected.T))
-            white = vectors @ torch.diag(values.clamp(min=1e-12).rsqrt()) @ vectors.T
+            white = vectors @ torch.diag(values.clamp(min=1e-3 * float(values.max())).rsqrt()) @ vectors.T
             level.in_proj.weight = (white @ level.in_proj.weight.squeeze(-1))[..., None]
             level.in_proj.bias.copy_(white @ (level.in_proj.bias - projected.mean(0)))
             residual = residual - level(residual)[0]
@@ -200,3 +200,43 @@ def test_bad_sources_get_clear_errors(tmp_path, capsys):
     text = capsys.readouterr().err
     assert rc == 1 and text.startswith("discotok convert: error:") and text.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_published_24khz_structure_at_full_size(tmp_path, speech_clips):
+    """hubertsiuzdak/snac_24khz's config.json as published (19.84 M parameters), random weights: the same ids and
+    audio on a short clip."""
+    config = {"sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8], "decoder_dim": 1024,
+              "decoder_rates": [8, 8, 4, 2], "attn_window_size": None, "codebook_size": 4096, "codebook_dim": 8,
+              "vq_strides": [4, 2, 1], "noise": True, "depthwise": True}
+    clip = clips_of(speech_clips, [3001])[0][None]
+    torch.manual_seed(0)
+    ref = spread(randomised(snac.SNAC(**config)), clips_of(speech_clips, [20000])[0][None])
+    assert sum(p.numel() for p in ref.parameters()) == 19_842_914
+    tok = convert("snac", saved(ref, config, tmp_path / "snac_24khz"))
+    with torch.no_grad():
+        codes = ref.encode(clip)
+        ids = tok.encode(clip)
+        assert ids.shape == (1, 2, 7) and [c.shape[-1] for c in codes] == [2, 4, 8]
+        assert all(torch.equal(a, c) for a, c in zip(split_rates(ids, config["vq_strides"]), codes, strict=True))
+        assert len(set(codes[-1].flatten().tolist())) > 4
+        torch.manual_seed(3)
+        expected = ref.decode(codes)
+        torch.manual_seed(3)
+        assert (tok.decode(ids) - expected).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_two_gan_steps_from_a_converted_snac(tmp_path, speech_folder):
+    """``discotok train init_from=`` a converted SNAC (attention, two rates of ids): two GAN steps start from its
+    weights and move them a little (slow: the GAN experiment's discriminators and validation, minutes on a busy CPU)."""
+    from tests.test_finetune import finetune
+
+    config = CONFIGS["plain"]
+    start = convert("snac", saved(reference("plain"), config, tmp_path / "hub"), tmp_path / "snac")
+    summary = finetune(tmp_path, tmp_path / "snac", config["sampling_rate"], speech_folder)
+    assert summary["steps"] == 2 and summary["init_from"] == str(tmp_path / "snac")
+    tuned = Tokenizer.from_pretrained(summary["tokenizer_dir"])
+    before, after = dict(start.named_parameters()), dict(tuned.named_parameters())
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("quantizer.levels.1.") for k in moved) and any(".sequence.net." in k for k in moved)
+    assert max(float((after[k] - before[k]).abs().max() / before[k].abs().max().clamp(min=1e-6)) for k in moved) < 0.5
