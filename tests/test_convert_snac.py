@@ -225,6 +225,33 @@ def test_the_published_24khz_structure_at_full_size(tmp_path, speech_clips):
         assert (tok.decode(ids) - expected).abs().max() < 1e-4
 
 
+def test_extraction_decoding_and_export_take_the_multirate_ids(tmp_path, speech_folder):
+    """``discotok encode`` (extraction), ``decode`` and ``export.flatten`` handle SNAC's (B, tokens, columns) ids as
+    any residual ids: each item's stored ids are its ids encoded alone, the manifest counts every code."""
+    from discotok.data.audio import load_audio
+    from discotok.export import flatten, unflatten
+    from discotok.extraction import decode_ids, extract
+    from discotok.io import load_ids
+
+    config = CONFIGS["plain"]
+    tok = convert("snac", saved(reference("plain"), config, tmp_path / "hub"))
+    report = extract(tok, speech_folder, tmp_path / "ids", shard_size=3, batch_size=2, progress=False, workers=0)
+    manifest = report.manifest
+    assert manifest["depth"] == 2 and manifest["ids_shape"][-1] == 3 and manifest["bits_per_token"] == 3 * 6
+    assert manifest["bits_per_second"] == pytest.approx(config["sampling_rate"] / 32 * 3 * 6)
+    loaded = load_ids(tmp_path / "ids")
+    for item, row, frames in zip(manifest["items"], loaded.ids, loaded.frames, strict=True):
+        wave, _ = load_audio(speech_folder / item["source"], config["sampling_rate"], 1)
+        assert frames == tok.modality.num_frames(wave.shape[-1])
+        assert torch.equal(torch.from_numpy(row[:frames]), tok.encode(wave[None])[0]), item["source"]
+    paths = decode_ids(tok, tmp_path / "ids", tmp_path / "wavs", progress=False)
+    assert len(paths) == len(manifest["items"])
+    ids = tok.encode(clips_of([torch.randn(1, 500) * 0.1], [500])[0][None])
+    tokens = flatten(ids, config["codebook_size"])
+    assert tokens.shape == (1, ids.shape[1] * 3) and int(tokens.max()) < 3 * config["codebook_size"]
+    assert torch.equal(unflatten(tokens, 3, config["codebook_size"]), ids)
+
+
 @pytest.mark.slow
 def test_two_gan_steps_from_a_converted_snac(tmp_path, speech_folder):
     """``discotok train init_from=`` a converted SNAC (attention, two rates of ids): two GAN steps start from its
