@@ -18,7 +18,7 @@ class QuantizerOutput:
     """What every quantizer returns.
 
     z_q:   (B, N, D) quantized vectors in the input space, straight-through gradient.
-    ids:   (B, N) or (B, N, depth) int64.
+    ids:   (B, N) or (B, N, depth) int64 (a multi-rate ``rvq``: (B, N, columns), see ``Quantizer.columns``).
     loss:  scalar, the quantizer's own terms (commitment, codebook, entropy), already weighted.
     stats: detached scalars for logging, at least ``usage`` (fraction of the codebook used
            in this batch) and ``perplexity``.
