@@ -126,7 +126,7 @@ def test_converted_snac_gives_the_reference_ids_and_audio(kind, tmp_path, speech
                 assert (tok.decode(ours) - expected).abs().max() > 1e-3
         count = [sum(tok.modality.num_frames(n) for n in lengths) * max(strides) // s for s in strides]
         size = config["codebook_size"]
-        assert all(len(s) >= max(2, min(n, size) // 4) for s, n in zip(seen, count)), ([len(s) for s in seen], count)
+        assert all(len(s) >= max(2, min(n, size) // 5) for s, n in zip(seen, count)), ([len(s) for s in seen], count)
         for depth in range(1, len(strides)):
             shallow = tok.encode(clips[0][None], depth=depth)
             assert torch.equal(shallow, ids[:1, : shallow.shape[1], : tok.quantizer.columns(depth)])
@@ -156,6 +156,11 @@ def test_multirate_layout_and_bit_rates():
         assert tok.modality.rate_figures((5, 3), (1,))["depth"] == 2
         with pytest.raises(ValueError, match=r"\(\[1, 3, 7(, 15)?\] id columns at these depths\)"):
             tok.decode(torch.zeros(1, 2, 2, dtype=torch.long))
+        # ids of fewer tokens than an attention window (a prefix, not what encode gives) still decode: the window is
+        # zero-padded and the padding hidden from attention; so are the frames past an item's length
+        ids = torch.randint(0, 4096, (2, 3, tok.quantizer.columns()))
+        wave = tok.decode(ids, lengths=torch.tensor([3, 1]) * tok.modality.hop_length)
+        assert wave.shape == (2, 1, 3 * tok.modality.hop_length) and bool(wave.isfinite().all())
 
 
 def test_bad_sources_get_clear_errors(tmp_path, capsys):
@@ -255,7 +260,7 @@ def test_extraction_decoding_and_export_take_the_multirate_ids(tmp_path, speech_
 @pytest.mark.slow
 def test_two_gan_steps_from_a_converted_snac(tmp_path, speech_folder):
     """``discotok train init_from=`` a converted SNAC (attention, two rates of ids): two GAN steps start from its
-    weights and move them a little (slow: the GAN experiment's discriminators and validation, minutes on a busy CPU)."""
+    weights and move them a little (slow: 35 s, the GAN experiment's discriminators and validation)."""
     from tests.test_finetune import finetune
 
     config = CONFIGS["plain"]
