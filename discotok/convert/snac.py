@@ -55,7 +55,8 @@ def snac_kwargs(config: dict, where: str) -> dict:
 
 def snac_config(kwargs: dict) -> dict:
     """Our tokenizer config for a SNAC of these constructor arguments."""
-    encoder_rates, decoder_rates, strides = list(kwargs["encoder_rates"]), list(kwargs["decoder_rates"]), list(kwargs["vq_strides"])
+    encoder_rates, decoder_rates = list(kwargs["encoder_rates"]), list(kwargs["decoder_rates"])
+    strides = list(kwargs["vq_strides"])
     latent = kwargs["encoder_dim"] * 2 ** len(encoder_rates)
     if kwargs["latent_dim"] not in (None, latent):
         raise ConvertError(f"latent_dim {kwargs['latent_dim']} differs from the encoder's width {latent} "
@@ -70,7 +71,8 @@ def snac_config(kwargs: dict) -> dict:
                            f"encoder {latent}, decoder {kwargs['decoder_dim']}")
     common = {"dilations": DILATIONS, "residual_kernel_size": 7, "compress": 1, "activation": "snake", "kernel_size": 7,
               "last_kernel_size": 7, "causal": False, "depthwise": bool(kwargs["depthwise"]),
-              "sequence": "local_attention" if window else "none", "sequence_layers": 1, "attention_window": window or 32,
+              "sequence": "local_attention" if window else "none", "sequence_layers": 1,
+              "attention_window": window or 32,
               "frames_per_token": max(strides)}
     encoder = {"name": "audio", "latent_dim": latent, "in_channels": 1, "channels": kwargs["encoder_dim"],
                "ratios": encoder_rates[::-1], "head_activation": False, "sequence_heads": max(1, latent // HEAD_DIM),
@@ -114,7 +116,8 @@ def snac_rules(kwargs: dict) -> list[tuple[str, Callable[[re.Match], str]]]:
         (rf"decoder\.model\.{first + m}\.alpha", lambda x: "decoder.act.alpha"),
         (rf"decoder\.model\.{first + m + 1}\.(.+)", lambda x: f"decoder.head.conv.{x[1]}"),
         (r"quantizer\.quantizers\.(\d+)\.codebook\.weight", lambda x: f"quantizer.levels.{x[1]}.codebook"),
-        (r"quantizer\.quantizers\.(\d+)\.(in|out)_proj\.(.+)", lambda x: f"quantizer.levels.{x[1]}.project_{x[2]}.{x[3]}"),
+        (r"quantizer\.quantizers\.(\d+)\.(in|out)_proj\.(.+)",
+         lambda x: f"quantizer.levels.{x[1]}.project_{x[2]}.{x[3]}"),
     ]
     if kwargs["depthwise"]:
         return [(r"decoder\.model\.0\.(.+)", lambda x: f"decoder.stem.depthwise.conv.{x[1]}"),

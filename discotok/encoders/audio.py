@@ -47,7 +47,8 @@ from discotok.registry import ENCODERS
 
 @ENCODERS.register("audio")
 class AudioEncoder(WaveformEncoder):
-    """Waveforms (B, in_channels, T), T a multiple of ``length_multiple`` -> (B, T / hop, frames_per_token * latent_dim)."""
+    """Waveforms (B, in_channels, T), T a multiple of ``length_multiple`` -> (B, T / hop, frames_per_token *
+    latent_dim)."""
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """``audio``: waveforms (B, C, T) in [-1, 1] at the tokenizer's sample rate; one token position per hop.
 
-A batch is zero-padded to whole hops (or the encoder's ``length_multiple``); with ``lengths`` (B,) valid samples per item, each item
-encodes as it would alone over its ``num_frames(length)`` valid frames, and decoded items are
-zero past their lengths.
+A batch is zero-padded to whole hops (or the encoder's ``length_multiple``); with ``lengths`` (B,) valid
+samples per item, each item encodes as it would alone over its ``num_frames(length)`` valid frames, and
+decoded items are zero past their lengths.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ class LocalAttention(nn.Module):
     def __init__(self, dim: int, heads: int, window: int) -> None:
         super().__init__()
         if heads < 1 or dim % heads or (dim // heads) % 2:
-            raise ValueError(f"local attention needs dim divisible by heads into even head sizes, got {dim} and {heads}")
+            raise ValueError(f"local attention needs dim divisible by heads into even head sizes, got {dim}, {heads}")
         if window < 1:
             raise ValueError(f"attention window must be positive, got {window}")
         self.heads = heads

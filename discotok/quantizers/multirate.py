@@ -67,8 +67,8 @@ class RateLayout:
         for code, count in zip(codes, self.counts):
             if code.ndim != 2 or code.shape[-1] % count or code.shape[-1] // count != codes[0].shape[-1]:
                 lengths = [tuple(c.shape) for c in codes]
-                raise ValueError(f"codes of strides {self.strides[: len(codes)]} must be (B, N * {self.counts[: len(codes)]})"
-                                 f" for one N, got shapes {lengths}")
+                raise ValueError(f"codes of strides {self.strides[: len(codes)]} must be "
+                                 f"(B, N * {self.counts[: len(codes)]}) for one N, got shapes {lengths}")
             parts.append(rearrange(code, "b (n c) -> b n c", c=count))
         return torch.cat(parts, dim=-1)
 
@@ -83,7 +83,8 @@ class RateLayout:
         return rearrange(frames, "b d n -> b n d")
 
     def unpool(self, q: Tensor, level: int) -> Tensor:
-        """Level ``level``'s codes (B, N * S / stride, D) -> token vectors (B, N, S * D), each repeated ``stride`` times."""
+        """Level ``level``'s codes (B, N * S / stride, D) -> token vectors (B, N, S * D), each repeated ``stride``
+        times."""
         if self.frames == 1:
             return q
         q = q.repeat_interleave(self.strides[level], dim=1) if self.strides[level] > 1 else q
