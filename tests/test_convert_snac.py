@@ -231,9 +231,10 @@ def test_the_published_24khz_structure_at_full_size(tmp_path, speech_clips):
 
 
 def test_extraction_decoding_and_export_take_the_multirate_ids(tmp_path, speech_folder):
-    """``discotok encode`` (extraction), ``decode`` and ``export.flatten`` handle SNAC's (B, tokens, columns) ids as
-    any residual ids: each item's stored ids are its ids encoded alone, the manifest counts every code."""
+    """``discotok encode`` (extraction), ``decode``, ``eval`` and ``export.flatten`` handle SNAC's (B, tokens, columns)
+    ids as any residual ids: each item's stored ids are its ids encoded alone, rates count every code."""
     from discotok.data.audio import load_audio
+    from discotok.eval import evaluate
     from discotok.export import flatten, unflatten
     from discotok.extraction import decode_ids, extract
     from discotok.io import load_ids
@@ -251,6 +252,10 @@ def test_extraction_decoding_and_export_take_the_multirate_ids(tmp_path, speech_
         assert torch.equal(torch.from_numpy(row[:frames]), tok.encode(wave[None])[0]), item["source"]
     paths = decode_ids(tok, tmp_path / "ids", tmp_path / "wavs", progress=False)
     assert len(paths) == len(manifest["items"])
+    report = evaluate([tok], speech_folder, tmp_path / "eval", max_seconds=0.3, batch_size=2, progress=False,
+                      baselines=False)
+    assert [r["depth"] for r in report["results"]] == [1, 2]
+    assert [r["bits_per_second"] for r in report["results"]] == [pytest.approx(16000 / 32 * 6 * c) for c in (1, 3)]
     ids = tok.encode(clips_of([torch.randn(1, 500) * 0.1], [500])[0][None])
     tokens = flatten(ids, config["codebook_size"])
     assert tokens.shape == (1, ids.shape[1] * 3) and int(tokens.max()) < 3 * config["codebook_size"]
