@@ -86,7 +86,12 @@ def dac_rules(encoder_blocks: int, decoder_blocks: int) -> list[tuple[str, Calla
 
 def rename_dac(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: int) -> Renamed:
     """DAC's tensors under our names; the quantizer's 1x1 weight-normed convolutions become linear layers."""
-    tensors = rename(state, dac_rules(encoder_blocks, decoder_blocks))
+    return fold_projections(rename(state, dac_rules(encoder_blocks, decoder_blocks)))
+
+
+def fold_projections(tensors: Renamed) -> Renamed:
+    """The quantizer levels' weight-normed 1x1 convolutions (``project_in`` / ``project_out``, DAC and SNAC) as the
+    plain weights of our linear layers."""
     for key in sorted({k.rsplit(".", 3)[0] for k in tensors if ".project_" in k and "parametrizations" in k}):
         g = tensors.pop(f"{key}.parametrizations.weight.original0", None)
         v = tensors.pop(f"{key}.parametrizations.weight.original1", None)

@@ -31,7 +31,7 @@ from discotok.tokenizers.tokenizer import Tokenizer
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def read_weights(folder: Path) -> dict[str, Tensor]:
+def read_weights(folder: Path, what: str = "a transformers pytorch_model.bin") -> dict[str, Tensor]:
     for name in WEIGHT_FILES:
         path = folder / name
         if path.is_file():
@@ -43,7 +43,7 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
                     return load_file(str(path))
                 except (SafetensorError, OSError) as err:
                     raise ConvertError(f"{path}: not a readable safetensors file ({err})") from None
-            return load_pickle(path, "a transformers pytorch_model.bin")
+            return load_pickle(path, what)
     raise ConvertError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
 
 

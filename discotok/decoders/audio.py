@@ -11,6 +11,13 @@ pads on the left and trims transposed convolutions on the right: sample t depend
 convolution, as DAC does: with an odd ratio a stage comes out one sample short, and the output is
 zero-padded on the right to N * hop. ``final_activation="tanh"`` bounds the output (DAC).
 ``pad_mode`` and ``residual_shortcut`` as for the ``audio`` encoder (EnCodec: ``reflect``, True).
+
+SNAC's options: ``depthwise`` makes the stem a depthwise then a pointwise convolution and the residual
+units' dilated convolutions per-channel; ``noise`` adds a noise block after every upsampling
+(``discotok.nn.noise``: random in eval mode too, from torch's global generator);
+``sequence="local_attention"`` with ``attention_window`` as for the encoder; ``frames_per_token=s``
+takes tokens (B, N, s * latent_dim) of s frames each (the encoder's grouping), ``hop_length`` being
+the samples of a token.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from discotok.nn.conv1d import Conv1d, ConvTranspose1d, ResidualUnit, length_mask
+from discotok.nn.conv1d import Conv1d, ConvTranspose1d, ResidualUnit, SeparableConv1d, length_mask
 from discotok.nn.conv1d import activation as make_activation
+from discotok.nn.noise import NoiseBlock
 from discotok.nn.sequence import SequenceModel
 from discotok.nn.streaming import Chain, Pointwise, StreamingConv, StreamingConvTranspose, StreamingLSTM, StreamingResidual
 from discotok.decoders.base import WaveformDecoder
@@ -43,7 +51,7 @@ def check_frames(z_q: Tensor, layout: Layout, name: str) -> None:
 
 @DECODERS.register("audio")
 class AudioDecoder(WaveformDecoder):
-    """Frames (B, N, latent_dim) -> waveforms (B, out_channels, N * hop_length)."""
+    """Tokens (B, N, frames_per_token * latent_dim) -> waveforms (B, out_channels, N * hop_length)."""
 
     def __init__(
         self,
@@ -65,10 +73,16 @@ class AudioDecoder(WaveformDecoder):
         final_activation: str | None = None,
         pad_mode: str = "zeros",
         residual_shortcut: bool = False,
+        depthwise: bool = False,
+        noise: bool = False,
+        attention_window: int = 32,
+        frames_per_token: int = 1,
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        if int(frames_per_token) < 1:
+            raise ValueError(f"frames_per_token must be a positive integer, got {frames_per_token}")
         if upsample_crop not in UPSAMPLE_CROPS:
             raise ValueError(f"upsample_crop must be one of {UPSAMPLE_CROPS}, got {upsample_crop!r}")
         if final_activation not in FINAL_ACTIVATIONS:
@@ -76,10 +90,12 @@ class AudioDecoder(WaveformDecoder):
         self.out_channels = out_channels
         self.causal = bool(causal)
         self.ratios = [int(r) for r in ratios]
-        self.hop_length = math.prod(self.ratios)
+        self.frames_per_token = int(frames_per_token)
+        self.hop_length = math.prod(self.ratios) * self.frames_per_token
         width = channels * 2 ** len(self.ratios)
-        self.stem = Conv1d(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode)
-        self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
+        stem = SeparableConv1d if depthwise else Conv1d
+        self.stem = stem(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode)
+        self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal, attention_window)
         self.stages = nn.ModuleList()
         for r in self.ratios:
             stage = nn.Module()
@@ -89,8 +105,10 @@ class AudioDecoder(WaveformDecoder):
             stage.short = 0 if crop is None else 2 * crop - r  # samples short of r per frame (odd r, cropped)
             stage.stride = r
             width //= 2
+            stage.noise = NoiseBlock(width) if noise else nn.Identity()
             stage.units = nn.ModuleList(
-                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut)
+                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
+                             depthwise)
                 for d in dilations
             )
             self.stages.append(stage)
@@ -102,9 +120,12 @@ class AudioDecoder(WaveformDecoder):
         """This (causal) decoder fed frame chunks (B, D, n), giving their samples (B, C, n * hop) as they come."""
         if not self.causal:
             raise ValueError("only a causal decoder streams (causal: true); this one looks ahead")
+        if self.frames_per_token != 1:
+            raise ValueError("a decoder of several frames per token (frames_per_token) does not stream")
         steps: list = [StreamingConv(self.stem), StreamingLSTM(self.sequence)]
         for stage in self.stages:
-            steps += [Pointwise(stage.act), StreamingConvTranspose(stage.up), *(StreamingResidual(u) for u in stage.units)]
+            steps += [Pointwise(stage.act), StreamingConvTranspose(stage.up), Pointwise(stage.noise),
+                      *(StreamingResidual(u) for u in stage.units)]
         return Chain([*steps, Pointwise(self.act), StreamingConv(self.head), Pointwise(self.final)])
 
     def forward(
@@ -113,12 +134,13 @@ class AudioDecoder(WaveformDecoder):
     ) -> Tensor:
         """``lengths`` (B,) valid frames per item: frames past them never reach the valid samples."""
         check_frames(z_q, layout, "audio")
-        valid = None if lengths is None else lengths.to(z_q.device).long()
-        h = rearrange(z_q, "b n d -> b d n")
+        s = self.frames_per_token
+        valid = None if lengths is None else lengths.to(z_q.device).long() * s
+        h = rearrange(z_q, "b m (s d) -> b d (m s)", s=s)
         mask = length_mask(valid, h.shape[-1])
         h = self.sequence(self.stem(h, mask), valid)
         for stage in self.stages:
-            h = stage.up(stage.act(h), mask)
+            h = stage.noise(stage.up(stage.act(h), mask))
             if valid is not None:
                 valid = valid * stage.stride - stage.short  # an item's own length after this stage
                 mask = length_mask(valid, h.shape[-1])

@@ -15,6 +15,15 @@ length (``num_frames(length) * hop`` at the input resolution, scaled down per st
 in a zero-padded batch gets, over its valid frames, what it gets encoded alone.
 ``pad_mode="reflect"`` pads every convolution by reflection as EnCodec does (each item about its
 own length), and ``residual_shortcut`` gives the residual units a 1x1 convolution as skip.
+
+SNAC's options: ``depthwise`` makes the residual units' dilated convolutions and the head per-channel
+(the head then keeps the width: ``latent_dim`` = channels * 2^stages); ``head_activation=False``
+drops the activation before the head; ``sequence="local_attention"`` is one windowed attention layer
+of ``attention_window`` frames; ``frames_per_token=s`` groups s consecutive frames into one token
+position, z (B, N / s, s * latent_dim) (frame-major), for a multi-rate ``rvq`` whose coarsest level
+codes one vector per s frames. ``hop_length`` is then the samples of a token position (s frames),
+and ``length_multiple`` (a multiple of it) the samples an input length is padded to: whole windows
+of the attention and whole tokens, hop * lcm(s, window) as SNAC pads.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ from discotok.registry import ENCODERS
 
 @ENCODERS.register("audio")
 class AudioEncoder(WaveformEncoder):
-    """Waveforms (B, in_channels, T), T a multiple of ``hop_length`` -> (B, T / hop, latent_dim)."""
+    """Waveforms (B, in_channels, T), T a multiple of ``length_multiple`` -> (B, T / hop, frames_per_token *
+    latent_dim)."""
 
     def __init__(
         self,
@@ -58,14 +68,21 @@ class AudioEncoder(WaveformEncoder):
         causal: bool = False,
         pad_mode: str = "zeros",
         residual_shortcut: bool = False,
+        depthwise: bool = False,
+        head_activation: bool = True,
+        attention_window: int = 32,
+        frames_per_token: int = 1,
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        if int(frames_per_token) < 1:
+            raise ValueError(f"frames_per_token must be a positive integer, got {frames_per_token}")
         self.in_channels = in_channels
         self.pad_mode = pad_mode
         self.ratios = [int(r) for r in ratios]
-        self.hop_length = math.prod(self.ratios)
+        self.frames_per_token = int(frames_per_token)
+        self.hop_length = math.prod(self.ratios) * self.frames_per_token
         self.causal = bool(causal)
         self.stem = Conv1d(in_channels, channels, kernel_size, causal=causal, pad_mode=pad_mode)
         self.stages = nn.ModuleList()
@@ -73,7 +90,8 @@ class AudioEncoder(WaveformEncoder):
         for r in reversed(self.ratios):
             stage = nn.Module()
             stage.units = nn.ModuleList(
-                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut)
+                ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
+                             depthwise)
                 for d in dilations
             )
             stage.act = make_activation(activation, width)
@@ -81,15 +99,24 @@ class AudioEncoder(WaveformEncoder):
             stage.stride = r
             self.stages.append(stage)
             width *= 2
-        self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal)
-        self.act = make_activation(activation, width)
-        self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal, pad_mode=pad_mode)
+        self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal, attention_window)
+        self.multiple = math.prod(self.ratios) * math.lcm(self.frames_per_token, self.sequence.window)
+        self.act = make_activation(activation, width) if head_activation else nn.Identity()
+        self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal, pad_mode=pad_mode,
+                           groups=width if depthwise else 1)
+
+    @property
+    def length_multiple(self) -> int:
+        """Samples an input's length is padded to a multiple of: hop * lcm(frames_per_token, attention window)."""
+        return self.multiple
 
     def stream(self) -> Chain:
         """This (causal) encoder fed chunk by chunk: ``push`` waveforms (B, C, m), get latents (B, D, n) of the
         frames they complete; ``flush`` at the end of the input (see ``discotok.nn.streaming``)."""
         if not self.causal:
             raise ValueError("only a causal encoder streams (causal: true); this one looks ahead")
+        if self.frames_per_token != 1:
+            raise ValueError("an encoder of several frames per token (frames_per_token) does not stream")
         steps: list = [StreamingConv(self.stem)]
         for stage in self.stages:
             steps += [*(StreamingResidual(u) for u in stage.units), Pointwise(stage.act), StreamingConv(stage.down)]
@@ -98,13 +125,14 @@ class AudioEncoder(WaveformEncoder):
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""
-        check_audio_batch(x, self.in_channels, self.hop_length)
+        check_audio_batch(x, self.in_channels, self.length_multiple)
         valid = None
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
-            # zeros: the item zero-padded to whole hops, as alone; reflect: its own length (EnCodec pads by reflection)
-            valid = lengths if self.pad_mode == "reflect" else -(-lengths // self.hop_length) * self.hop_length
+            # zeros: the item zero-padded to whole length multiples, as alone; reflect: its own length (EnCodec)
+            multiple = self.length_multiple
+            valid = lengths if self.pad_mode == "reflect" else -(-lengths // multiple) * multiple
         mask = length_mask(valid, x.shape[-1])
         h = self.stem(x, mask)
         for stage in self.stages:
@@ -115,4 +143,5 @@ class AudioEncoder(WaveformEncoder):
                 valid = -(-valid // stage.stride)
                 mask = length_mask(valid, h.shape[-1])
         h = self.head(self.act(self.sequence(h, valid)), mask)
-        return EncoderOutput(rearrange(h, "b d n -> b n d"), Layout("frames", (h.shape[-1],)))
+        z = rearrange(h, "b d (m s) -> b m (s d)", s=self.frames_per_token)
+        return EncoderOutput(z, Layout("frames", (z.shape[1],)))

@@ -69,12 +69,19 @@ def check_image_batch(x: Tensor, channels: int, multiple: int) -> None:
 
 
 class WaveformEncoder(Encoder):
-    """An encoder of waveforms (B, in_channels, T), T a multiple of ``hop_length``: one frame per hop.
+    """An encoder of waveforms (B, in_channels, T), T a multiple of ``length_multiple``: one token position per hop.
 
     ``forward`` takes ``lengths`` (B,) valid samples per item of a zero-padded batch.
+    ``length_multiple`` (a multiple of ``hop_length``; by default the hop) is what the modality pads
+    input lengths to (SNAC: whole attention windows of whole tokens).
     """
 
     hop_length: int
+
+    @property
+    def length_multiple(self) -> int:
+        """Samples an input's length is padded to a multiple of."""
+        return self.hop_length
 
     def stream(self) -> Any:
         """This encoder fed chunk by chunk (``push(x)`` -> latents (B, D, n), ``flush()``), for causal encoders."""

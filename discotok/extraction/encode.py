@@ -232,6 +232,7 @@ def extract(
                 "modality": tokenizer.modality.name, "tokenizer": tokenizer_path, "tokenizer_config": tokenizer.config,
                 "codebook_size": int(tokenizer.codebook_size), **described, **tokenizer.modality.manifest_header(options),
                 "encode_options": options, "source": src.description,
+                "depth": options.get("depth", tokenizer.quantizer.depth),  # levels (a multi-rate rvq has more columns)
             }
             manifest = merge_manifest(plan, header, reader.summarize)
     return ExtractReport(output_dir, manifest, len(src.items), plan.num_shards, done_before, written, rank)

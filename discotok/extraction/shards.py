@@ -233,10 +233,10 @@ def merge_manifest(plan: ShardPlan, header: dict, summarize: Callable[[list[dict
     rest = [max(widths), *shapes.pop()] if variable else list(shapes.pop())
     if variable:
         layout["shape"] = [rest[0]]
-    depth = rest[1] if len(rest) == 2 else None
+    columns = rest[1] if len(rest) == 2 else None
     manifest = {
         "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **header,
-        "depth": depth, "bits_per_token": math.log2(header["codebook_size"]) * (depth or 1),
+        "depth": header.get("depth", columns), "bits_per_token": math.log2(header["codebook_size"]) * (columns or 1),
         "layout": layout, "num_tokens": None if variable else rest[0],
         **({"pad_id": PAD_ID, "max_frames": rest[0], "total_frames": sum(i["frames"] for i in infos)} if variable else {}),
         **(summarize(infos) if summarize else {}),

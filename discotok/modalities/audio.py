@@ -1,8 +1,8 @@
 """``audio``: waveforms (B, C, T) in [-1, 1] at the tokenizer's sample rate; one token position per hop.
 
-A batch is zero-padded to whole hops; with ``lengths`` (B,) valid samples per item, each item
-encodes as it would alone over its ``num_frames(length)`` valid frames, and decoded items are
-zero past their lengths.
+A batch is zero-padded to whole hops (or the encoder's ``length_multiple``); with ``lengths`` (B,) valid
+samples per item, each item encodes as it would alone over its ``num_frames(length)`` valid frames, and
+decoded items are zero past their lengths.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class EncodeStream:
     def _ids(self, z: Tensor) -> Tensor:
         quantizer = self.modality.quantizer
         if z.shape[-1] == 0:
-            levels = (self.kwargs.get("depth") or quantizer.depth,) if quantizer.depth else ()
+            levels = (quantizer.columns(self.kwargs.get("depth")),) if quantizer.depth else ()
             return torch.zeros(z.shape[0], 0, *levels, dtype=torch.long, device=z.device)
         return quantizer(rearrange(z, "b d n -> b n d"), **self.kwargs).ids
 
@@ -142,12 +142,19 @@ class AudioModality(Modality):
         """Token positions per second of audio."""
         return self.sample_rate / self.hop_length
 
+    @property
+    def length_multiple(self) -> int:
+        """Samples input lengths are zero-padded to a multiple of: the hop, or the encoder's larger multiple of it
+        (SNAC with attention: whole windows)."""
+        return self.encoder.length_multiple
+
     def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
-        """Frames that ``num_samples`` samples encode to: ceil(num_samples / hop) (int or tensor)."""
-        hop = self.hop_length
+        """Frames (token positions) that ``num_samples`` samples encode to: ceil(num_samples / hop), rounded up to
+        whole ``length_multiple`` (int or tensor)."""
+        multiple, per = self.length_multiple, self.length_multiple // self.hop_length
         if isinstance(num_samples, Tensor):
-            return torch.div(num_samples + hop - 1, hop, rounding_mode="floor")
-        return -(-int(num_samples) // hop)
+            return torch.div(num_samples + multiple - 1, multiple, rounding_mode="floor") * per
+        return -(-int(num_samples) // multiple) * per
 
     def bits_per_second(self, depth: int | None = None) -> float:
         """The bit rate of ids at ``depth`` levels of a residual quantizer (None: all)."""
@@ -185,7 +192,8 @@ class AudioModality(Modality):
         return DecodeStream(self)
 
     def prepare(self, x: Tensor, lengths: Tensor | None = None) -> Batch:
-        """Check a waveform batch and zero-pad it to whole hops; lengths and valid frames per item."""
+        """Check a waveform batch and zero-pad it to whole hops (``length_multiple``); lengths and valid frames per
+        item."""
         check_audio_batch(x, self.channels)
         total = x.shape[-1]
         if lengths is not None:
@@ -220,7 +228,7 @@ class AudioModality(Modality):
         return None if lengths is None else self.num_frames(lengths)
 
     def rate_figures(self, ids_shape: Sequence[int], size: Sequence[int]) -> dict[str, Any]:
-        depth = ids_shape[-1] if len(ids_shape) == 2 else None
+        depth = self.quantizer.depth_of(ids_shape[-1]) if len(ids_shape) == 2 else None
         return {"frames_per_second": self.frames_per_second, "depth": depth, "bits_per_second": self.bits_per_second(depth)}
 
     def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float) -> dict[str, float]:

@@ -129,7 +129,7 @@ class Modality:
 
     def bits_per_token(self, depth: int | None = None) -> float:
         """Bits of one token position with ``depth`` levels of a residual quantizer (None: all)."""
-        return self.quantizer.bits_per_token / (self.quantizer.depth or 1) * self.quantizer.check_depth(depth)
+        return self.quantizer.bits_per_token / self.quantizer.columns() * self.quantizer.columns(depth)
 
     def depth_for_bandwidth(self, kbps: float) -> int:
         """The residual depth of a bit rate in kbps (audio); other modalities refuse."""

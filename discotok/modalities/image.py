@@ -105,7 +105,7 @@ class ImageModality(Modality):
         )
 
     def rate_figures(self, ids_shape: Sequence[int], size: Sequence[int]) -> dict[str, Any]:
-        depth = ids_shape[-1] if len(ids_shape) == 2 else None
+        depth = self.quantizer.depth_of(ids_shape[-1]) if len(ids_shape) == 2 else None
         bits = ids_shape[0] * self.bits_per_token(depth)
         return {"tokens_per_image": ids_shape[0], "depth": depth, "bits_per_image": bits,
                 "bits_per_pixel": bits / (size[0] * size[1])}

@@ -89,7 +89,7 @@ def reflect_pad(
 
 class Conv1d(nn.Module):
     """Weight-normalised Conv1d with its own padding (zeros or reflect, see the module docstring): causal
-    (left) or centred."""
+    (left) or centred; ``groups`` as ``nn.Conv1d``'s (``groups=in_channels``: depthwise)."""
 
     def __init__(
         self,
@@ -100,11 +100,15 @@ class Conv1d(nn.Module):
         dilation: int = 1,
         causal: bool = False,
         pad_mode: str = "zeros",
+        groups: int = 1,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
-        self.conv = weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation))
+        self.conv = weight_norm(
+            nn.Conv1d(in_channels, out_channels, kernel_size, stride, dilation=dilation, groups=groups, bias=bias)
+        )
         total = (kernel_size - 1) * dilation + 1 - stride
         self.pad = (total, 0) if causal else (total - total // 2, total // 2)
         self.stride = stride
@@ -116,6 +120,21 @@ class Conv1d(nn.Module):
             lengths = None if mask is None else mask[:, 0].sum(-1).long()
             return self.conv(reflect_pad(x, self.pad, self.stride, lengths))
         return self.conv(F.pad(apply_mask(x, mask), self.pad))
+
+
+class SeparableConv1d(nn.Module):
+    """A depthwise convolution (per channel, ``kernel_size``) then a pointwise (1x1) one to ``out_channels`` (SNAC's
+    decoder stem); ``mask`` as ``Conv1d``'s."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, causal: bool = False,
+                 pad_mode: str = "zeros") -> None:
+        super().__init__()
+        self.depthwise = Conv1d(in_channels, in_channels, kernel_size, causal=causal, pad_mode=pad_mode,
+                                groups=in_channels)
+        self.pointwise = Conv1d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.pointwise(self.depthwise(x, mask))
 
 
 class ConvTranspose1d(nn.Module):
@@ -143,16 +162,20 @@ class ConvTranspose1d(nn.Module):
 
 class ResidualUnit(nn.Module):
     """SEANet residual unit: act -> dilated conv (to dim / compress) -> act -> 1x1 conv, plus identity (or, with
-    ``shortcut``, a 1x1 convolution of the input: EnCodec's ``true_skip=False``)."""
+    ``shortcut``, a 1x1 convolution of the input: EnCodec's ``true_skip=False``). ``depthwise``: the dilated
+    convolution works per channel (SNAC; needs ``compress=1``)."""
 
     def __init__(
         self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False,
-        pad_mode: str = "zeros", shortcut: bool = False,
+        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False,
     ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
+        if depthwise and hidden != dim:
+            raise ValueError(f"a depthwise residual unit keeps its width: compress must be 1, got {compress}")
         self.act1 = activation(act, dim)
-        self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal, pad_mode=pad_mode)
+        self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal, pad_mode=pad_mode,
+                            groups=dim if depthwise else 1)
         self.act2 = activation(act, hidden)
         self.conv2 = Conv1d(hidden, dim, 1)
         self.shortcut = Conv1d(dim, dim, 1) if shortcut else None

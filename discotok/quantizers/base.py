@@ -18,7 +18,7 @@ class QuantizerOutput:
     """What every quantizer returns.
 
     z_q:   (B, N, D) quantized vectors in the input space, straight-through gradient.
-    ids:   (B, N) or (B, N, depth) int64.
+    ids:   (B, N) or (B, N, depth) int64 (a multi-rate ``rvq``: (B, N, columns), see ``Quantizer.columns``).
     loss:  scalar, the quantizer's own terms (commitment, codebook, entropy), already weighted.
     stats: detached scalars for logging, at least ``usage`` (fraction of the codebook used
            in this batch) and ``perplexity``.
@@ -110,8 +110,20 @@ class Quantizer(nn.Module):
 
     @property
     def bits_per_token(self) -> float:
-        """Bits carried by one token: log2(codebook_size) times the depth."""
-        return math.log2(self.codebook_size) * (self.depth or 1)
+        """Bits carried by one token: log2(codebook_size) times its id columns (the depth, for most)."""
+        return math.log2(self.codebook_size) * self.columns()
+
+    def columns(self, depth: int | None = None) -> int:
+        """Ids per token position at ``depth`` levels (None: all): the depth, 1 for a single level; a multi-rate
+        ``rvq`` holds several codes of its finer levels per token."""
+        return self.check_depth(depth)
+
+    def depth_of(self, columns: int) -> int:
+        """The depth of ids (B, N, columns) (the inverse of ``columns``)."""
+        return columns
+
+    def _allowed_columns(self) -> list[int]:
+        return [self.columns(d) for d in range(1, (self.depth or 1) + 1)]
 
     def check_depth(self, depth: int | None) -> int:
         """The levels ids at ``depth`` use: ``depth`` checked against 1..depth (None: all; 1 for a single level)."""
@@ -175,9 +187,11 @@ class Quantizer(nn.Module):
         if self.depth is None:
             if ids.ndim != 2:
                 raise ValueError(f"ids must have shape (B, N), got {tuple(ids.shape)}")
-        elif ids.ndim != 3 or not 1 <= ids.shape[-1] <= self.depth:
+        elif ids.ndim != 3 or ids.shape[-1] not in self._allowed_columns():
+            allowed = self._allowed_columns()
+            columns = "" if allowed == list(range(1, self.depth + 1)) else f" ({allowed} id columns at these depths)"
             raise ValueError(
-                f"ids must have shape (B, N, depth) with 1 <= depth <= {self.depth}, "
+                f"ids must have shape (B, N, depth) with 1 <= depth <= {self.depth}{columns}, "
                 f"got {tuple(ids.shape)}"
             )
         if ids.numel():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from discotok.nn.seeding import step_generator
+from discotok.quantizers.multirate import RateLayout
 from discotok.quantizers.base import Quantizer, QuantizerOutput, straight_through
 from discotok.quantizers.precision import full_precision
 from discotok.quantizers.vq import VectorQuantizer
@@ -38,6 +41,13 @@ class ResidualVQ(Quantizer):
     ``level_dim`` gives every level its own projections to a small code space of that size
     (DAC's factorised codes: each level searches its own low-dimensional, with ``cosine`` and
     ``raw_codes`` l2-normalised, codebook and the residual is taken back in the full space).
+
+    ``strides`` (one per level, each dividing the largest S; SNAC's ``vq_strides``) makes the levels
+    multi-rate: a token vector holds S frames of ``code_dim / S`` features (the ``audio`` encoder's
+    ``frames_per_token``), level j codes the residual averaged over ``strides[j]`` frames, and ids are
+    (B, N, columns) with S / stride codes per level and token (``discotok.quantizers.multirate``:
+    [4, 2, 1] gives 1 + 2 + 4 = 7 columns; depth k keeps the first ``columns(k)``). None: every
+    stride 1, plain residual VQ with one column per level.
     """
 
     def __init__(
@@ -59,10 +69,16 @@ class ResidualVQ(Quantizer):
         dead_code_threshold: float = 0.0,
         level_dim: int | None = None,
         raw_codes: bool = False,
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__(dim, code_dim or dim)
         if depth < 1 or not 1 <= min_depth <= depth:
             raise ValueError(f"need 1 <= min_depth <= depth, got min_depth={min_depth}, depth={depth}")
+        if strides is not None and len(strides) != depth:
+            raise ValueError(f"strides needs one stride per level ({depth}), got {list(strides)}")
+        self.rates = RateLayout(strides or [1] * depth)
+        if self.code_dim % self.rates.frames:
+            raise ValueError(f"code_dim {self.code_dim} does not split into {self.rates.frames} frames per token")
         if not 0.0 <= quantizer_dropout <= 1.0:
             raise ValueError(f"quantizer_dropout must lie in [0, 1], got {quantizer_dropout}")
         self.depth = depth
@@ -71,7 +87,7 @@ class ResidualVQ(Quantizer):
         self.seed = seed
         self.levels = nn.ModuleList(
             VectorQuantizer(
-                dim=self.code_dim,
+                dim=self.code_dim // self.rates.frames,
                 codebook_size=codebook_size,
                 code_dim=level_dim,
                 raw_codes=raw_codes,
@@ -93,6 +109,13 @@ class ResidualVQ(Quantizer):
     @property
     def codebook_size(self) -> int:
         return self.levels[0].codebook_size
+
+    def columns(self, depth: int | None = None) -> int:
+        """Id columns at ``depth`` levels (None: all): the depth itself unless the levels are multi-rate."""
+        return self.rates.columns(self.check_depth(depth))
+
+    def depth_of(self, columns: int) -> int:
+        return self.rates.depth_of(columns)
 
     def depth_for_step(self, step: int) -> int:
         """The training depth drawn at training step ``step`` (pure: same seed, same answer)."""
@@ -123,9 +146,9 @@ class ResidualVQ(Quantizer):
         k = self._active_depth(depth)
         residual, q_sum = h, torch.zeros_like(h)
         ids, losses, stats, energies = [], [], [], [h.detach().float().square().sum()]
-        for level in self.levels[:k]:
-            out = level.quantize(level.project_in(residual))
-            q = level.project_out(out.z_q).detach()
+        for j, level in enumerate(self.levels[:k]):
+            out = level.quantize(level.project_in(self.rates.pool(residual, j)))
+            q = self.rates.unpool(level.project_out(out.z_q), j).detach()
             residual = residual - q
             q_sum = q_sum + q
             ids.append(out.ids)
@@ -138,15 +161,16 @@ class ResidualVQ(Quantizer):
             idle = [p.sum() for level in self.levels[k:] for p in level.parameters()]
             if idle:
                 loss = loss + 0.0 * torch.stack(idle).sum()
-        ids = torch.stack(ids, dim=-1)
         return QuantizerOutput(
             z_q=straight_through(h, q_sum),
-            ids=ids,
+            ids=self.rates.join(ids),
             loss=loss,
             stats=self._stats(stats, torch.stack(losses).detach(), torch.stack(energies), ids),
         )
 
-    def _stats(self, stats: list[dict[str, Tensor]], losses: Tensor, energies: Tensor, ids: Tensor) -> dict[str, Tensor]:
+    def _stats(
+        self, stats: list[dict[str, Tensor]], losses: Tensor, energies: Tensor, ids: list[Tensor]
+    ) -> dict[str, Tensor]:
         """Level 1's usage and perplexity, their means over levels, and per level ``j``: usage, perplexity,
         loss, the mean norm of the codes it chose and ``level{j}/residual_share`` (see ``shares_removed``)."""
         usage = torch.stack([s["usage"] for s in stats])
@@ -161,7 +185,7 @@ class ResidualVQ(Quantizer):
             "residual_left": (energies[-1] / energies[0].clamp(min=1e-12)).detach(),
         }
         for j in range(len(stats)):
-            code_norm = self.levels[j].lookup(ids[..., j]).detach().float().norm(dim=-1).mean()
+            code_norm = self.levels[j].lookup(ids[j]).detach().float().norm(dim=-1).mean()
             out |= {
                 f"level{j + 1}/usage": usage[j],
                 f"level{j + 1}/perplexity": perplexity[j],
@@ -174,35 +198,38 @@ class ResidualVQ(Quantizer):
     @torch.no_grad()
     def residual_energies(self, z: Tensor, ids: Tensor) -> Tensor:
         """Squared norm of the code-space residual of each token before level 1 and after each level of
-        ``ids``: the quantizer's input ``z`` (B, N, dim) and its ids (B, N, k) give (B, N, k + 1)."""
+        ``ids``: the quantizer's input ``z`` (B, N, dim) and its ids of k levels give (B, N, k + 1)."""
         self.check_ids(ids)
         residual = self.project_in(z).detach().float()
         energies = [residual.square().sum(-1)]
-        for j in range(ids.shape[-1]):
-            residual = residual - self.level_codes(j, ids[..., j].long()).float()
+        for j, level_ids in enumerate(self.rates.split(ids.long())):
+            residual = residual - self.level_codes(j, level_ids).float()
             energies.append(residual.square().sum(-1))
         return torch.stack(energies, dim=-1)
 
     def nearest_codes(self, ids: Tensor, delta: int, generator: torch.Generator) -> Tensor:
-        """Ids (..., depth): each level's ids replaced independently, with that level's codebook."""
-        levels = [self.levels[d].nearest_codes(ids[..., d], delta, generator) for d in range(ids.shape[-1])]
-        return torch.stack(levels, dim=-1)
+        """Ids (..., columns): each column's ids replaced independently, with its level's codebook."""
+        levels = self.rates.column_levels
+        columns = [self.levels[levels[c]].nearest_codes(ids[..., c], delta, generator) for c in range(ids.shape[-1])]
+        return torch.stack(columns, dim=-1)
 
     def perturb_chosen(self, ids: Tensor, chosen: Tensor, delta: int, generator: torch.Generator) -> Tensor:
-        """Every chosen level of every token drawn independently from that level's nearest codes."""
-        for d in range(ids.shape[-1]):
-            mask = chosen[..., d]
-            ids[..., d][mask] = self.levels[d].nearest_codes(ids[..., d][mask], delta, generator)
+        """Every chosen code of every token drawn independently from its level's nearest codes."""
+        levels = self.rates.column_levels
+        for c in range(ids.shape[-1]):
+            mask = chosen[..., c]
+            ids[..., c][mask] = self.levels[levels[c]].nearest_codes(ids[..., c][mask], delta, generator)
         return ids
 
     def level_codes(self, j: int, ids: Tensor) -> Tensor:
-        """Level ``j``'s codes for ``ids``, in the residual's space (through the level's projection, if any)."""
+        """Level ``j``'s codes for its ids (B, N * S / stride), as token vectors (B, N, code_dim) in the residual's
+        space (through the level's projection, if any; repeated over its stride)."""
         level = self.levels[j]
-        return level.project_out(level.lookup(ids))
+        return self.rates.unpool(level.project_out(level.lookup(ids)), j)
 
     def lookup(self, ids: Tensor) -> Tensor:
-        """Sum of the codes of the first ``ids.shape[-1]`` levels."""
-        return sum(self.level_codes(j, ids[..., j]) for j in range(ids.shape[-1]))
+        """Sum of the codes of the levels ``ids`` (B, N, columns) hold."""
+        return sum(self.level_codes(j, level_ids) for j, level_ids in enumerate(self.rates.split(ids)))
 
 
 def shares_removed(energies: Tensor) -> Tensor:
