@@ -1,12 +1,14 @@
-"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC and Janus's VQ-VAE (``EncodecModel``,
-``DacModel``, ``JanusVQVAE``).
+"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC, Mimi and Janus's VQ-VAE (``EncodecModel``,
+``DacModel``, ``MimiModel``, ``JanusVQVAE``).
 
 SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
 ``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
 ``model.safetensors`` (or ``pytorch_model.bin``, read with ``weights_only=True``). The tensors are renamed to
 the publisher's original layout and go through the ``encodec`` / ``dac`` / ``llamagen`` converters, so both
 layouts of a model give the same discotok tokenizer (Janus's VQ-VAE is LlamaGen's VQGAN; transformers'
-version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). ``transformers`` itself is never imported.
+version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). Mimi's tensors map
+to the ``mimi`` encoder and decoder and the ``split_rvq`` quantizer directly (``discotok.convert.mimi``).
+``transformers`` itself is never imported.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle
+from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle, split_weight_norm
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
 from discotok.convert.llamagen import read_llamagen
+from discotok.convert.mimi import read_mimi
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -41,18 +44,6 @@ def read_weights(folder: Path) -> dict[str, Tensor]:
                     raise ConvertError(f"{path}: not a readable safetensors file ({err})") from None
             return load_pickle(path, "a transformers pytorch_model.bin")
     raise ConvertError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
-
-
-def split_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice)."""
-    out = {}
-    for name, tensor in state.items():
-        if name.endswith(".weight") and tensor.ndim == 3:
-            out[name[: -len("weight")] + "weight_g"] = tensor.flatten(1).norm(dim=1).reshape(-1, 1, 1)
-            out[name[: -len("weight")] + "weight_v"] = tensor
-        else:
-            out[name] = tensor
-    return out
 
 
 def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]:
@@ -114,10 +105,11 @@ def check(config: dict, expected: dict, what: str) -> None:
 
 @CONVERTERS.register("transformers")
 class TransformersConverter(Converter):
-    """``transformers`` model directories of ``EncodecModel`` and ``DacModel``."""
+    """``transformers`` model directories of ``EncodecModel``, ``DacModel``, ``MimiModel`` and ``JanusVQVAE``."""
 
     source_patterns = ("config.json",)
-    describe = "a transformers model directory (config.json + model.safetensors) of EncodecModel or DacModel"
+    describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, MimiModel "
+                "or JanusVQVAE")
 
     def read(self, source: Path) -> Tokenizer:
         folder = source if source.is_dir() else source.parent
@@ -126,9 +118,9 @@ class TransformersConverter(Converter):
         except (OSError, ValueError) as err:
             raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
         model_type = config.get("model_type") if isinstance(config, dict) else None
-        if model_type not in ("encodec", "dac", "janus_vqgan"):
-            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac' and "
-                               "'janus_vqgan' (mimi, xcodec, chameleon and emu3 not yet)")
+        if model_type not in ("encodec", "dac", "mimi", "janus_vqgan"):
+            raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac', "
+                               "'mimi' and 'janus_vqgan' (xcodec, chameleon and emu3 not yet)")
         if model_type == "janus_vqgan":
             check(config, {"double_latent": False}, "a Janus VQ-VAE")
             size = int(config.get("num_patches", 32)) * 2 ** (len(config["channel_multiplier"]) - 1)
@@ -137,6 +129,11 @@ class TransformersConverter(Converter):
             check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
                            "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
         state = read_weights(folder)
+        if model_type == "mimi":
+            try:
+                return read_mimi(state, config)
+            except ConvertError as err:
+                raise ConvertError(f"{folder}: {err}") from None
         if model_type == "encodec":
             stages = len(config["upsampling_ratios"])
             return read_encodec(encodec_original(state, stages), folder, sample_rate=int(config["sampling_rate"]),

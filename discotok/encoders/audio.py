@@ -15,6 +15,11 @@ length (``num_frames(length) * hop`` at the input resolution, scaled down per st
 in a zero-padded batch gets, over its valid frames, what it gets encoded alone.
 ``pad_mode="reflect"`` pads every convolution by reflection as EnCodec does (each item about its
 own length), and ``residual_shortcut`` gives the residual units a 1x1 convolution as skip.
+
+``pad_to`` says what an item of L samples (not a multiple of the hop) is encoded as: ``"hop"`` (default)
+the item zero-padded to whole hops; ``"stride"`` the item as it is, every convolution extending its own
+input with zeros to whole strides (Mimi's and moshi's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
+frames; they differ in the last one. Reflect padding always extends by strides, by reflection.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from discotok.encoders.base import EncoderOutput, WaveformEncoder
 from discotok.layout import Layout
 from discotok.nn.waveform import check_audio_batch, check_lengths
 from discotok.registry import ENCODERS
+
+PAD_TO = ("hop", "stride")
 
 
 @ENCODERS.register("audio")
@@ -58,12 +65,16 @@ class AudioEncoder(WaveformEncoder):
         causal: bool = False,
         pad_mode: str = "zeros",
         residual_shortcut: bool = False,
+        pad_to: str = "hop",
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
+        if pad_to not in PAD_TO:
+            raise ValueError(f"pad_to must be one of {PAD_TO}, got {pad_to!r}")
         self.in_channels = in_channels
         self.pad_mode = pad_mode
+        self.by_stride = pad_to == "stride" or pad_mode == "reflect"
         self.ratios = [int(r) for r in ratios]
         self.hop_length = math.prod(self.ratios)
         self.causal = bool(causal)
@@ -94,7 +105,7 @@ class AudioEncoder(WaveformEncoder):
         for stage in self.stages:
             steps += [*(StreamingResidual(u) for u in stage.units), Pointwise(stage.act), StreamingConv(stage.down)]
         steps += [StreamingLSTM(self.sequence), Pointwise(self.act), StreamingConv(self.head)]
-        return Chain(steps, pad_to=self.hop_length if self.pad_mode == "zeros" else None)
+        return Chain(steps, pad_to=None if self.by_stride else self.hop_length)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""
@@ -103,8 +114,9 @@ class AudioEncoder(WaveformEncoder):
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
-            # zeros: the item zero-padded to whole hops, as alone; reflect: its own length (EnCodec pads by reflection)
-            valid = lengths if self.pad_mode == "reflect" else -(-lengths // self.hop_length) * self.hop_length
+            # pad_to hop: the item zero-padded to whole hops, as alone; stride (and reflect): its own length, each
+            # convolution extending it to whole strides
+            valid = lengths if self.by_stride else -(-lengths // self.hop_length) * self.hop_length
         mask = length_mask(valid, x.shape[-1])
         h = self.stem(x, mask)
         for stage in self.stages:
