@@ -1,7 +1,8 @@
 """Publishers' checkpoints -> discotok tokenizers: ``discotok.convert(format, source, output)``.
 
 One file per format, each a registered ``Converter`` (``discotok.convert.base``): ``dac``, ``encodec``,
-``transformers`` (EnCodec and DAC in the Hugging Face transformers layout), ``llamagen`` (LlamaGen's VQ).
+``transformers`` (EnCodec, DAC, Mimi and Janus's VQ-VAE in the Hugging Face transformers layout), ``mimi``
+(moshi's own Mimi file), ``llamagen`` (LlamaGen's VQ).
 This package is itself callable, ``discotok.convert(...)`` being ``discotok.convert.convert(...)``
 whether or not the package was imported first (importing it makes ``discotok.convert`` the module).
 """
@@ -13,7 +14,7 @@ import sys
 import types
 from pathlib import Path
 
-from discotok.convert import dac, encodec, hf_transformers, llamagen  # noqa: F401
+from discotok.convert import dac, encodec, hf_transformers, llamagen, moshi  # noqa: F401
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError
 from discotok.tokenizers.files import TokenizerLoadError

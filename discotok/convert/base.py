@@ -90,12 +90,13 @@ def fold_weight_norm(g: Tensor, v: Tensor) -> Tensor:
 
 
 def split_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice)."""
+    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice), in
+    float32 (a half-precision norm would change the weight it gives back)."""
     out = {}
     for name, tensor in state.items():
         if name.endswith(".weight") and tensor.ndim == 3:
-            out[name[: -len("weight")] + "weight_g"] = tensor.flatten(1).norm(dim=1).reshape(-1, 1, 1)
-            out[name[: -len("weight")] + "weight_v"] = tensor
+            out[name[: -len("weight")] + "weight_g"] = tensor.float().flatten(1).norm(dim=1).reshape(-1, 1, 1)
+            out[name[: -len("weight")] + "weight_v"] = tensor.float()
         else:
             out[name] = tensor
     return out

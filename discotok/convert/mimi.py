@@ -48,8 +48,9 @@ def check_fixed(config: dict) -> None:
                            f"skips, GELU, plain RoPE, as many key/value heads as heads)")
 
 
-def mimi_config(config: dict, state: dict[str, Tensor]) -> dict:
-    """Our tokenizer config from transformers' ``MimiConfig`` fields and the frame-rate convolutions' shapes."""
+def mimi_config(config: dict, state: dict[str, Tensor], pad_to: str = "stride") -> dict:
+    """Our tokenizer config from transformers' ``MimiConfig`` fields and the frame-rate convolutions' shapes;
+    ``pad_to``: how the encoder treats a length that is not a multiple of the hop (see the ``mimi`` encoder)."""
     check_fixed(config)
     dim = int(config.get("hidden_size", 512))
     for key in ("downsample.conv.weight", "upsample.conv.weight"):
@@ -79,10 +80,10 @@ def mimi_config(config: dict, state: dict[str, Tensor]) -> dict:
                  "semantic_depth": int(config.get("num_semantic_quantizers", 1)),
                  "codebook_size": int(config.get("codebook_size", 2048)), "ema": True, "decay": 0.99,
                  "kmeans_init": False, "commitment_weight": 1.0}
-    return tokenizer_config({"name": "mimi", "in_channels": channels, **common}, quantizer,
+    return tokenizer_config({"name": "mimi", "in_channels": channels, **common, "pad_to": pad_to}, quantizer,
                             {"name": "mimi", "out_channels": channels, "upsample_groups": groups, **common},
                             modality="audio", sample_rate=int(config.get("sampling_rate", 24_000)), channels=channels,
-                            metadata={"converted_from": "transformers MimiModel"})
+                            metadata={"converted_from": "moshi Mimi" if pad_to == "hop" else "transformers MimiModel"})
 
 
 def merged(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -97,7 +98,7 @@ def merged(state: dict[str, Tensor]) -> dict[str, Tensor]:
     for key in [k for k in state if k.endswith(".codebook.embed_sum")]:
         usage = key.replace(".embed_sum", ".cluster_usage")
         if usage in out:
-            out[key.replace(".embed_sum", ".embed")] = out[key] / out[usage].clamp(min=EPSILON)[:, None]
+            out[key.replace(".embed_sum", ".embed")] = out[key].float() / out[usage].float().clamp(min=EPSILON)[:, None]
         flag = key.replace(".embed_sum", ".initialized")
         if flag in out and bool((out[flag] == 1).all()):
             del out[flag]
@@ -136,9 +137,9 @@ def mimi_rules(config: dict) -> list:
     ]
 
 
-def read_mimi(state: dict[str, Tensor], config: dict) -> Tokenizer:
+def read_mimi(state: dict[str, Tensor], config: dict, pad_to: str = "stride") -> Tokenizer:
     """The tokenizer of a transformers ``MimiModel``'s tensors and ``config.json`` fields (strict)."""
-    ours = mimi_config(config, state)
+    ours = mimi_config(config, state, pad_to)
     tensors = rename(merged(state), mimi_rules(ours))
     for group in ("semantic", "acoustic"):  # Mimi's projections have no bias
         for side in ("in", "out"):

@@ -6,10 +6,12 @@ waveform to ``dim``-d frames at ``sample_rate / prod(ratios)`` (25 Hz for Mimi);
 ``2 * frame_stride`` and stride ``frame_stride`` (no bias, replicate padding) brings them to the token
 rate (12.5 Hz). The hop is ``prod(ratios) * frame_stride`` (1920 samples at 24 kHz).
 
-An item of L samples, L not a multiple of the hop, is encoded as Mimi encodes it alone: every
-convolution extends its input to whole strides (zeros in the SEANet, the last frame repeated in the
-frame-rate convolution), giving ``ceil(L / hop)`` frames; in a zero-padded batch with ``lengths`` each
-item gets exactly that, whatever the other items and the padding. Being causal throughout, it streams.
+An item of L samples, L not a multiple of the hop, gives ``ceil(L / hop)`` frames, in one of the two
+ways the references encode it alone (``pad_to``): ``"stride"`` as transformers' ``MimiModel``, every
+convolution extending its input to whole strides (zeros in the SEANet, the last frame repeated in the
+frame-rate convolution); ``"hop"`` as moshi's ``MimiModel``, the item zero-padded to whole hops first.
+In a zero-padded batch with ``lengths`` each item gets exactly that, whatever the other items and the
+padding. Being causal throughout, it streams.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 from einops import rearrange
 from torch import Tensor
 
-from discotok.encoders.audio import AudioEncoder
+from discotok.encoders.audio import PAD_TO, AudioEncoder
 from discotok.encoders.base import EncoderOutput, WaveformEncoder
 from discotok.layout import Layout
 from discotok.nn.context_transformer import ContextTransformer
@@ -52,9 +54,13 @@ class MimiEncoder(WaveformEncoder):
         rope_theta: float = 10_000.0,
         norm_eps: float = 1e-5,
         frame_stride: int = 2,
+        pad_to: str = "stride",
     ) -> None:
         super().__init__()
+        if pad_to not in PAD_TO:
+            raise ValueError(f"pad_to must be one of {PAD_TO}, got {pad_to!r}")
         self.in_channels = in_channels
+        self.pad_to = pad_to
         self.seanet = AudioEncoder(dim, in_channels, channels, ratios, dilations, kernel_size, last_kernel_size,
                                    residual_kernel_size, compress, "elu", "none", causal=True, pad_to="stride")
         self.transformer = ContextTransformer(dim, layers, heads, mlp_dim, context, layer_scale, rope_theta, norm_eps)
@@ -66,13 +72,16 @@ class MimiEncoder(WaveformEncoder):
     def stream(self) -> Chain:
         """This encoder fed chunk by chunk: ``push`` waveforms (B, C, m), get latents (B, dim, n) of the frames
         they complete (the transformer keeps a KV cache of its context); ``flush`` at the end of the input."""
-        return Chain([self.seanet.stream(), self.transformer.stream(), StreamingConv(self.downsample)])
+        steps = [self.seanet.stream(), self.transformer.stream(), StreamingConv(self.downsample)]
+        return Chain(steps, pad_to=self.hop_length if self.pad_to == "hop" else None)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x``."""
         check_audio_batch(x, self.in_channels, self.hop_length)
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
+            if self.pad_to == "hop":  # the item zero-padded to whole hops, as alone
+                lengths = -(-lengths // self.hop_length) * self.hop_length
         h = rearrange(self.seanet(x, lengths).z, "b n d -> b d n")
         h = self.transformer(h)
         frames = None if lengths is None else -(-lengths // self.seanet.hop_length)

@@ -45,8 +45,8 @@ class ContextTransformer(nn.Module):
         kept = []
         for i, block in enumerate(self.blocks):
             h, (k, v) = block(h, positions, mask, None if past is None else past[i])
-            keep = k.shape[2] if self.context is None else self.context - 1
-            kept.append((k[:, :, k.shape[2] - keep :], v[:, :, v.shape[2] - keep :]))
+            drop = 0 if self.context is None else max(0, k.shape[2] - (self.context - 1))
+            kept.append((k[:, :, drop:], v[:, :, drop:]))
         return h, kept
 
     def forward(self, x: Tensor) -> Tensor:

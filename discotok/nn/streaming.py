@@ -62,7 +62,8 @@ class StreamingConv:
         self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], dim=-1)
         self.seen += x.shape[-1]
         if not self.started:
-            if self.conv.pad_mode == "reflect" and self.buffer.shape[-1] <= self.left:
+            waits = {"reflect": self.left + 1, "replicate": 1}.get(self.conv.pad_mode, 0)  # inputs its padding needs
+            if self.buffer.shape[-1] < waits:
                 return empty_like_time(x, self.conv.conv.out_channels)
             if self.conv.pad_mode == "reflect":
                 self.buffer = reflect_pad(self.buffer, (self.left, 0), 1, None)
@@ -78,6 +79,8 @@ class StreamingConv:
         if self.buffer is None:
             raise ValueError("flush before any input")
         extra = -self.seen % self.stride
+        if not self.started and self.conv.pad_mode == "replicate":  # nothing came
+            return empty_like_time(self.buffer, self.conv.conv.out_channels)
         if not self.started:  # a stream no longer than the padding: the offline layer's zero-extended reflection
             self.buffer = reflect_pad(self.buffer, (self.left, 0), self.stride, None, stop=self.seen + extra)
             self.started = True
