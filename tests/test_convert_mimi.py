@@ -36,8 +36,13 @@ def padded(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def randomised_mimi(model: torch.nn.Module, speech: torch.Tensor, seed: int = 0) -> torch.nn.Module:
     """A fresh ``MimiModel`` made a meaningful reference: LayerScales, LayerNorms and biases spread (the transformers
     would be near identities at LayerScale 0.01), every codebook (all zero when built) filled level by level with
-    latents of ``speech`` (B, 1, T) residuals plus noise and a random cluster usage, and the output scaled into
-    [-1, 1] (our decode clamps)."""
+    random codes at the scale of the residuals of the latents of ``speech`` (B, 1, T) (each dimension's mean and
+    spread) and a random cluster usage, and the output scaled into [-1, 1] (our decode clamps).
+
+    Codes copied from residuals (plus a little noise) would sit in tight clusters around the few frames of
+    ``speech``; the distances of a residual to the codes of one cluster then tie within float rounding, and
+    transformers' ``cdist`` in float32 picks among them differently (measured on the full-size Mimi: ours
+    agreed with float64 distances on every tie, transformers' on a third of them at level 7)."""
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
         if name.endswith("layer_scale.scale"):
@@ -53,8 +58,7 @@ def randomised_mimi(model: torch.nn.Module, speech: torch.Tensor, seed: int = 0)
         for layer in group.layers:
             book = layer.codebook
             size = book.embed_sum.shape[0]
-            codes = residual[torch.randint(0, residual.shape[0], (size,))]
-            codes = codes + 0.1 * residual.std() * torch.randn_like(codes)
+            codes = residual.mean(0) + residual.std(0) * torch.randn(size, residual.shape[1])
             usage = torch.rand(size) + 0.5
             book.cluster_usage.copy_(usage)
             book.embed_sum.copy_(codes * usage[:, None])
@@ -79,7 +83,7 @@ def small(tmp_path_factory, speech_clips):
     """The reference, its directory and its clips (LENGTHS samples of speech)."""
     clips = [c[:, :n] for c, n in zip(speech_clips, LENGTHS)]
     ref = transformers.MimiModel(transformers.MimiConfig(**SMALL)).eval()
-    ref = randomised_mimi(ref, padded(clips[:2])[0][..., :2700])
+    ref = randomised_mimi(ref, padded([c[:, :2700] for c in speech_clips[4:6]])[0])  # codes fitted on other clips
     return ref, save(ref, tmp_path_factory.mktemp("mimi") / "mimi_small"), clips
 
 
@@ -193,7 +197,7 @@ def test_moshi_checkpoint_gives_moshis_ids_and_audio(tmp_path, capsys):
         assert torch.equal(ids[b, :frames], codes.T), f"item {b}"
         assert (decoded[b, :, :n] - expected[:, :n]).abs().max() < 1e-4, f"item {b}"
         assert (tok.decode(ids[b : b + 1, :frames])[0] - expected).abs().max() < 1e-4, f"item {b}"
-    assert min(ids[..., level].unique().numel() for level in range(4)) >= 16
+    assert min(ids[..., level].unique().numel() for level in range(4)) >= 12  # of 64, over 93 tokens
     state = load_file(CHECKPOINT)
     del state["decoder_transformer.transformer.layers.1.linear2.weight"]
     from safetensors.torch import save_file
