@@ -136,8 +136,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def test_mimi_streams_exactly(small, one_thread):
-    tok = convert("transformers", small[1])
+@pytest.mark.parametrize("source", ["transformers", "mimi"])
+def test_mimi_streams_exactly(small, source, one_thread):
+    """Chunked encoding and decoding give the offline ids and audio, with either reference's treatment of the end
+    (1500 samples: not a multiple of the hop; a context of 6 frames for transformers' model)."""
+    from tests.fixtures.make_mimi_moshi import CHECKPOINT
+
+    tok = convert(source, small[1] if source == "transformers" else CHECKPOINT)
     x = small[2][0][None, :, :1500]
     offline = tok.encode(x)
     for sizes in ([1, 7, 64, 333], [48], [1000]):
@@ -170,7 +175,7 @@ def test_broken_mimi_sources_are_refused(small, tmp_path):
     with pytest.raises(ConvertError, match=r"a Mimi with \{'use_conv_shortcut': True\} is not converted"):
         convert("transformers", written("shortcut", state, use_conv_shortcut=True))
     without = {k: v for k, v in state.items() if not k.startswith("downsample.")}
-    with pytest.raises(ConvertError, match="not a Mimi with a frame-rate conversion: no tensor 'downsample.conv.weight'"):
+    with pytest.raises(ConvertError, match="not a Mimi with a frame-rate conversion: no tensor 'downsample.conv"):
         convert("transformers", written("no_downsample", without))
 
 
@@ -208,3 +213,21 @@ def test_moshi_checkpoint_gives_moshis_ids_and_audio(tmp_path, capsys):
     save_file({"encoder.model.0.conv.conv.weight": torch.zeros(4, 1, 7)}, tmp_path / "other.safetensors")
     with pytest.raises(ConvertError, match="not a moshi Mimi state dict"):
         convert("mimi", tmp_path / "other.safetensors")
+
+
+@pytest.mark.slow
+def test_full_size_mimi(tmp_path, speech_clips):
+    """transformers' default architecture (kyutai/mimi's: 8 transformer layers of 512, ratios [8, 6, 5, 4]) with
+    moshi's 8 levels: 72000 samples of speech, 38 tokens, decoded to 72960 samples (about 50 s on 2 busy cores)."""
+    ref = transformers.MimiModel(transformers.MimiConfig(num_quantizers=8)).eval()
+    ref = randomised_mimi(ref, padded([c[:, :24_000] for c in speech_clips[4:6]])[0])
+    tok = convert("transformers", save(ref, tmp_path / "mimi"))
+    assert (tok.modality.hop_length, tok.modality.frames_per_second, tok.quantizer.depth) == (1920, 12.5, 8)
+    x = torch.cat(speech_clips, dim=-1).repeat(1, 4)[None, :, :72_000]
+    with torch.no_grad():
+        codes = ref.encode(x).audio_codes
+        expected = ref.decode(codes).audio_values
+    ids = tok.encode(x)
+    assert ids.shape == (1, 38, 8) and torch.equal(ids[0], codes[0].T) and expected.shape[-1] == 72_960
+    assert min(ids[..., level].unique().numel() for level in range(8)) >= 20
+    assert (tok.decode(ids, size=(72_000,)) - expected[..., :72_000].clamp(-1, 1)).abs().max() < 1e-4

@@ -29,6 +29,7 @@ BLOCK = {"input_layernorm": "norm1", "post_attention_layernorm": "norm2", "self_
          "self_attn.o_proj": "attn.proj", "mlp.fc1": "fc1", "mlp.fc2": "fc2", "self_attn_layer_scale": "scale1",
          "mlp_layer_scale": "scale2"}
 UNIT = {"block.1": "conv1", "block.3": "conv2"}
+CODEBOOK = {"embed": "codebook", "embed_sum": "embed_sum", "cluster_usage": "cluster_size"}
 EPSILON = 1e-5  # transformers' and moshi's clamp of the codebooks' cluster usage
 
 
@@ -61,7 +62,8 @@ def mimi_config(config: dict, state: dict[str, Tensor], pad_to: str = "stride") 
     rope = config.get("rope_parameters") or {}
     growth = int(config.get("dilation_growth_rate", 2))
     common = {
-        "dim": dim, "channels": int(config.get("num_filters", 64)), "ratios": list(config.get("upsampling_ratios") or [8, 6, 5, 4]),
+        "dim": dim, "channels": int(config.get("num_filters", 64)),
+        "ratios": list(config.get("upsampling_ratios") or [8, 6, 5, 4]),
         "dilations": [growth**j for j in range(int(config.get("num_residual_layers", 1)))],
         "kernel_size": int(config.get("kernel_size", 7)), "last_kernel_size": int(config.get("last_kernel_size", 3)),
         "residual_kernel_size": int(config.get("residual_kernel_size", 3)), "compress": int(config.get("compress", 2)),
@@ -74,8 +76,8 @@ def mimi_config(config: dict, state: dict[str, Tensor], pad_to: str = "stride") 
     channels = int(config.get("audio_channels", 1))
     code_dim = int(config.get("vector_quantization_hidden_dimension", 256))
     if int(config.get("codebook_dim") or code_dim) != code_dim:
-        raise ConvertError(f"codebook_dim {config.get('codebook_dim')} differs from vector_quantization_hidden_dimension "
-                           f"{code_dim}")
+        raise ConvertError(f"codebook_dim {config.get('codebook_dim')} differs from "
+                           f"vector_quantization_hidden_dimension {code_dim}")
     quantizer = {"name": "split_rvq", "dim": dim, "code_dim": code_dim, "depth": int(config.get("num_quantizers", 32)),
                  "semantic_depth": int(config.get("num_semantic_quantizers", 1)),
                  "codebook_size": int(config.get("codebook_size", 2048)), "ema": True, "decay": 0.99,
@@ -114,7 +116,8 @@ def mimi_rules(config: dict) -> list:
     conv = r"conv\.(.+)"
 
     def unit(first: int):
-        return lambda m: f"stages.{(int(m[2]) - first) // step}.units.{(int(m[2]) - first) % step}.{UNIT[m[3]]}.conv.{m[4]}"
+        return lambda m: (f"stages.{(int(m[2]) - first) // step}.units.{(int(m[2]) - first) % step}"
+                          f".{UNIT[m[3]]}.conv.{m[4]}")
 
     def stage(first: int):
         return lambda m: (int(m[2]) - first) // step
@@ -124,7 +127,8 @@ def mimi_rules(config: dict) -> list:
         (rf"(encoder)\.layers\.(\d+)\.(block\.1|block\.3)\.{conv}", lambda m: f"encoder.seanet.{unit(1)(m)}"),
         (rf"(decoder)\.layers\.(\d+)\.(block\.1|block\.3)\.{conv}", lambda m: f"decoder.seanet.{unit(3)(m)}"),
         (rf"(encoder|decoder)\.layers\.{2 + stages * step}\.{conv}", lambda m: f"{m[1]}.seanet.head.conv.{m[2]}"),
-        (rf"(encoder)\.layers\.(\d+)\.{conv}", lambda m: f"encoder.seanet.stages.{stage(2 + units)(m)}.down.conv.{m[3]}"),
+        (rf"(encoder)\.layers\.(\d+)\.{conv}",
+         lambda m: f"encoder.seanet.stages.{stage(2 + units)(m)}.down.conv.{m[3]}"),
         (rf"(decoder)\.layers\.(\d+)\.{conv}", lambda m: f"decoder.seanet.stages.{stage(2)(m)}.up.conv.{m[3]}"),
         (r"(encoder|decoder)_transformer\.layers\.(\d+)\.(\w+(?:\.\w+)?)\.(weight|bias|scale)",
          lambda m: f"{m[1]}.transformer.blocks.{m[2]}.{BLOCK.get(m[3], m[3])}.{m[4]}"),
@@ -132,8 +136,8 @@ def mimi_rules(config: dict) -> list:
         (rf"upsample\.{conv}", lambda m: f"decoder.upsample.conv.{m[1]}"),
         (r"quantizer\.(semantic|acoustic)_residual_vector_quantizer\.(in|out)put_proj\.weight",
          lambda m: f"quantizer.{m[1]}.project_{m[2]}.weight"),
-        (r"quantizer\.(semantic|acoustic)_residual_vector_quantizer\.layers\.(\d+)\.codebook\.(embed|embed_sum|cluster_usage)",
-         lambda m: f"quantizer.{m[1]}.levels.{m[2]}.{ {'embed': 'codebook', 'cluster_usage': 'cluster_size'}.get(m[3], m[3]) }"),
+        (r"quantizer\.(semantic|acoustic)_residual_vector_quantizer\.layers\.(\d+)\.codebook\.(\w+)",
+         lambda m: f"quantizer.{m[1]}.levels.{m[2]}.{CODEBOOK.get(m[3], m[3])}"),
     ]
 
 

@@ -29,8 +29,10 @@ PUBLISHED = {"num_attention_heads": 8, "sliding_window": 250, "rope_parameters":
 BLOCK = {"norm1": "input_layernorm", "norm2": "post_attention_layernorm", "linear1": "mlp.fc1", "linear2": "mlp.fc2",
          "layer_scale_1": "self_attn_layer_scale", "layer_scale_2": "mlp_layer_scale",
          "self_attn.out_projs.0": "self_attn.o_proj"}
+IN_PROJ = r"(encoder|decoder)_transformer\.transformer\.layers\.(\d+)\.self_attn\.in_projs\.0\.weight"
 RULES = [
-    (r"(encoder|decoder)\.model\.(\d+)\.((?:block\.\d+\.)?)conv\.conv\.(weight|bias)", lambda m: f"{m[1]}.layers.{m[2]}.{m[3]}conv.{m[4]}"),
+    (r"(encoder|decoder)\.model\.(\d+)\.((?:block\.\d+\.)?)conv\.conv\.(weight|bias)",
+     lambda m: f"{m[1]}.layers.{m[2]}.{m[3]}conv.{m[4]}"),
     (r"decoder\.model\.(\d+)\.convtr\.convtr\.(weight|bias)", lambda m: f"decoder.layers.{m[1]}.conv.{m[2]}"),
     (r"(encoder|decoder)_transformer\.transformer\.layers\.(\d+)\.(\w+(?:\.\w+\.0)?)\.(weight|bias|scale)",
      lambda m: f"{m[1]}_transformer.layers.{m[2]}.{BLOCK.get(m[3], m[3])}.{m[4]}"),
@@ -91,7 +93,7 @@ def as_transformers(state: dict[str, Tensor], heads: int) -> dict[str, Tensor]:
     """moshi's Mimi tensors under transformers' names (``in_projs.0`` split into q, k, v as halves)."""
     out = {}
     for name, tensor in state.items():
-        if m := re.fullmatch(r"(encoder|decoder)_transformer\.transformer\.layers\.(\d+)\.self_attn\.in_projs\.0\.weight", name):
+        if m := re.fullmatch(IN_PROJ, name):
             q, k, v = tensor.chunk(3)
             prefix = f"{m[1]}_transformer.layers.{m[2]}.self_attn"
             out |= {f"{prefix}.q_proj.weight": halves(q, heads), f"{prefix}.k_proj.weight": halves(k, heads),

@@ -146,7 +146,8 @@ class ConvTranspose1d(nn.Module):
         crop: int | None = None, groups: int = 1, bias: bool = True,
     ) -> None:
         super().__init__()
-        self.conv = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias))
+        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.conv = weight_norm(conv)
         total = kernel_size - stride
         self.trim = (crop, crop) if crop is not None else (0, total) if causal else (total - total // 2, total // 2)
 

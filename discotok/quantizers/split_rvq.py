@@ -21,9 +21,10 @@ class SplitResidualVQ(Quantizer):
 
     Ids are (B, N, k) with the semantic levels first; ``depth=k`` counts levels across both groups (the first
     ``min(k, semantic_depth)`` semantic levels, then the first ``k - semantic_depth`` acoustic ones), so any
-    prefix of the ids is a lower bit-rate code (transformers' Mimi refuses fewer than the semantic levels). In training, quantizer dropout draws the
-    acoustic group's depth only. ``loss`` is the sum of the groups' losses. The other keyword arguments go to
-    both groups' ``ResidualVQ`` (``codebook_size``, ``ema``, ``decay``, ``commitment_weight``, ...).
+    prefix of the ids is a lower bit-rate code (transformers' Mimi refuses fewer than the semantic levels). In
+    training, quantizer dropout draws the acoustic group's depth only. ``loss`` is the sum of the groups' losses.
+    The other keyword arguments go to both groups' ``ResidualVQ`` (``codebook_size``, ``ema``, ``decay``,
+    ``commitment_weight``, ...).
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class SplitResidualVQ(Quantizer):
         """Every chosen level of every token drawn independently from that level's nearest codes."""
         start = 0
         for group, levels in self.groups(ids.shape[-1]):
-            group.perturb_chosen(ids[..., start : start + levels], chosen[..., start : start + levels], delta, generator)
+            part = slice(start, start + levels)
+            group.perturb_chosen(ids[..., part], chosen[..., part], delta, generator)
             start += levels
         return ids
