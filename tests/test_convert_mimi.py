@@ -231,3 +231,17 @@ def test_full_size_mimi(tmp_path, speech_clips):
     assert ids.shape == (1, 38, 8) and torch.equal(ids[0], codes[0].T) and expected.shape[-1] == 72_960
     assert min(ids[..., level].unique().numel() for level in range(8)) >= 20
     assert (tok.decode(ids, size=(72_000,)) - expected[..., :72_000].clamp(-1, 1)).abs().max() < 1e-4
+
+
+def test_mimi_recipe_composes_at_kyutais_size():
+    """``experiment=mimi_24k``: the encoder=mimi, decoder=mimi and quantizer=split_rvq groups at kyutai/mimi's sizes."""
+    from tests.test_audio_training import composed_audio
+
+    cfg = composed_audio("mimi_24k")
+    with torch.device("meta"):
+        tok = Tokenizer.from_config(cfg)
+    assert (tok.modality.sample_rate, tok.modality.hop_length, tok.quantizer.depth, tok.codebook_size) == (
+        24_000, 1920, 8, 2048)
+    assert tok.modality.bits_per_second() == pytest.approx(1100.0)
+    params = sum(p.numel() for p in tok.parameters())  # moshi's get_mimi: 79.31 M (codebooks are buffers)
+    assert params == pytest.approx(79.31e6, rel=0.002)
