@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from discotok.quantizers.base import Quantizer, QuantizerOutput, straight_through
+from discotok.quantizers.base import Quantizer, QuantizerOutput
 from discotok.quantizers.precision import full_precision
 from discotok.quantizers.rvq import ResidualVQ
 from discotok.registry import QUANTIZERS
@@ -67,12 +67,12 @@ class SplitResidualVQ(Quantizer):
             outs = [self.semantic(h), self.acoustic(h)]
         else:
             outs = [group(h, depth=levels) for group, levels in self.groups(k)]
-        q = sum(out.z_q.detach() for out in outs)
         stats = {f"semantic/{name}": value for name, value in outs[0].stats.items()}
         stats |= {"usage": outs[0].stats["usage"], "perplexity": outs[0].stats["perplexity"]}
         if len(outs) > 1:
             stats |= {f"acoustic/{name}": value for name, value in outs[1].stats.items()}
-        return QuantizerOutput(straight_through(h, q), torch.cat([out.ids for out in outs], dim=-1),
+        # each group's output is already straight-through to its input projection and trains its output projection
+        return QuantizerOutput(sum(out.z_q for out in outs), torch.cat([out.ids for out in outs], dim=-1),
                                sum(out.loss for out in outs), stats)
 
     def lookup(self, ids: Tensor) -> Tensor:
