@@ -36,11 +36,13 @@ def convert_main(argv: Sequence[str]) -> int:
         "load. The publisher's file is read with torch.load(weights_only=True), never executing code\n"
         "from it; loading is strict: missing, unexpected or mis-shaped tensors are listed.\n\n"
         "FORMAT: dac (a DAC .pth file: DAC.save), encodec (an EnCodec 24 kHz .th state dict), transformers\n"
-        "(a transformers EncodecModel / DacModel directory), llamagen (a LlamaGen VQ .pt).\n"
+        "(a transformers EncodecModel / DacModel / MimiModel / JanusVQVAE directory), mimi (moshi's Mimi\n"
+        ".safetensors), llamagen (a LlamaGen VQ .pt).\n"
         "SOURCE may be a hub name org/name.",
         EXIT_HELP,
     )
-    parser.add_argument("format", metavar="FORMAT", help="the publisher's format: dac, encodec, transformers or llamagen")
+    parser.add_argument("format", metavar="FORMAT",
+                        help="the publisher's format: dac, encodec, transformers, mimi or llamagen")
     parser.add_argument("source", metavar="SOURCE", help="the file the publisher distributes")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the tokenizer directory to write")
     return run_command(prog, parser, _convert_command, argv)
