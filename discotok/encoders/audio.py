@@ -18,7 +18,7 @@ own length), and ``residual_shortcut`` gives the residual units a 1x1 convolutio
 
 ``pad_to`` says what an item of L samples (not a multiple of the hop) is encoded as: ``"hop"`` (default)
 the item zero-padded to whole hops; ``"stride"`` the item as it is, every convolution extending its own
-input with zeros to whole strides (Mimi's and moshi's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
+input with zeros to whole strides (transformers' Mimi, EnCodec's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
 frames; they differ in the last one. Reflect padding always extends by strides, by reflection.
 """
 
