@@ -36,14 +36,16 @@ def convert_main(argv: Sequence[str]) -> int:
         "load. The publisher's file is read with torch.load(weights_only=True), never executing code\n"
         "from it; loading is strict: missing, unexpected or mis-shaped tensors are listed.\n\n"
         "FORMAT: dac (a DAC .pth file: DAC.save), encodec (an EnCodec 24 kHz .th state dict), transformers\n"
-        "(a transformers EncodecModel / DacModel directory), llamagen (a LlamaGen VQ .pt), open_magvit2\n"
-        "(an Open-MAGVIT2 image tokenizer .ckpt), ibq (an IBQ image tokenizer .ckpt), snac (a SNAC directory:\n"
-        "config.json + pytorch_model.bin).\n"
+        "(a transformers EncodecModel / DacModel / MimiModel / JanusVQVAE / Emu3VQVAE / ChameleonVQVAE\n"
+        "directory), snac (a SNAC directory: config.json + pytorch_model.bin), mimi (moshi's Mimi\n"
+        ".safetensors), titok (a TiTok / One-D-Piece hub directory), llamagen (a LlamaGen VQ .pt),\n"
+        "open_magvit2 (an Open-MAGVIT2 image tokenizer .ckpt), ibq (an IBQ image tokenizer .ckpt).\n"
         "SOURCE may be a hub name org/name.",
         EXIT_HELP,
     )
     parser.add_argument("format", metavar="FORMAT",
-                        help="the publisher's format: dac, encodec, transformers, llamagen, open_magvit2, ibq or snac")
+                        help="the publisher's format: dac, encodec, snac, mimi, transformers, titok, llamagen, "
+                             "open_magvit2 or ibq")
     parser.add_argument("source", metavar="SOURCE", help="the file the publisher distributes")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the tokenizer directory to write")
     return run_command(prog, parser, _convert_command, argv)

@@ -101,6 +101,19 @@ def fold_weight_norm(g: Tensor, v: Tensor) -> Tensor:
     return g * v / v.flatten(1).norm(dim=1).reshape(-1, *[1] * (v.ndim - 1))
 
 
+def split_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice), in
+    float32 (a half-precision norm would change the weight it gives back)."""
+    out = {}
+    for name, tensor in state.items():
+        if name.endswith(".weight") and tensor.ndim == 3:
+            out[name[: -len("weight")] + "weight_g"] = tensor.float().flatten(1).norm(dim=1).reshape(-1, 1, 1)
+            out[name[: -len("weight")] + "weight_v"] = tensor.float()
+        else:
+            out[name] = tensor
+    return out
+
+
 def assemble(config: dict, tensors: dict[str, Tensor], own: Iterable[str] = ()) -> Tokenizer:
     """Build the tokenizer of ``config`` and load ``tensors`` into it strictly.
 

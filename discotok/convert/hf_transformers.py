@@ -1,5 +1,5 @@
-"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC and the VQ-VAEs of Janus, Emu3 and Chameleon
-(``EncodecModel``, ``DacModel``, ``JanusVQVAE``, ``Emu3VQVAE``, ``ChameleonVQVAE``).
+"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC, Mimi and the VQ-VAEs of Janus, Emu3 and
+Chameleon (``EncodecModel``, ``DacModel``, ``MimiModel``, ``JanusVQVAE``, ``Emu3VQVAE``, ``ChameleonVQVAE``).
 
 SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
 ``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
@@ -7,7 +7,9 @@ SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves 
 the publisher's original layout and go through the ``encodec`` / ``dac`` / ``llamagen`` converters, so both
 layouts of a model give the same discotok tokenizer (Janus's VQ-VAE is LlamaGen's VQGAN; transformers'
 version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). Emu3's MoVQ and
-Chameleon's encode-only VQ-VAE are built directly (``discotok.convert.hf_emu3``, ``discotok.convert.hf_chameleon``).
+Chameleon's encode-only VQ-VAE are built directly (``discotok.convert.hf_emu3``, ``discotok.convert.hf_chameleon``),
+and Mimi's tensors map to the ``mimi`` encoder and decoder and the ``split_rvq`` quantizer directly
+(``discotok.convert.mimi``).
 ``transformers`` itself is never imported.
 """
 
@@ -19,12 +21,13 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle
+from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle, split_weight_norm
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
 from discotok.convert.hf_chameleon import read_chameleon
 from discotok.convert.hf_emu3 import read_emu3
 from discotok.convert.llamagen import read_llamagen
+from discotok.convert.mimi import read_mimi
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -45,18 +48,6 @@ def read_weights(folder: Path, what: str = "a transformers pytorch_model.bin") -
                     raise ConvertError(f"{path}: not a readable safetensors file ({err})") from None
             return load_pickle(path, what)
     raise ConvertError(f"{folder}: no weights ({' or '.join(WEIGHT_FILES)})")
-
-
-def split_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Plain convolution weights as ``weight_g`` / ``weight_v`` (g = the norm of each first-dimension slice)."""
-    out = {}
-    for name, tensor in state.items():
-        if name.endswith(".weight") and tensor.ndim == 3:
-            out[name[: -len("weight")] + "weight_g"] = tensor.flatten(1).norm(dim=1).reshape(-1, 1, 1)
-            out[name[: -len("weight")] + "weight_v"] = tensor
-        else:
-            out[name] = tensor
-    return out
 
 
 def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]:
@@ -118,11 +109,12 @@ def check(config: dict, expected: dict, what: str) -> None:
 
 @CONVERTERS.register("transformers")
 class TransformersConverter(Converter):
-    """``transformers`` model directories of ``EncodecModel``, ``DacModel`` and the Janus, Emu3 and Chameleon VQ-VAEs."""
+    """``transformers`` model directories of ``EncodecModel``, ``DacModel``, ``MimiModel`` and the Janus, Emu3 and Chameleon
+    VQ-VAEs."""
 
     source_patterns = ("config.json",)
-    describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, JanusVQVAE, "
-                "Emu3VQVAE or ChameleonVQVAE")
+    describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, MimiModel, "
+                "JanusVQVAE, Emu3VQVAE or ChameleonVQVAE")
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
@@ -139,9 +131,9 @@ class TransformersConverter(Converter):
         except (OSError, ValueError) as err:
             raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
         model_type = config.get("model_type") if isinstance(config, dict) else None
-        if model_type not in ("encodec", "dac", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
+        if model_type not in ("encodec", "dac", "mimi", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
             raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac', "
-                               "'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (mimi and xcodec not yet; a whole Emu3 "
+                               "'mimi', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (xcodec not yet; a whole Emu3 "
                                "or Chameleon model directory is not converted: save its vqmodel alone)")
         if model_type == "emu3_vqgan":
             return read_emu3(read_weights(folder), config, folder)
@@ -155,6 +147,11 @@ class TransformersConverter(Converter):
             check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
                            "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
         state = read_weights(folder)
+        if model_type == "mimi":
+            try:
+                return read_mimi(state, config)
+            except ConvertError as err:
+                raise ConvertError(f"{folder}: {err}") from None
         if model_type == "encodec":
             stages = len(config["upsampling_ratios"])
             return read_encodec(encodec_original(state, stages), folder, sample_rate=int(config["sampling_rate"]),

@@ -24,6 +24,10 @@ position, z (B, N / s, s * latent_dim) (frame-major), for a multi-rate ``rvq`` w
 codes one vector per s frames. ``hop_length`` is then the samples of a token position (s frames),
 and ``length_multiple`` (a multiple of it) the samples an input length is padded to: whole windows
 of the attention and whole tokens, hop * lcm(s, window) as SNAC pads.
+``pad_to`` says what an item of L samples (not a multiple of the hop) is encoded as: ``"hop"`` (default)
+the item zero-padded to whole hops; ``"stride"`` the item as it is, every convolution extending its own
+input with zeros to whole strides (transformers' Mimi, EnCodec's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
+frames; they differ in the last one. Reflect padding always extends by strides, by reflection.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ from discotok.encoders.base import EncoderOutput, WaveformEncoder
 from discotok.layout import Layout
 from discotok.nn.waveform import check_audio_batch, check_lengths
 from discotok.registry import ENCODERS
+
+PAD_TO = ("hop", "stride")
 
 
 @ENCODERS.register("audio")
@@ -72,14 +78,18 @@ class AudioEncoder(WaveformEncoder):
         head_activation: bool = True,
         attention_window: int = 32,
         frames_per_token: int = 1,
+        pad_to: str = "hop",
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
             raise ValueError(f"ratios must be positive integers, got {list(ratios)}")
         if int(frames_per_token) < 1:
             raise ValueError(f"frames_per_token must be a positive integer, got {frames_per_token}")
+        if pad_to not in PAD_TO:
+            raise ValueError(f"pad_to must be one of {PAD_TO}, got {pad_to!r}")
         self.in_channels = in_channels
         self.pad_mode = pad_mode
+        self.by_stride = pad_to == "stride" or pad_mode == "reflect"
         self.ratios = [int(r) for r in ratios]
         self.frames_per_token = int(frames_per_token)
         self.hop_length = math.prod(self.ratios) * self.frames_per_token
@@ -121,7 +131,7 @@ class AudioEncoder(WaveformEncoder):
         for stage in self.stages:
             steps += [*(StreamingResidual(u) for u in stage.units), Pointwise(stage.act), StreamingConv(stage.down)]
         steps += [StreamingLSTM(self.sequence), Pointwise(self.act), StreamingConv(self.head)]
-        return Chain(steps, pad_to=self.hop_length if self.pad_mode == "zeros" else None)
+        return Chain(steps, pad_to=None if self.by_stride else self.hop_length)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """``lengths`` (B,) valid samples per item, or None when every item fills ``x`` (no prefix: one token per hop)."""
@@ -130,9 +140,10 @@ class AudioEncoder(WaveformEncoder):
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
-            # zeros: the item zero-padded to whole length multiples, as alone; reflect: its own length (EnCodec)
+            # pad_to hop: the item zero-padded to whole length multiples (hops), as alone; stride (and reflect): its
+            # own length, each convolution extending it to whole strides
             multiple = self.length_multiple
-            valid = lengths if self.pad_mode == "reflect" else -(-lengths // multiple) * multiple
+            valid = lengths if self.by_stride else -(-lengths // multiple) * multiple
         mask = length_mask(valid, x.shape[-1])
         h = self.stem(x, mask)
         for stage in self.stages:

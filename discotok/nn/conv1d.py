@@ -9,6 +9,8 @@ each item's valid region, exactly what the item alone computes.
 (and fixed right) padding reflects the item, and an item whose length the stride does not divide
 is extended on the right by reflection to whole strides (``ceil(L / s)`` frames). In a padded
 batch each item is reflected about its own end (its length read from ``mask``).
+``pad_mode="replicate"`` (Mimi's frame-rate convolution) repeats the first sample on the left and each
+item's last valid sample past its length.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
 ACTIVATIONS = ("elu", "snake", "gelu", "silu")
-PAD_MODES = ("zeros", "reflect")
+PAD_MODES = ("zeros", "reflect", "replicate")
 
 
 def length_mask(lengths: Tensor | None, size: int) -> Tensor | None:
@@ -55,6 +57,14 @@ def activation(name: str, channels: int) -> nn.Module:
     return layers[name]()
 
 
+def replicate_past(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x`` (B, C, T) with every position at or past an item's length holding its last valid sample."""
+    if lengths is None:
+        return x
+    index = torch.minimum(torch.arange(x.shape[-1], device=x.device)[None], (lengths.long() - 1).clamp(min=0)[:, None])
+    return x.gather(-1, index[:, None, :].expand(-1, x.shape[1], -1))
+
+
 def reflect_pad(
     x: Tensor, pad: tuple[int, int], stride: int, lengths: Tensor | None, stop: int | None = None
 ) -> Tensor:
@@ -88,8 +98,9 @@ def reflect_pad(
 
 
 class Conv1d(nn.Module):
-    """Weight-normalised Conv1d with its own padding (zeros or reflect, see the module docstring): causal
-    (left) or centred; ``groups`` as ``nn.Conv1d``'s (``groups=in_channels``: depthwise)."""
+    """Weight-normalised Conv1d with its own padding (zeros, reflect or replicate, see the module docstring):
+    causal (left) or centred; ``groups`` as ``nn.Conv1d``'s (``groups=in_channels``: depthwise); ``bias=False``
+    leaves the bias out."""
 
     def __init__(
         self,
@@ -119,6 +130,9 @@ class Conv1d(nn.Module):
         if self.pad_mode == "reflect":
             lengths = None if mask is None else mask[:, 0].sum(-1).long()
             return self.conv(reflect_pad(x, self.pad, self.stride, lengths))
+        if self.pad_mode == "replicate":
+            lengths = None if mask is None else mask[:, 0].sum(-1).long()
+            return self.conv(F.pad(replicate_past(x, lengths), self.pad, mode="replicate"))
         return self.conv(F.pad(apply_mask(x, mask), self.pad))
 
 
@@ -142,15 +156,17 @@ class ConvTranspose1d(nn.Module):
 
     Causal: the surplus is cut on the right, so output sample t depends on frames <= t / stride.
     ``crop=c`` instead cuts c samples from each side (PyTorch's ``padding``; DAC's ``ceil(stride / 2)``,
-    one sample short of ``stride * T`` for an odd stride).
+    one sample short of ``stride * T`` for an odd stride). ``groups`` (``in_channels``: depthwise, as Mimi's
+    frame-rate upsampling) and ``bias`` as ``nn.ConvTranspose1d``'s.
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool = False,
-        crop: int | None = None,
+        crop: int | None = None, groups: int = 1, bias: bool = True,
     ) -> None:
         super().__init__()
-        self.conv = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride))
+        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.conv = weight_norm(conv)
         total = kernel_size - stride
         self.trim = (crop, crop) if crop is not None else (0, total) if causal else (total - total // 2, total // 2)
 

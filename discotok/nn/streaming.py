@@ -6,8 +6,9 @@ so far determine; ``flush()`` ends the stream (the right padding of the offline 
 returns the rest. A causal convolution in ``zeros`` mode starts at once; in ``reflect`` mode
 (EnCodec) it waits for ``pad + 1`` inputs, whose reflection is its left padding, so the first
 outputs come a little late, and its ``flush`` reflects the stream's end to whole strides, as the
-offline layer does. Chunks may be of any size, one sample included. A stream uses the weights the model
-has when the stream is made.
+offline layer does; in ``replicate`` mode (Mimi's frame-rate convolution) it repeats the first input on
+the left and its ``flush`` repeats the last one to whole strides. Chunks may be of any size, one sample
+included. A stream uses the weights the model has when the stream is made.
 """
 
 from __future__ import annotations
@@ -61,10 +62,13 @@ class StreamingConv:
         self.buffer = x if self.buffer is None else torch.cat([self.buffer, x], dim=-1)
         self.seen += x.shape[-1]
         if not self.started:
-            if self.conv.pad_mode == "reflect" and self.buffer.shape[-1] <= self.left:
+            waits = {"reflect": self.left + 1, "replicate": 1}.get(self.conv.pad_mode, 0)  # inputs its padding needs
+            if self.buffer.shape[-1] < waits:
                 return empty_like_time(x, self.conv.conv.out_channels)
             if self.conv.pad_mode == "reflect":
                 self.buffer = reflect_pad(self.buffer, (self.left, 0), 1, None)
+            elif self.conv.pad_mode == "replicate":
+                self.buffer = F.pad(self.buffer, (self.left, 0), mode="replicate")
             else:
                 self.buffer = F.pad(self.buffer, (self.left, 0))
             self.started = True
@@ -75,11 +79,15 @@ class StreamingConv:
         if self.buffer is None:
             raise ValueError("flush before any input")
         extra = -self.seen % self.stride
+        if not self.started and self.conv.pad_mode == "replicate":  # nothing came
+            return empty_like_time(self.buffer, self.conv.conv.out_channels)
         if not self.started:  # a stream no longer than the padding: the offline layer's zero-extended reflection
             self.buffer = reflect_pad(self.buffer, (self.left, 0), self.stride, None, stop=self.seen + extra)
             self.started = True
         elif extra and self.conv.pad_mode == "reflect":  # the stream's end reflected (its edge sample excluded)
             self.buffer = torch.cat([self.buffer, self.buffer[..., -extra - 1 : -1].flip(-1)], dim=-1)
+        elif extra and self.conv.pad_mode == "replicate":
+            self.buffer = F.pad(self.buffer, (0, extra), mode="replicate")
         elif extra:
             self.buffer = F.pad(self.buffer, (0, extra))
         return self._run()
@@ -99,13 +107,14 @@ class StreamingConvTranspose:
     def push(self, x: Tensor) -> Tensor:
         if x.shape[-1] == 0:
             return empty_like_time(x, self.conv.out_channels)
-        y = F.conv_transpose1d(x, self.weight, None, self.stride)
+        y = F.conv_transpose1d(x, self.weight, None, self.stride, groups=self.conv.groups)
         if self.pending is not None:
             overlap = self.pending.shape[-1]
             y = torch.cat([y[..., :overlap] + self.pending, y[..., overlap:]], dim=-1)
         emitted = x.shape[-1] * self.stride
         self.pending = y[..., emitted:]
-        return y[..., :emitted] + self.conv.bias[None, :, None]
+        y = y[..., :emitted]
+        return y if self.conv.bias is None else y + self.conv.bias[None, :, None]
 
     def flush(self) -> Tensor:
         """Nothing: the causal layer trims what the last frame adds past its own samples."""
