@@ -3,7 +3,8 @@
 One file per format, each a registered ``Converter`` (``discotok.convert.base``): ``dac``, ``encodec``,
 ``transformers`` (EnCodec and DAC in the Hugging Face transformers layout), ``llamagen`` (LlamaGen's VQ),
 ``open_magvit2`` (Open-MAGVIT2's LFQ image tokenizers), ``ibq`` (IBQ's VQ image tokenizers),
-``titok`` (bytedance/1d-tokenizer's TiTok hub directories).
+``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``cosmos`` (NVIDIA Cosmos-Tokenizer's discrete image
+tokenizers, read from their TorchScript files as data).
 This package is itself callable, ``discotok.convert(...)`` being ``discotok.convert.convert(...)``
 whether or not the package was imported first (importing it makes ``discotok.convert`` the module).
 """
@@ -15,7 +16,7 @@ import sys
 import types
 from pathlib import Path
 
-from discotok.convert import dac, encodec, hf_transformers, ibq, llamagen, open_magvit2, titok  # noqa: F401
+from discotok.convert import cosmos, dac, encodec, hf_transformers, ibq, llamagen, open_magvit2, titok  # noqa: F401
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError
 from discotok.tokenizers.files import TokenizerLoadError

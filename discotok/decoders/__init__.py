@@ -1,6 +1,8 @@
 """Decoders: one file per family, built by registered name."""
 
-from discotok.decoders import absent, audio, flow, grid, magvit2, maskgit_vqgan, movq, patch, taming, titok, vit, vocos  # noqa: F401
+from discotok.decoders import (  # noqa: F401
+    absent, audio, cosmos, flow, grid, magvit2, maskgit_vqgan, movq, patch, taming, titok, vit, vocos,
+)
 from discotok.registry import DECODERS
 
 __all__ = ["DECODERS"]
