@@ -39,13 +39,14 @@ def convert_main(argv: Sequence[str]) -> int:
         "(a transformers EncodecModel / DacModel / MimiModel / JanusVQVAE / Emu3VQVAE / ChameleonVQVAE\n"
         "directory), snac (a SNAC directory: config.json + pytorch_model.bin), mimi (moshi's Mimi\n"
         ".safetensors), titok (a TiTok / One-D-Piece hub directory), llamagen (a LlamaGen VQ .pt),\n"
-        "open_magvit2 (an Open-MAGVIT2 image tokenizer .ckpt), ibq (an IBQ image tokenizer .ckpt).\n"
+        "open_magvit2 (an Open-MAGVIT2 image tokenizer .ckpt), ibq (an IBQ image tokenizer .ckpt), cosmos\n"
+        "(a Cosmos-Tokenizer DI folder or .jit file, read as data, never run).\n"
         "SOURCE may be a hub name org/name.",
         EXIT_HELP,
     )
     parser.add_argument("format", metavar="FORMAT",
                         help="the publisher's format: dac, encodec, snac, mimi, transformers, titok, llamagen, "
-                             "open_magvit2 or ibq")
+                             "open_magvit2, ibq or cosmos")
     parser.add_argument("source", metavar="SOURCE", help="the file the publisher distributes")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the tokenizer directory to write")
     return run_command(prog, parser, _convert_command, argv)

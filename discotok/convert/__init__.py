@@ -4,7 +4,8 @@ One file per format, each a registered ``Converter`` (``discotok.convert.base``)
 ``transformers`` (EnCodec, DAC, Mimi and the VQ-VAEs of Janus, Emu3 and Chameleon in the Hugging Face
 transformers layout), ``mimi`` (moshi's own Mimi file), ``snac`` (SNAC's hub directories), ``llamagen``
 (LlamaGen's VQ), ``open_magvit2`` (Open-MAGVIT2's LFQ image tokenizers), ``ibq`` (IBQ's VQ image tokenizers),
-``titok`` (bytedance/1d-tokenizer's TiTok hub directories).
+``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``cosmos`` (NVIDIA
+Cosmos-Tokenizer's discrete image tokenizers, read from their TorchScript files as data).
 This package is itself callable, ``discotok.convert(...)`` being ``discotok.convert.convert(...)``
 whether or not the package was imported first (importing it makes ``discotok.convert`` the module).
 """
@@ -16,7 +17,9 @@ import sys
 import types
 from pathlib import Path
 
-from discotok.convert import dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok  # noqa: F401
+from discotok.convert import (  # noqa: F401
+    cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok,
+)
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError
 from discotok.tokenizers.files import TokenizerLoadError

@@ -13,9 +13,11 @@ the image is taken as that many identical frames (as ``Emu3VQVAE.encode`` repeat
 go through log2(temporal_downsample) causal temporal downsamplings (each followed by SiLU) down to one frame,
 ``num_res_blocks`` temporal residual blocks and a causal (3, 1, 1) ``quant_conv`` to ``embed_dim``
 (``discotok.nn.temporal``); the 2-D part runs once, since every frame is the same image.
-``input_scale`` / ``input_shift`` (one per channel) record a publisher's preprocessing: the network sees
-``x * scale + shift`` of our images ``x`` in [-1, 1] (for a processor that rescales pixels p in 0..255 by r
-and normalises by mean and std: scale = 127.5 r / std, shift = (127.5 r - mean) / std).
+``downsamples`` (default ``len(channel_mult) - 1``) downsamples after the first that many levels only
+(Cosmos-Tokenizer's DI8x8 has three levels and one downsampling). ``input_scale`` / ``input_shift`` (one per
+channel) record a publisher's preprocessing: the network sees ``x * scale + shift`` of our images ``x`` in
+[-1, 1] (for a processor that rescales pixels p in 0..255 by r and normalises by mean and std:
+scale = 127.5 r / std, shift = (127.5 r - mean) / std).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from discotok.registry import ENCODERS
 
 @ENCODERS.register("taming")
 class TamingEncoder(Encoder):
-    """Images (B, in_channels, H, W) -> (B, H/f * W/f, embed_dim or latent_dim), f = 2^(len(channel_mult) - 1)."""
+    """Images (B, in_channels, H, W) -> (B, H/f * W/f, embed_dim or latent_dim), f = 2^downsamples."""
 
     def __init__(
         self,
@@ -50,12 +52,16 @@ class TamingEncoder(Encoder):
         temporal_downsample: int | None = None,
         input_scale: Sequence[float] | None = None,
         input_shift: Sequence[float] | None = None,
+        downsamples: int | None = None,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
         attn_levels = {levels - 1} if attn_levels is None else {int(i) for i in attn_levels}
         if not attn_levels <= set(range(levels)):
             raise ValueError(f"attn_levels {sorted(attn_levels)} must lie in 0..{levels - 1}")
+        downsamples = levels - 1 if downsamples is None else int(downsamples)
+        if not 0 <= downsamples <= levels - 1:
+            raise ValueError(f"downsamples must lie in 0..{levels - 1} (one between levels), got {downsamples}")
         frames = temporal_downsample
         if frames is not None and (frames < 1 or frames & (frames - 1)):
             raise ValueError(f"temporal_downsample must be a power of two, got {temporal_downsample}")
@@ -65,19 +71,18 @@ class TamingEncoder(Encoder):
         self.register_buffer("input_scale", channel_values(input_scale, 1.0, in_channels), persistent=False)
         self.register_buffer("input_shift", channel_values(input_shift, 0.0, in_channels), persistent=False)
         self.frames = temporal_downsample
-        self.downsample_factor = 2 ** (len(channel_mult) - 1)
+        self.downsample_factor = 2**downsamples
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.conv_blocks = nn.ModuleList()
         width = channels
         for i, mult in enumerate(channel_mult):
             level = nn.Module()
-            last = i == len(channel_mult) - 1
             level.res = nn.ModuleList(ResBlock(width if j == 0 else channels * mult, channels * mult)
                                       for j in range(num_res_blocks))
             width = channels * mult
             attn = num_res_blocks if i in attn_levels else 0
             level.attn = nn.ModuleList(AttnBlock(width, heads) for _ in range(attn))
-            level.downsample = nn.Identity() if last else Downsample(width, asymmetric=True)
+            level.downsample = Downsample(width, asymmetric=True) if i < downsamples else nn.Identity()
             self.conv_blocks.append(level)
         self.mid = nn.ModuleList([ResBlock(width, width), AttnBlock(width, heads), ResBlock(width, width)])
         self.norm_out = group_norm(width)
@@ -100,7 +105,7 @@ class TamingEncoder(Encoder):
     def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
         """Images (B, C, H, W) -> one token per cell of the (H/f, W/f) grid (no lengths, no prefix)."""
         check_image_batch(x, self.in_channels, self.downsample_factor)
-        h = self.conv_in(x * self.input_scale + self.input_shift)
+        h = self.conv_in(self.pixels_in(x))
         for level in self.conv_blocks:
             for j, block in enumerate(level.res):
                 h = block(h)
@@ -112,6 +117,10 @@ class TamingEncoder(Encoder):
         h = self.conv_out(nn.functional.silu(self.norm_out(h)))
         h = self.quant_conv(h) if self.frames is None else self.temporal(h)
         return EncoderOutput(rearrange(h, "b d h w -> b (h w) d"), Layout("grid", tuple(h.shape[-2:])))
+
+    def pixels_in(self, x: Tensor) -> Tensor:
+        """What ``conv_in`` sees of the images: the publisher's preprocessing ``x * input_scale + input_shift``."""
+        return x * self.input_scale + self.input_shift
 
     def temporal(self, h: Tensor) -> Tensor:
         """Emu3's temporal layers on the latents (B, C, h, w) of an image repeated as ``temporal_downsample`` frames."""
