@@ -4,8 +4,8 @@
 int8 weights (one scale per tensor), activations quantized per call from their own range, int8
 matrix products on the x86 VNNI kernels (fbgemm), float32 out. Convolutions, norms and everything
 else stay float32, so a network without linear layers is unchanged. ViT encoders are mostly linear
-layers: TiTok-S-128 encoded 1.84x and decoded 1.22x faster than in fp32 on this project's 2-core CPU
-(docs/benchmarks/precision.md). The quantizer is never copied: its projections and nearest-code
+layers: TiTok-S-128 encoded 1.95x and decoded 2.04x faster than in fp32, TiTok-B-64 2.24x / 2.25x, on this
+project's 2-core CPU (docs/benchmarks/precision.md). The quantizer is never copied: its projections and nearest-code
 search stay float32.
 
 This uses ``torch.ao.quantization.quantize_dynamic``, which torch marks deprecated in favour of torchao;
