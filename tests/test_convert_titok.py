@@ -143,7 +143,7 @@ def test_wrong_or_damaged_titok_sources_are_refused(tmp_path):
     with pytest.raises(ConvertError, match="not a TiTok config.json"):
         convert("titok", folder)
     torch.save({"model": {}}, tmp_path / "vq_ds16_c2i.pt")  # a LlamaGen checkpoint
-    with pytest.raises(ConvertError, match="no readable config.json"):
+    with pytest.raises(ConvertError, match="no config.json; expected a TiTok"):
         convert("titok", tmp_path / "vq_ds16_c2i.pt")
 
 

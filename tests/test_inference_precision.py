@@ -42,17 +42,16 @@ def photo_crops(count: int = 48) -> torch.Tensor:
     return torch.stack(crops[:count])
 
 
-@pytest.fixture(scope="module")
-def trained() -> Tokenizer:
-    """A tiny grid VQ tokenizer (64 codes) trained for 150 seeded steps on photo crops."""
+def trained_vq(encoder: str, steps: int) -> Tokenizer:
+    """A tiny ``encoder`` VQ tokenizer (64 cosine codes of 4 dims) trained for ``steps`` seeded steps on photo crops."""
     torch.manual_seed(0)
-    config = tiny_tokenizer_config("vq")
+    config = tiny_tokenizer_config("vq", encoder=encoder)
     config["quantizer"] |= {"codebook_size": 64, "code_dim": 4, "cosine": True, "ema": True}
     tok = Tokenizer.from_config(config)
     x = photo_crops()
     opt = torch.optim.AdamW(tok.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(150):
+    for _ in range(steps):
         batch = x[torch.randperm(x.shape[0], generator=generator)[:16]]
         out = tok(batch)
         loss = F.mse_loss(out.x_hat, batch) + out.quantized.loss
@@ -60,6 +59,12 @@ def trained() -> Tokenizer:
         opt.step()
         opt.zero_grad(set_to_none=True)
     return tok.eval()
+
+
+@pytest.fixture(scope="module")
+def trained() -> Tokenizer:
+    """A tiny grid VQ tokenizer trained for 150 steps."""
+    return trained_vq("grid", 150)
 
 
 def test_precision_is_checked_with_the_allowed_values(trained):

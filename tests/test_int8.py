@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from discotok import Tokenizer
 from discotok.nn.precision import resolve_precision
 from tests.conftest import tiny_tokenizer_config
-from tests.test_inference_precision import photo_crops
+from tests.test_inference_precision import photo_crops, trained_vq
 
 # A tiny ViT VQ tokenizer trained 120 steps: int8 (per-tensor weights, activations quantized per call) moves
 # the latents by 0.6 % and changes the ids of the tokens nearest a boundary between two codes (measured: 0.990
@@ -21,20 +21,7 @@ MIN_IDENTICAL = 0.95
 
 @pytest.fixture(scope="module")
 def vit() -> Tokenizer:
-    torch.manual_seed(0)
-    config = tiny_tokenizer_config("vq", encoder="vit")
-    config["quantizer"] |= {"codebook_size": 64, "code_dim": 4, "cosine": True, "ema": True}
-    tok = Tokenizer.from_config(config)
-    x = photo_crops()
-    opt = torch.optim.AdamW(tok.parameters(), lr=2e-3)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(120):
-        batch = x[torch.randperm(x.shape[0], generator=generator)[:16]]
-        out = tok(batch)
-        (F.mse_loss(out.x_hat, batch) + out.quantized.loss).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return tok.eval()
+    return trained_vq("vit", 120)
 
 
 def test_int8_runs_quantized_linear_layers_and_keeps_ids_and_quality(vit):

@@ -11,6 +11,7 @@ and plain containers only and never imports or runs anything the file names.
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import zipfile
@@ -59,6 +60,28 @@ def load_pickle(path: Path, what: str) -> Any:
 def count(state: dict[str, Tensor], pattern: str) -> int:
     """How many distinct values the first group of ``pattern`` takes over the names of ``state`` (blocks, levels)."""
     return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
+
+
+def json_object(path: Path) -> dict | None:
+    """The JSON object in ``path``, or None when it is unreadable or not an object (for ``Converter.recognises``)."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def model_config(source: Path, describe: str) -> tuple[Path, dict]:
+    """The folder of a hub-style SOURCE (the folder, or a file in it) and its ``config.json``, or ``ConvertError``
+    saying what was expected."""
+    folder = source if source.is_dir() else source.parent
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ConvertError(f"{folder}: no config.json; expected {describe}")
+    config = json_object(path)
+    if config is None:
+        raise ConvertError(f"{path}: not a JSON object (or unreadable); expected {describe}")
+    return folder, config
 
 
 class Renamed(dict):

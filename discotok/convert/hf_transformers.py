@@ -15,13 +15,14 @@ and Mimi's tensors map to the ``mimi`` encoder and decoder and the ``split_rvq``
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, apply_rules, load_pickle, split_weight_norm
+from discotok.convert.base import (
+    ConvertError, Converter, apply_rules, json_object, load_pickle, model_config, split_weight_norm,
+)
 from discotok.convert.dac import read_dac
 from discotok.convert.encodec import read_encodec
 from discotok.convert.hf_chameleon import read_chameleon
@@ -118,19 +119,12 @@ class TransformersConverter(Converter):
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
-        try:
-            config = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(config, dict) and "model_type" in config
+        config = json_object(path)
+        return config is not None and "model_type" in config
 
     def read(self, source: Path) -> Tokenizer:
-        folder = source if source.is_dir() else source.parent
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as err:
-            raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
-        model_type = config.get("model_type") if isinstance(config, dict) else None
+        folder, config = model_config(source, self.describe)
+        model_type = config.get("model_type")
         if model_type not in ("encodec", "dac", "mimi", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
             raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac', "
                                "'mimi', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (xcodec not yet; a whole Emu3 "

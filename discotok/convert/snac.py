@@ -21,7 +21,6 @@ seed it right before decoding for a reproducible waveform.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, Renamed, assemble, rename
+from discotok.convert.base import ConvertError, Converter, Renamed, assemble, json_object, model_config, rename
 from discotok.convert.dac import UNIT_LAYERS, fold_projections
 from discotok.convert.hf_transformers import read_weights
 from discotok.registry import CONVERTERS
@@ -130,15 +129,6 @@ def rename_snac(state: dict[str, Tensor], kwargs: dict) -> Renamed:
     return fold_projections(rename(state, snac_rules(kwargs)))
 
 
-def read_config(folder: Path) -> dict | None:
-    """``folder/config.json`` as a dict, or None when it is absent or not a JSON object."""
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return config if isinstance(config, dict) else None
-
-
 @CONVERTERS.register("snac")
 class SNACConverter(Converter):
     """SNAC's hub directories: ``config.json`` (the constructor's arguments) + ``pytorch_model.bin``."""
@@ -148,16 +138,11 @@ class SNACConverter(Converter):
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
-        config = read_config(path if path.is_dir() else path.parent)
+        config = json_object(path / "config.json" if path.is_dir() else path)
         return config is not None and "vq_strides" in config and "model_type" not in config
 
     def read(self, source: Path) -> Tokenizer:
-        folder = source if source.is_dir() else source.parent
-        if not (folder / "config.json").is_file():
-            raise ConvertError(f"{folder}: no config.json; expected {self.describe}")
-        config = read_config(folder)
-        if config is None:
-            raise ConvertError(f"{folder / 'config.json'}: not a JSON object; expected {self.describe}")
+        folder, config = model_config(source, self.describe)
         kwargs = snac_kwargs(config, str(folder / "config.json"))
         state = read_weights(folder, "SNAC pytorch_model.bin (a state dict)")
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

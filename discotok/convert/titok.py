@@ -32,14 +32,13 @@ tested against its code at 473665d (ids, and the decoding of prefixes of 1, 5 an
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, count, rename
+from discotok.convert.base import ConvertError, Converter, assemble, count, json_object, model_config, rename
 from discotok.convert.hf_transformers import read_weights
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
@@ -224,18 +223,14 @@ class TiTokConverter(Converter):
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
+        config = json_object(path)
         try:
-            vq_settings(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            return config is not None and vq_settings(config) is not None
+        except ValueError:
             return False
-        return True
 
     def read(self, source: Path) -> Tokenizer:
-        folder = source if source.is_dir() else source.parent
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError) as err:
-            raise ConvertError(f"{folder}: no readable config.json ({err}); expected {self.describe}") from None
+        folder, config = model_config(source, self.describe)
         state = read_weights(folder)
         try:
             ours = titok_config(config, state)
