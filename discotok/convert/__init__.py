@@ -5,7 +5,8 @@ One file per format, each a registered ``Converter`` (``discotok.convert.base``)
 transformers layout), ``mimi`` (moshi's own Mimi file), ``snac`` (SNAC's hub directories), ``llamagen``
 (LlamaGen's VQ), ``open_magvit2`` (Open-MAGVIT2's LFQ image tokenizers), ``ibq`` (IBQ's VQ image tokenizers),
 ``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``cosmos`` (NVIDIA
-Cosmos-Tokenizer's discrete image tokenizers, read from their TorchScript files as data).
+Cosmos-Tokenizer's discrete image tokenizers, read from their TorchScript files as data), ``wavtokenizer``
+(WavTokenizer's Lightning checkpoints).
 This package is itself callable, ``discotok.convert(...)`` being ``discotok.convert.convert(...)``
 whether or not the package was imported first (importing it makes ``discotok.convert`` the module).
 """
@@ -18,7 +19,7 @@ import types
 from pathlib import Path
 
 from discotok.convert import (  # noqa: F401
-    cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok,
+    cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok, wavtokenizer,
 )
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError
