@@ -49,3 +49,21 @@ def test_a_damaged_llamagen_checkpoint_is_refused(tmp_path):
     torch.save({"optimizer": {}}, tmp_path / "other.pt")
     with pytest.raises(ConvertError, match="not a LlamaGen VQ checkpoint"):
         convert("llamagen", tmp_path / "other.pt")
+
+
+def test_two_gan_steps_from_a_converted_llamagen(tmp_path, vgg16_random_weights, caplog):
+    """Fine-tuning starts from the converted VQGAN (strictly) and trains it with LPIPS and the PatchGAN."""
+    from tests.finetuning import moved_from, two_steps
+
+    from discotok.convert.llamagen import read_llamagen
+
+    _, state = checkpoint(tmp_path)  # converted for 32x32 images (fine-tuning keeps the tokenizer's size)
+    start = read_llamagen(state, tmp_path / "vq_small.pt", image_size=32)
+    start.save_pretrained(tmp_path / "converted")
+    with caplog.at_level("INFO"):
+        _, tuned = two_steps(tmp_path / "converted", tmp_path / "run", "experiment=vqgan_f16_tiny",
+                             "data.image_size=[32,32]", f"loss.perceptual.vgg_weights={vgg16_random_weights}")
+    assert f"from {tmp_path / 'converted'}; fresh: adversarial (" in caplog.text
+    assert tuned.config["quantizer"] == start.config["quantizer"]
+    moved = moved_from(start, tuned)
+    assert any(k.startswith("encoder.") for k in moved) and any(k.startswith("decoder.") for k in moved)

@@ -125,33 +125,17 @@ def test_a_checkpoint_holding_other_objects_is_refused_with_what_it_holds(tmp_pa
 
 
 def test_two_gan_steps_from_the_converted_tokenizer(tmp_path, vgg16_random_weights, caplog):
-    import warnings
-
-    from hydra import compose, initialize_config_dir
-
-    from discotok.train.run import config_dir, train
+    from tests.finetuning import moved_from, two_steps
 
     _, state = reference_checkpoint()
     start = read_open_magvit2(state, tmp_path / "x.ckpt")
     start.save_pretrained(tmp_path / "converted")
-    with initialize_config_dir(config_dir(), version_base=None):
-        cfg = compose("train", overrides=[
-            "experiment=open_magvit2_tiny", f"init_from={tmp_path / 'converted'}", "data.image_size=[64,64]",
-            f"loss.perceptual.vgg_weights={vgg16_random_weights}", "trainer.max_steps=2", "trainer.val_check_interval=2",
-            "data.batch_size=2", "data.val_samples=2", "trainer.enable_progress_bar=false", "logger.tensorboard=false",
-            f"+output_dir={tmp_path / 'run'}",
-        ])
-    with warnings.catch_warnings(), caplog.at_level("INFO"):
-        warnings.simplefilter("ignore")
-        summary = train(cfg)
+    with caplog.at_level("INFO"):
+        _, tuned = two_steps(tmp_path / "converted", tmp_path / "run", "experiment=open_magvit2_tiny",
+                             "data.image_size=[64,64]", f"loss.perceptual.vgg_weights={vgg16_random_weights}")
     assert f"from {tmp_path / 'converted'}; fresh: adversarial (" in caplog.text
-    tuned = Tokenizer.from_pretrained(summary["tokenizer_dir"])
-    assert tuned.config["quantizer"] == start.config["quantizer"] and tuned.config["encoder"] == start.config["encoder"]
-    before, after = dict(start.named_parameters()), dict(tuned.named_parameters())
-    moved = [k for k in before if not torch.equal(before[k], after[k])]
-    assert moved, "two steps changed no weight"
-    drift = max(float((after[k] - before[k]).abs().max() / before[k].abs().max().clamp(min=1e-6)) for k in moved)
-    assert drift < 0.5, "the run did not start from the converted weights"
+    assert tuned.config["quantizer"] == start.config["quantizer"]
+    moved_from(start, tuned)
 
 
 def test_a_single_token_grid_is_refused(tmp_path):
