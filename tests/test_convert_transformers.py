@@ -62,10 +62,10 @@ def test_transformers_dac_matches_its_original_layout(tmp_path, speech_clips):
 
 def test_other_transformers_models_are_refused(tmp_path):
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "config.json").write_text('{"model_type": "xcodec"}')
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "hubert"}')
     (tmp_path / "m" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ConvertError, match="model_type 'xcodec'; FORMAT transformers converts 'encodec', 'dac', 'mimi', "
-                       "'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan'"):
+    with pytest.raises(ConvertError, match="model_type 'hubert'; FORMAT transformers converts 'encodec', 'dac', 'mimi', "
+                       "'xcodec', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan'"):
         convert("transformers", tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text('{"model_type": "encodec", "norm_type": "time_group_norm"}')
     with pytest.raises(ConvertError, match="norm_type"):

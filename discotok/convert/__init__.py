@@ -1,7 +1,7 @@
 """Publishers' checkpoints -> discotok tokenizers: ``discotok.convert(format, source, output)``.
 
 One file per format, each a registered ``Converter`` (``discotok.convert.base``): ``dac``, ``encodec``,
-``transformers`` (EnCodec, DAC, Mimi and the VQ-VAEs of Janus, Emu3 and Chameleon in the Hugging Face
+``transformers`` (EnCodec, DAC, Mimi, X-Codec and the VQ-VAEs of Janus, Emu3 and Chameleon in the Hugging Face
 transformers layout), ``mimi`` (moshi's own Mimi file), ``snac`` (SNAC's hub directories), ``llamagen``
 (LlamaGen's VQ), ``open_magvit2`` (Open-MAGVIT2's LFQ image tokenizers), ``ibq`` (IBQ's VQ image tokenizers),
 ``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``cosmos`` (NVIDIA

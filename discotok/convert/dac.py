@@ -21,7 +21,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, Renamed, assemble, fold_weight_norm, load_pickle, rename
+from discotok.convert.base import (
+    ConvertError, Converter, Renamed, apply_rules, assemble, fold_weight_norm, load_pickle, rename, split_weight_norm,
+)
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
@@ -29,6 +31,19 @@ from discotok.tokenizers.tokenizer import Tokenizer
 DILATIONS = [1, 3, 9]
 KWARGS = ("encoder_dim", "encoder_rates", "decoder_dim", "decoder_rates", "n_codebooks", "codebook_size",
           "codebook_dim", "sample_rate")
+
+
+def dac_parts(encoder_dim: int, encoder_rates: list[int], latent_dim: int, decoder_dim: int,
+              decoder_rates: list[int]) -> tuple[dict, dict]:
+    """The ``audio`` encoder's and decoder's keyword arguments of DAC's encoder and decoder of these sizes (rates in
+    DAC's order, the encoder's first first); the decoder without DAC's cropping and tanh (X-Codec's)."""
+    units = {"dilations": DILATIONS, "residual_kernel_size": 7, "compress": 1, "activation": "snake", "sequence": "none",
+             "kernel_size": 7, "causal": False}
+    encoder = {"latent_dim": latent_dim, "channels": encoder_dim, "ratios": list(encoder_rates)[::-1],
+               "last_kernel_size": 3, **units}
+    decoder = {"latent_dim": latent_dim, "channels": decoder_dim // 2 ** len(decoder_rates), "ratios": list(decoder_rates),
+               "last_kernel_size": 7, **units}
+    return encoder, decoder
 
 
 def dac_config(kwargs: dict) -> dict:
@@ -40,13 +55,9 @@ def dac_config(kwargs: dict) -> dict:
         if len(set(codebook_dim)) != 1:
             raise ConvertError(f"codebook_dim differs between levels ({codebook_dim}); one size for all is supported")
         codebook_dim = codebook_dim[0]
-    units = {"dilations": DILATIONS, "residual_kernel_size": 7, "compress": 1, "activation": "snake", "sequence": "none",
-             "kernel_size": 7, "causal": False}
-    encoder = {"name": "audio", "latent_dim": latent_dim, "in_channels": 1, "channels": kwargs["encoder_dim"],
-               "ratios": encoder_rates[::-1], "last_kernel_size": 3, **units}
-    decoder = {"name": "audio", "latent_dim": latent_dim, "out_channels": 1,
-               "channels": kwargs["decoder_dim"] // 2 ** len(decoder_rates), "ratios": decoder_rates,
-               "last_kernel_size": 7, "upsample_crop": "half_stride", "final_activation": "tanh", **units}
+    encoder, decoder = dac_parts(kwargs["encoder_dim"], encoder_rates, latent_dim, kwargs["decoder_dim"], decoder_rates)
+    encoder = {"name": "audio", "in_channels": 1, **encoder}
+    decoder = {"name": "audio", "out_channels": 1, **decoder, "upsample_crop": "half_stride", "final_activation": "tanh"}
     quantizer = {"name": "rvq", "dim": latent_dim, "depth": kwargs["n_codebooks"], "codebook_size": kwargs["codebook_size"],
                  "level_dim": codebook_dim, "cosine": True, "raw_codes": True, "ema": False, "kmeans_init": False,
                  "quantizer_dropout": 0.5, "commitment_weight": 0.25, "codebook_weight": 1.0}
@@ -82,6 +93,28 @@ def dac_rules(encoder_blocks: int, decoder_blocks: int) -> list[tuple[str, Calla
         (r"quantizer\.quantizers\.(\d+)\.codebook\.weight", lambda x: f"quantizer.levels.{x[1]}.codebook"),
         (r"quantizer\.quantizers\.(\d+)\.(in|out)_proj\.(.+)", lambda x: f"quantizer.levels.{x[1]}.project_{x[2]}.{x[3]}"),
     ]
+
+
+def dac_original(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: int) -> dict[str, Tensor]:
+    """transformers' DAC names -> the ``dac`` package's."""
+    unit = {"snake1": "block.0", "conv1": "block.1", "snake2": "block.2", "conv2": "block.3"}
+    rules = [
+        (r"encoder\.conv1\.(.+)", lambda m: f"encoder.block.0.{m[1]}"),
+        (r"encoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
+         lambda m: f"encoder.block.{int(m[1]) + 1}.block.{int(m[2]) - 1}.{unit[m[3]]}.{m[4]}"),
+        (r"encoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.3.{m[2]}"),
+        (r"encoder\.block\.(\d+)\.conv1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.4.{m[2]}"),
+        (r"encoder\.snake1\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 1}.{m[1]}"),
+        (r"encoder\.conv2\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 2}.{m[1]}"),
+        (r"decoder\.conv1\.(.+)", lambda m: f"decoder.model.0.{m[1]}"),
+        (r"decoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.0.{m[2]}"),
+        (r"decoder\.block\.(\d+)\.conv_t1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.1.{m[2]}"),
+        (r"decoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
+         lambda m: f"decoder.model.{int(m[1]) + 1}.block.{int(m[2]) + 1}.{unit[m[3]]}.{m[4]}"),
+        (r"decoder\.snake1\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 1}.{m[1]}"),
+        (r"decoder\.conv2\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 2}.{m[1]}"),
+    ]
+    return {apply_rules(name, rules): tensor for name, tensor in split_weight_norm(state).items()}
 
 
 def rename_dac(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: int) -> Renamed:

@@ -1,5 +1,6 @@
-"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC, Mimi and the VQ-VAEs of Janus, Emu3 and
-Chameleon (``EncodecModel``, ``DacModel``, ``MimiModel``, ``JanusVQVAE``, ``Emu3VQVAE``, ``ChameleonVQVAE``).
+"""``transformers``: Hugging Face ``transformers`` layouts: EnCodec, DAC, Mimi, X-Codec and the VQ-VAEs of Janus,
+Emu3 and Chameleon (``EncodecModel``, ``DacModel``, ``MimiModel``, ``XcodecModel``, ``JanusVQVAE``, ``Emu3VQVAE``,
+``ChameleonVQVAE``).
 
 SOURCE is a model directory as ``save_pretrained`` writes it and the hub serves it (``facebook/encodec_24khz``,
 ``descript/dac_44khz``): ``config.json`` (read as plain JSON; its ``model_type`` picks the architecture) and
@@ -8,8 +9,9 @@ the publisher's original layout and go through the ``encodec`` / ``dac`` / ``lla
 layouts of a model give the same discotok tokenizer (Janus's VQ-VAE is LlamaGen's VQGAN; transformers'
 version searches its codebook by Euclidean distance, without LlamaGen's l2 normalisation). Emu3's MoVQ and
 Chameleon's encode-only VQ-VAE are built directly (``discotok.convert.hf_emu3``, ``discotok.convert.hf_chameleon``),
-and Mimi's tensors map to the ``mimi`` encoder and decoder and the ``split_rvq`` quantizer directly
-(``discotok.convert.mimi``).
+Mimi's tensors map to the ``mimi`` encoder and decoder and the ``split_rvq`` quantizer directly
+(``discotok.convert.mimi``), X-Codec's to the ``xcodec`` encoder and decoder and an ``rvq``
+(``discotok.convert.xcodec``).
 ``transformers`` itself is never imported.
 """
 
@@ -20,15 +22,14 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import (
-    ConvertError, Converter, apply_rules, json_object, load_pickle, model_config, split_weight_norm,
-)
-from discotok.convert.dac import read_dac
+from discotok.convert.base import ConvertError, Converter, json_object, load_pickle, model_config
+from discotok.convert.dac import dac_original, read_dac
 from discotok.convert.encodec import read_encodec
 from discotok.convert.hf_chameleon import read_chameleon
 from discotok.convert.hf_emu3 import read_emu3
 from discotok.convert.llamagen import read_llamagen
 from discotok.convert.mimi import read_mimi
+from discotok.convert.xcodec import read_xcodec
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
 
@@ -69,28 +70,6 @@ def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]
     return out
 
 
-def dac_original(state: dict[str, Tensor], encoder_blocks: int, decoder_blocks: int) -> dict[str, Tensor]:
-    """transformers' DAC names -> the ``dac`` package's."""
-    unit = {"snake1": "block.0", "conv1": "block.1", "snake2": "block.2", "conv2": "block.3"}
-    rules = [
-        (r"encoder\.conv1\.(.+)", lambda m: f"encoder.block.0.{m[1]}"),
-        (r"encoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
-         lambda m: f"encoder.block.{int(m[1]) + 1}.block.{int(m[2]) - 1}.{unit[m[3]]}.{m[4]}"),
-        (r"encoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.3.{m[2]}"),
-        (r"encoder\.block\.(\d+)\.conv1\.(.+)", lambda m: f"encoder.block.{int(m[1]) + 1}.block.4.{m[2]}"),
-        (r"encoder\.snake1\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 1}.{m[1]}"),
-        (r"encoder\.conv2\.(.+)", lambda m: f"encoder.block.{encoder_blocks + 2}.{m[1]}"),
-        (r"decoder\.conv1\.(.+)", lambda m: f"decoder.model.0.{m[1]}"),
-        (r"decoder\.block\.(\d+)\.snake1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.0.{m[2]}"),
-        (r"decoder\.block\.(\d+)\.conv_t1\.(.+)", lambda m: f"decoder.model.{int(m[1]) + 1}.block.1.{m[2]}"),
-        (r"decoder\.block\.(\d+)\.res_unit(\d)\.(\w+)\.(.+)",
-         lambda m: f"decoder.model.{int(m[1]) + 1}.block.{int(m[2]) + 1}.{unit[m[3]]}.{m[4]}"),
-        (r"decoder\.snake1\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 1}.{m[1]}"),
-        (r"decoder\.conv2\.(.+)", lambda m: f"decoder.model.{decoder_blocks + 2}.{m[1]}"),
-    ]
-    return {apply_rules(name, rules): tensor for name, tensor in split_weight_norm(state).items()}
-
-
 def janus_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """transformers' Janus VQ-VAE names -> LlamaGen's (the same VQGAN)."""
     out = {}
@@ -110,12 +89,12 @@ def check(config: dict, expected: dict, what: str) -> None:
 
 @CONVERTERS.register("transformers")
 class TransformersConverter(Converter):
-    """``transformers`` model directories of ``EncodecModel``, ``DacModel``, ``MimiModel`` and the Janus, Emu3 and Chameleon
-    VQ-VAEs."""
+    """``transformers`` model directories of ``EncodecModel``, ``DacModel``, ``MimiModel``, ``XcodecModel`` and the
+    Janus, Emu3 and Chameleon VQ-VAEs."""
 
     source_patterns = ("config.json",)
     describe = ("a transformers model directory (config.json + model.safetensors) of EncodecModel, DacModel, MimiModel, "
-                "JanusVQVAE, Emu3VQVAE or ChameleonVQVAE")
+                "XcodecModel, JanusVQVAE, Emu3VQVAE or ChameleonVQVAE")
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
@@ -125,9 +104,9 @@ class TransformersConverter(Converter):
     def read(self, source: Path) -> Tokenizer:
         folder, config = model_config(source, self.describe)
         model_type = config.get("model_type")
-        if model_type not in ("encodec", "dac", "mimi", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
+        if model_type not in ("encodec", "dac", "mimi", "xcodec", "janus_vqgan", "emu3_vqgan", "chameleon_vqgan"):
             raise ConvertError(f"{folder}: model_type {model_type!r}; FORMAT transformers converts 'encodec', 'dac', "
-                               "'mimi', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (xcodec not yet; a whole Emu3 "
+                               "'mimi', 'xcodec', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan' (a whole Emu3 "
                                "or Chameleon model directory is not converted: save its vqmodel alone)")
         if model_type == "emu3_vqgan":
             return read_emu3(read_weights(folder), config, folder)
@@ -141,9 +120,9 @@ class TransformersConverter(Converter):
             check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
                            "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
         state = read_weights(folder)
-        if model_type == "mimi":
+        if model_type in ("mimi", "xcodec"):
             try:
-                return read_mimi(state, config)
+                return (read_mimi if model_type == "mimi" else read_xcodec)(state, config)
             except ConvertError as err:
                 raise ConvertError(f"{folder}: {err}") from None
         if model_type == "encodec":

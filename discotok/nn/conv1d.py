@@ -179,11 +179,12 @@ class ConvTranspose1d(nn.Module):
 class ResidualUnit(nn.Module):
     """SEANet residual unit: act -> dilated conv (to dim / compress) -> act -> 1x1 conv, plus identity (or, with
     ``shortcut``, a 1x1 convolution of the input: EnCodec's ``true_skip=False``). ``depthwise``: the dilated
-    convolution works per channel (SNAC; needs ``compress=1``)."""
+    convolution works per channel (SNAC; needs ``compress=1``); ``bias=False``: both convolutions without bias
+    (X-Codec's semantic encoder)."""
 
     def __init__(
         self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False,
-        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False,
+        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False, bias: bool = True,
     ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
@@ -191,9 +192,9 @@ class ResidualUnit(nn.Module):
             raise ValueError(f"a depthwise residual unit keeps its width: compress must be 1, got {compress}")
         self.act1 = activation(act, dim)
         self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal, pad_mode=pad_mode,
-                            groups=dim if depthwise else 1)
+                            groups=dim if depthwise else 1, bias=bias)
         self.act2 = activation(act, hidden)
-        self.conv2 = Conv1d(hidden, dim, 1)
+        self.conv2 = Conv1d(hidden, dim, 1, bias=bias)
         self.shortcut = Conv1d(dim, dim, 1) if shortcut else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

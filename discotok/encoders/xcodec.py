@@ -1,0 +1,117 @@
+"""``xcodec``: X-Codec's encoder (Ye et al. 2024): a DAC-style acoustic encoder and a HuBERT semantic branch, joined.
+
+The waveform goes, as it is, to the ``acoustic`` encoder (our ``audio`` encoder, DAC's layout) and, zero-padded
+by half a hop on each side, to ``hubert`` (``discotok.nn.hubert``): the mean of HuBERT's hidden states passes
+through the semantic convolutions (a convolution, then per block residual units of ELU / dilated convolution /
+ELU / 1x1, all without bias, and a stride-1 convolution of width ``dim * channel_ratios[i]``). Both give one
+frame per hop; they are concatenated (acoustic first) and mixed by a linear map ``fc`` to the code space.
+
+HuBERT is frozen as in X-Codec's training (``train_hubert=False``: run without gradients, its parameters not
+trained); ``train_hubert=True`` lets fine-tuning reach it.
+
+HuBERT sees the input at the tokenizer's sample rate: transformers' ``XcodecModel`` does not resample (the
+published models are 16 kHz, HuBERT's rate); files are resampled to that rate on load.
+
+An item of L samples is encoded as the item zero-padded to whole hops (``ceil(L / hop)`` frames), in a padded
+batch too. transformers' ``XcodecModel`` encodes a clip whose length is not a multiple of the hop differently:
+floor((L - 80) / 320) + 1 frames for X-Codec's hop of 320, the acoustic input shifted by half a hop for some
+lengths; clips of whole hops give the same frames both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from discotok.encoders.audio import AudioEncoder
+from discotok.encoders.base import EncoderOutput, WaveformEncoder
+from discotok.layout import Layout
+from discotok.nn.conv1d import Conv1d, ResidualUnit, apply_mask, length_mask
+from discotok.nn.hubert import Hubert
+from discotok.nn.waveform import check_audio_batch, check_lengths
+from discotok.registry import ENCODERS
+
+
+class SemanticConvs(nn.Module):
+    """X-Codec's semantic encoder: (B, dim, N) -> (B, dim * channel_ratios[-1], N), frame for frame."""
+
+    def __init__(self, dim: int, kernel_size: int, channel_ratios: Sequence[float], dilations: Sequence[int],
+                 unit_kernel_size: int) -> None:
+        super().__init__()
+        self.stem = Conv1d(dim, dim, kernel_size, bias=False)
+        self.blocks = nn.ModuleList()
+        width = dim
+        for ratio in channel_ratios:
+            block = nn.Module()
+            block.units = nn.ModuleList(ResidualUnit(width, unit_kernel_size, d, 1, "elu", bias=False)
+                                        for d in dilations)
+            block.conv = Conv1d(width, int(dim * ratio), 3)
+            width = int(dim * ratio)
+            self.blocks.append(block)
+        self.out_dim = width
+
+    def forward(self, h: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.stem(h, mask)
+        for block in self.blocks:
+            for unit in block.units:
+                h = unit(h, mask)
+            h = block.conv(h, mask)
+        return h
+
+
+@ENCODERS.register("xcodec")
+class XcodecEncoder(WaveformEncoder):
+    """Mono waveforms (B, 1, T), T a multiple of the hop -> (B, T / hop, dim) (see the module docstring).
+
+    ``acoustic``: the ``audio`` encoder's keyword arguments; ``hubert``: ``discotok.nn.hubert.Hubert``'s;
+    ``dim``: the code space (the acoustic latent and HuBERT's width together, X-Codec's ``hidden_size``);
+    ``train_hubert``: whether training reaches HuBERT (X-Codec's: no).
+    """
+
+    def __init__(
+        self,
+        acoustic: dict,
+        hubert: dict,
+        dim: int,
+        kernel_size: int = 3,
+        channel_ratios: Sequence[float] = (1, 1),
+        block_dilations: Sequence[int] = (1, 1),
+        unit_kernel_size: int = 3,
+        train_hubert: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels = 1
+        self.train_hubert = bool(train_hubert)
+        self.acoustic = AudioEncoder(**{**acoustic, "in_channels": 1})
+        self.hop_length = self.acoustic.hop_length
+        self.pad = self.hop_length // 2
+        self.semantic = Hubert(**hubert).requires_grad_(self.train_hubert)
+        for n in (1, 7):  # HuBERT's frames of whole hops padded by half a hop on each side: one per hop
+            if self.semantic.num_frames(n * self.hop_length + 2 * self.pad) != n:
+                raise ValueError(f"HuBERT's convolutions (kernels {self.semantic.features.kernels}, strides "
+                                 f"{self.semantic.features.strides}) do not give one frame per hop of {self.hop_length}")
+        width = self.semantic.projection.out_features
+        self.semantic_encoder = SemanticConvs(width, kernel_size, channel_ratios, block_dilations, unit_kernel_size)
+        self.fc = nn.Linear(self.acoustic.head.conv.out_channels + self.semantic_encoder.out_dim, dim)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None, num_tokens: int | None = None) -> EncoderOutput:
+        """``lengths`` (B,) valid samples per item, or None when every item fills ``x``."""
+        check_audio_batch(x, 1, self.hop_length)
+        padded, mask = None, None
+        if lengths is not None:
+            lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
+            x = apply_mask(x, length_mask(lengths, x.shape[-1]))
+            padded = -(-lengths // self.hop_length) * self.hop_length  # the item zero-padded to whole hops
+        acoustic = self.acoustic(x, lengths).z
+        hubert_lengths = None if padded is None else padded + 2 * self.pad
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_hubert):
+            semantic = self.semantic(F.pad(x[:, 0], (self.pad, self.pad)), hubert_lengths)
+        if padded is not None:
+            mask = length_mask(padded // self.hop_length, semantic.shape[1])
+        semantic = self.semantic_encoder(rearrange(semantic, "b n d -> b d n"), mask)
+        z = self.fc(torch.cat([acoustic, rearrange(semantic, "b d n -> b n d")], dim=-1))
+        return EncoderOutput(z, Layout("frames", (z.shape[1],)))
