@@ -24,11 +24,15 @@ LENGTHS = [9601, 4000, 963, 5]
 
 @pytest.fixture(autouse=True)
 def flush_denormals():
-    """Denormal floats flushed to zero while these tests run, on both sides alike: the random LSTMs' states decay
-    into denormals, which CPUs compute about 100 times slower (measured: 12.6 s -> 0.07 s for one reference)."""
+    """Denormal floats flushed to zero while these tests run, on both sides alike, in one thread (the flag is the
+    calling thread's): the random networks meet denormals, which CPUs compute about 100 times slower (measured:
+    12.6 s -> 0.07 s for one reference; the segments test 149 s in two threads on a busy machine, 0.5 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     yield
-    torch.set_flush_denormal(False)  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
 
 
 def stereo(speech_clips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -48,7 +52,8 @@ def small_reference(ratios: tuple[int, ...] = (4, 2)) -> torch.nn.Module:
     from encodec.modules import SEANetDecoder, SEANetEncoder
     from encodec.quantization import ResidualVectorQuantizer
 
-    parts = {"channels": 2, "dimension": 16, "n_filters": 4, "ratios": list(ratios), "causal": False, "norm": "time_group_norm"}
+    parts = {"channels": 2, "dimension": 16, "n_filters": 4, "ratios": list(ratios), "causal": False,
+             "norm": "time_group_norm"}
     quantizer = ResidualVectorQuantizer(dimension=16, n_q=4, bins=32)
     return encodec.EncodecModel(SEANetEncoder(**parts), SEANetDecoder(**parts), quantizer, [3.0, 6.0], 48_000, 2)
 
@@ -60,7 +65,8 @@ def reference(kind: str, clips: list[torch.Tensor], ratios: tuple[int, ...] = (4
     so the audio stays inside [-1, 1] (our decode clamps); one segment, no loudness normalisation."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = small_reference(ratios) if kind == "small" else encodec.EncodecModel.encodec_model_48khz(pretrained=False)
+        full = kind != "small"
+        model = encodec.EncodecModel.encodec_model_48khz(pretrained=False) if full else small_reference(ratios)
     model.segment, model.normalize = None, False
     model = randomised(model)
     residual = torch.cat([rearrange(model.encoder(c[None]), "1 d n -> n d") for c in clips])
@@ -100,7 +106,7 @@ def test_converted_encodec48_gives_the_reference_ids_and_audio(kind, tmp_path, s
             n = clip.shape[-1]
             assert (decoded[b, :, :n] - expected).abs().max() < 1e-4, f"item {b}"
             alone = tok.decode(ids[b : b + 1, :frames])[0]
-            whole = ref.decode(ref.encode(clip[None]))[0]  # frames x hop samples (full size: 48000 -> 48160 in 1-s segments)
+            whole = ref.decode(ref.encode(clip[None]))[0]  # frames x hop samples, not cut to the clip
             assert alone.shape == whole.shape and (alone - whole).abs().max() < 1e-4, f"item {b}"
     assert len(distinct) > min(tok.quantizer.codebook_size, total) // 2, f"only {len(distinct)} distinct of {total} ids"
     for bandwidth in ref.target_bandwidths:
@@ -129,8 +135,9 @@ def test_encodec48_bandwidths_and_bad_input(tmp_path, speech_clips):
     del state["encoder.model.0.conv.norm.weight"]
     state["decoder.model.3.convtr.norm.bias"] = torch.zeros(5)
     torch.save(state, tmp_path / "edited.th")
-    with pytest.raises(ConvertError, match=r"missing: encoder.stem.norm.weight; .*mis-shaped: decoder.stages.0.up.norm.bias "
-                                           r"\(the source's decoder.model.3.convtr.norm.bias\) \(5,\) \(expected \(8,\)\)"):
+    with pytest.raises(ConvertError, match=r"missing: encoder.stem.norm.weight; .*mis-shaped: "
+                                           r"decoder.stages.0.up.norm.bias \(the source's "
+                                           r"decoder.model.3.convtr.norm.bias\) \(5,\) \(expected \(8,\)\)"):
         convert("encodec", tmp_path / "edited.th")
     mixed = small_reference().state_dict()
     mixed["encoder.model.0.conv.conv.weight_v"] = mixed.pop("encoder.model.0.conv.conv.weight")
