@@ -185,3 +185,27 @@ def test_segments_give_the_reference_default_encode_and_decode(tmp_path, speech_
         codes = ref.encode(short)[1][0]
     assert codes.shape[1] == 2  # 3 kbps at 300 frames/s of 32 codes
     assert torch.equal(encode_segments(tok, short, depth=2).ids[1], rearrange(codes, "b k n -> b n k"))
+
+
+def test_full_size_segments_give_the_reference_default_coding(tmp_path, speech_clips):
+    """The full-size 48 kHz model coded the publisher's way: 72001 samples, two segments (150 and 77 frames)."""
+    from discotok.convert.encodec_segments import decode_segments, encode_segments
+
+    speech = torch.cat(speech_clips, dim=-1)[0]
+    x = torch.stack([speech[:72_001], 0.3 * speech[500:72_501]])[None]
+    ref = reference("48khz", [x[0]])
+    ref.segment, ref.normalize = 1.0, True
+    torch.save(ref.state_dict(), tmp_path / "encodec_48khz.th")
+    tok = convert("encodec", tmp_path / "encodec_48khz.th")
+    with torch.no_grad():
+        frames = ref.encode(x)
+        expected = ref.decode(frames)
+    segments = encode_segments(tok, x)
+    assert [ids.shape[1] for ids in segments.ids] == [codes.shape[-1] for codes, _ in frames] == [150, 77]
+    for ours, (codes, _) in zip(segments.ids, frames):
+        assert torch.equal(ours, rearrange(codes, "b k n -> b n k"))
+    assert torch.equal(segments.scales, torch.cat([scale for _, scale in frames], dim=1))
+    assert torch.cat([ids.flatten() for ids in segments.ids]).unique().numel() > 300
+    decoded = decode_segments(tok, segments)
+    assert decoded.shape == expected.shape == (1, 2, 72_160)
+    assert (decoded - expected).abs().max() < 1e-4
