@@ -1,7 +1,8 @@
 """``discotok convert encodec`` on the 48 kHz stereo family (the encodec package 0.1.1, random weights, time group
 norm, not causal): the converted tokenizer gives the reference's ids and audio with ``segment=None`` and
 ``normalize=False`` (one segment, no loudness scale), item by item inside padded batches of stereo clips of any
-lengths; 3 / 6 / 12 / 24 kbps are depths 2 / 4 / 8 / 16."""
+lengths; 3 / 6 / 12 / 24 kbps are depths 2 / 4 / 8 / 16. ``discotok.convert.encodec_segments`` gives the reference's
+default coding (1-s segments, loudness scales, overlap-add): the same ids per segment, scales and audio."""
 
 from __future__ import annotations
 
