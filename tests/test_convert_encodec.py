@@ -1,5 +1,6 @@
 """``discotok convert encodec``: EnCodec 24 kHz state dicts (the encodec package 0.1.1, random weights) give the
-reference's ids and audio, item by item, inside padded batches of any lengths; bandwidths are depths."""
+reference's ids and audio, item by item, inside padded batches of any lengths; bandwidths are depths (the 48 kHz
+family: ``tests/test_convert_encodec48.py``)."""
 
 from __future__ import annotations
 
@@ -69,12 +70,6 @@ def test_converted_encodec_gives_the_reference_ids_and_audio(kind, tmp_path, spe
 
 
 def test_other_sources_are_refused_with_the_reason(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stereo = encodec.EncodecModel.encodec_model_48khz(pretrained=False)
-    torch.save(stereo.state_dict(), tmp_path / "encodec_48khz.th")
-    with pytest.raises(ConvertError, match="this is an EnCodec 48 kHz model .* converts the 24 kHz family"):
-        convert("encodec", tmp_path / "encodec_48khz.th")
     torch.save({"state_dict": {}, "metadata": {"kwargs": {}}}, tmp_path / "dac.pth")
     with pytest.raises(ConvertError, match="not an EnCodec state dict"):
         convert("encodec", tmp_path / "dac.pth")

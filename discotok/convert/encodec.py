@@ -1,12 +1,24 @@
-"""``encodec``: Meta's EnCodec 24 kHz checkpoints (the ``encodec`` package, 0.1.1).
+"""``encodec``: Meta's EnCodec checkpoints (the ``encodec`` package, 0.1.1), 24 kHz and 48 kHz.
 
-SOURCE is the ``.th`` state dict the publisher distributes (``encodec_24khz-d7cc33bc.th``). It
-carries no config, so the architecture is read from the tensors: the SEANet widths, kernel sizes
-and ratios (a downsampling convolution's kernel is twice its ratio), the LSTM's layers, the
-number and size of the codebooks. It is the causal 24 kHz family (weight norm, reflect padding,
-1x1 convolution skips, a 2-layer LSTM with a skip, an RVQ of Euclidean EMA codebooks; 75 frames
-per second; 1.5 / 3 / 6 / 12 / 24 kbps = depth 2 / 4 / 8 / 16 / 32). The 48 kHz stereo model (time
-group norm, 1-second segments with overlap-add and loudness scales) is refused with that reason.
+SOURCE is the ``.th`` state dict the publisher distributes (``encodec_24khz-d7cc33bc.th``,
+``encodec_48khz-7e698e3e.th``). It carries no config, so the architecture is read from the tensors:
+the SEANet widths, kernel sizes, channels and ratios (a downsampling convolution's kernel is twice its
+ratio), the LSTM's layers, the number and size of the codebooks, and the family from the normalisation:
+
+* 24 kHz (weight norm, ``weight_g`` / ``weight_v``): causal, reflect padding, 1x1 convolution skips, a
+  2-layer LSTM with a skip, an RVQ of Euclidean EMA codebooks; 75 frames per second; 1.5 / 3 / 6 / 12 / 24
+  kbps = depth 2 / 4 / 8 / 16 / 32.
+* 48 kHz stereo (``conv.norm.*``: every convolution followed by ``GroupNorm(1, C)``, EnCodec's
+  ``time_group_norm``; plain weights, held in our weight norm): the same SEANet, not causal, 2 channels;
+  150 frames per second; 3 / 6 / 12 / 24 kbps = depth 2 / 4 / 8 / 16.
+
+  The converted tokenizer is the 48 kHz network applied to a whole clip as one segment, without loudness
+  normalisation: the reference with ``model.segment = None`` and ``model.normalize = False``. The
+  publisher's default ``encode`` (1-second segments at a stride of 0.99 s, each divided by its RMS
+  ``scale``, a float per segment the decoder multiplies back, then overlap-added) is not reproduced: our
+  ids ``(B, frames, depth)`` carry no per-segment scales; its last group norm sets the decoded level (about
+  unit RMS), not the input's. ``discotok.convert.encodec_segments`` codes the publisher's way, exactly, with
+  the scales as a second output. The config's ``metadata`` says so.
 
 Differences from the reference, by design: padded batches give each item what it gets alone.
 """
@@ -18,14 +30,20 @@ from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, load_pickle, rename
+from discotok.convert.base import ConvertError, Converter, assemble, load_pickle, rename, split_weight_norm
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
 
 SAMPLE_RATE = 24_000
+SAMPLE_RATE_48K = 48_000
 WEIGHT = "conv.conv.weight_v"
 UNIT = {"block.1": "conv1", "block.3": "conv2", "shortcut": "shortcut"}
+PART = {"convtr": "conv", "norm": "norm"}
+WHOLE_CLIP = ("encode / decode: the 48 kHz network on a whole clip as one segment, without loudness normalisation "
+              "(the encodec package's model with segment=None, normalize=False; decoded at the level learnt for "
+              "normalised segments); the publisher's 1-second segments with their loudness scales: "
+              "discotok.convert.encodec_segments.encode_segments / decode_segments")
 
 
 def shape(state: dict[str, Tensor], key: str) -> tuple[int, ...]:
@@ -44,15 +62,21 @@ def stages(state: dict[str, Tensor], side: str, first: int) -> int:
     return n
 
 
+def grouped(state: dict[str, Tensor]) -> bool:
+    """Whether ``state`` is the 48 kHz family's (time group norm: ``conv.norm.*``, plain weights)."""
+    return any(".norm." in k for k in state)
+
+
 def encodec_config(
-    state: dict[str, Tensor], sample_rate: int = SAMPLE_RATE, causal: bool = True, pad_mode: str = "reflect",
+    state: dict[str, Tensor], sample_rate: int | None = None, causal: bool | None = None, pad_mode: str = "reflect",
     shortcut: bool = True,
 ) -> tuple[dict, int]:
-    """Our tokenizer config read from EnCodec's tensors (and what they do not say: the rate, causality, padding
-    and skips of the 24 kHz family unless given), and its number of stages."""
-    if any(".norm." in k for k in state):
-        raise ConvertError("this is an EnCodec 48 kHz model (time group norm, segments with overlap-add); "
-                           "FORMAT encodec converts the 24 kHz family (weight norm)")
+    """Our tokenizer config read from EnCodec's tensors (weight norm as ``weight_g`` / ``weight_v``; and what they
+    do not say: the rate and causality of the family unless given, its padding and skips), and its number of
+    stages."""
+    norm = grouped(state)
+    rate = sample_rate or (SAMPLE_RATE_48K if norm else SAMPLE_RATE)
+    causal = not norm if causal is None else causal
     filters, channels, kernel = shape(state, f"encoder.model.0.{WEIGHT}")
     n = stages(state, "encoder", 1)
     ratios = [shape(state, f"encoder.model.{3 + 3 * i}.{WEIGHT}")[2] // 2 for i in range(n)][::-1]
@@ -66,36 +90,40 @@ def encodec_config(
     common = {"latent_dim": dimension, "channels": filters, "ratios": ratios, "dilations": [1], "kernel_size": kernel,
               "last_kernel_size": last_kernel, "residual_kernel_size": residual_kernel, "compress": filters // hidden,
               "activation": "elu", "sequence": "lstm", "sequence_layers": lstm, "causal": causal,
-              "pad_mode": "zeros" if pad_mode == "constant" else pad_mode, "residual_shortcut": shortcut}
+              "pad_mode": "zeros" if pad_mode == "constant" else pad_mode, "residual_shortcut": shortcut,
+              **({"conv_norm": "time_group"} if norm else {})}
     encoder = {"name": "audio", "in_channels": channels, **common}
     decoder = {"name": "audio", "out_channels": channels, **common}
     quantizer = {"name": "rvq", "dim": code_dim, "depth": len(layers), "codebook_size": bins, "ema": True, "decay": 0.99,
                  "kmeans_init": False, "dead_code_threshold": 2.0, "quantizer_dropout": 0.5, "commitment_weight": 1.0}
-    config = tokenizer_config(encoder, quantizer, decoder, modality="audio", sample_rate=sample_rate, channels=channels,
-                              metadata={"converted_from": "encodec"})
+    metadata = {"converted_from": "encodec", **({"segments": WHOLE_CLIP} if norm else {})}
+    config = tokenizer_config(encoder, quantizer, decoder, modality="audio", sample_rate=rate, channels=channels,
+                              metadata=metadata)
     return config, n
 
 
 def encodec_rules(n: int) -> list:
-    """(pattern, our name of a match) for every tensor of an EnCodec of ``n`` stages (weight norm already renamed)."""
-    conv = r"conv\.conv\.(.+)"
+    """(pattern, our name of a match) for every tensor of an EnCodec of ``n`` stages (weight norm already renamed;
+    ``conv.norm.*`` / ``convtr.norm.*``: the 48 kHz family's group norms)."""
+    conv = r"conv\.(conv|norm)\.(.+)"
 
     def stage(first: int):
         return lambda x: (int(x[1]) - first) // 3
 
     return [
-        (rf"encoder\.model\.0\.{conv}", lambda x: f"encoder.stem.conv.{x[1]}"),
+        (rf"encoder\.model\.0\.{conv}", lambda x: f"encoder.stem.{x[1]}.{x[2]}"),
         (rf"encoder\.model\.(\d+)\.(block\.1|block\.3|shortcut)\.{conv}",
-         lambda x: f"encoder.stages.{stage(1)(x)}.units.0.{UNIT[x[2]]}.conv.{x[3]}"),
+         lambda x: f"encoder.stages.{stage(1)(x)}.units.0.{UNIT[x[2]]}.{x[3]}.{x[4]}"),
         (rf"encoder\.model\.{1 + 3 * n}\.lstm\.(.+)", lambda x: f"encoder.sequence.net.{x[1]}"),
-        (rf"encoder\.model\.{3 + 3 * n}\.{conv}", lambda x: f"encoder.head.conv.{x[1]}"),
-        (rf"encoder\.model\.(\d+)\.{conv}", lambda x: f"encoder.stages.{stage(3)(x)}.down.conv.{x[2]}"),
-        (rf"decoder\.model\.0\.{conv}", lambda x: f"decoder.stem.conv.{x[1]}"),
+        (rf"encoder\.model\.{3 + 3 * n}\.{conv}", lambda x: f"encoder.head.{x[1]}.{x[2]}"),
+        (rf"encoder\.model\.(\d+)\.{conv}", lambda x: f"encoder.stages.{stage(3)(x)}.down.{x[2]}.{x[3]}"),
+        (rf"decoder\.model\.0\.{conv}", lambda x: f"decoder.stem.{x[1]}.{x[2]}"),
         (r"decoder\.model\.1\.lstm\.(.+)", lambda x: f"decoder.sequence.net.{x[1]}"),
-        (r"decoder\.model\.(\d+)\.convtr\.convtr\.(.+)", lambda x: f"decoder.stages.{stage(3)(x)}.up.conv.{x[2]}"),
+        (r"decoder\.model\.(\d+)\.convtr\.(convtr|norm)\.(.+)",
+         lambda x: f"decoder.stages.{stage(3)(x)}.up.{PART[x[2]]}.{x[3]}"),
         (rf"decoder\.model\.(\d+)\.(block\.1|block\.3|shortcut)\.{conv}",
-         lambda x: f"decoder.stages.{stage(4)(x)}.units.0.{UNIT[x[2]]}.conv.{x[3]}"),
-        (rf"decoder\.model\.{3 + 3 * n}\.{conv}", lambda x: f"decoder.head.conv.{x[1]}"),
+         lambda x: f"decoder.stages.{stage(4)(x)}.units.0.{UNIT[x[2]]}.{x[3]}.{x[4]}"),
+        (rf"decoder\.model\.{3 + 3 * n}\.{conv}", lambda x: f"decoder.head.{x[1]}.{x[2]}"),
         (r"quantizer\.vq\.layers\.(\d+)\._codebook\.embed", lambda x: f"quantizer.levels.{x[1]}.codebook"),
         (r"quantizer\.vq\.layers\.(\d+)\._codebook\.embed_avg", lambda x: f"quantizer.levels.{x[1]}.embed_sum"),
         (r"quantizer\.vq\.layers\.(\d+)\._codebook\.cluster_size", lambda x: f"quantizer.levels.{x[1]}.cluster_size"),
@@ -104,22 +132,28 @@ def encodec_rules(n: int) -> list:
 
 @CONVERTERS.register("encodec")
 class EncodecConverter(Converter):
-    """EnCodec 24 kHz ``.th`` state dicts."""
+    """EnCodec ``.th`` state dicts: the 24 kHz family (weight norm) and the 48 kHz stereo one (time group norm)."""
 
     source_patterns = ("*.th",)
-    describe = "an EnCodec .th state dict (the encodec package's EncodecModel, 24 kHz family)"
+    describe = "an EnCodec .th state dict (the encodec package's EncodecModel, 24 or 48 kHz)"
 
     def read(self, source: Path) -> Tokenizer:
         state = load_pickle(source, self.describe)
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
             raise ConvertError(f"{source}: not an EnCodec state dict (a flat name -> tensor mapping); found {found}")
+        if grouped(state):
+            plain = [k for k in state if re.search(r"\.(conv|convtr)\.weight_[gv]$", k)]
+            if plain:
+                raise ConvertError(f"{source}: not an EnCodec state dict: group norms (conv.norm.*) beside weight-norm "
+                                   f"tensors ({plain[0]}); neither the 24 kHz nor the 48 kHz family")
+            state = split_weight_norm(state)
         return read_encodec(state, source)
 
 
 def read_encodec(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
-    """The tokenizer of an EnCodec's tensors (the ``encodec`` package's names); ``architecture``: what the tensors
-    do not say (``encodec_config``'s keyword arguments)."""
+    """The tokenizer of an EnCodec's tensors (the ``encodec`` package's names, weights as ``weight_g`` /
+    ``weight_v``); ``architecture``: what the tensors do not say (``encodec_config``'s keyword arguments)."""
     try:
         config, n = encodec_config(state, **architecture)
     except ConvertError as err:

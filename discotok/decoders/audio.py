@@ -10,7 +10,8 @@ pads on the left and trims transposed convolutions on the right: sample t depend
 ``upsample_crop="half_stride"`` crops ``ceil(r / 2)`` samples from each side of every transposed
 convolution, as DAC does: with an odd ratio a stage comes out one sample short, and the output is
 zero-padded on the right to N * hop. ``final_activation="tanh"`` bounds the output (DAC).
-``pad_mode`` and ``residual_shortcut`` as for the ``audio`` encoder (EnCodec: ``reflect``, True).
+``pad_mode``, ``residual_shortcut`` and ``conv_norm`` as for the ``audio`` encoder (EnCodec: ``reflect``, True;
+48 kHz: ``time_group``, the transposed convolutions' norm taken before their trim, as EnCodec's).
 
 SNAC's options: ``depthwise`` makes the stem a depthwise then a pointwise convolution and the residual
 units' dilated convolutions per-channel; ``noise`` adds a noise block after every upsampling
@@ -77,6 +78,7 @@ class AudioDecoder(WaveformDecoder):
         noise: bool = False,
         attention_window: int = 32,
         frames_per_token: int = 1,
+        conv_norm: str = "none",
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
@@ -93,27 +95,29 @@ class AudioDecoder(WaveformDecoder):
         self.frames_per_token = int(frames_per_token)
         self.hop_length = math.prod(self.ratios) * self.frames_per_token
         width = channels * 2 ** len(self.ratios)
-        stem = SeparableConv1d if depthwise else Conv1d
-        self.stem = stem(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode)
+        if depthwise and conv_norm != "none":
+            raise ValueError("conv_norm applies to the plain (not depthwise) SEANet decoder")
+        self.stem = (SeparableConv1d(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode) if depthwise else
+                     Conv1d(latent_dim, width, kernel_size, causal=causal, pad_mode=pad_mode, norm=conv_norm))
         self.sequence = SequenceModel(width, sequence, sequence_layers, sequence_heads, causal, attention_window)
         self.stages = nn.ModuleList()
         for r in self.ratios:
             stage = nn.Module()
             stage.act = make_activation(activation, width)
             crop = math.ceil(r / 2) if upsample_crop == "half_stride" else None
-            stage.up = ConvTranspose1d(width, width // 2, 2 * r, stride=r, causal=causal, crop=crop)
+            stage.up = ConvTranspose1d(width, width // 2, 2 * r, stride=r, causal=causal, crop=crop, norm=conv_norm)
             stage.short = 0 if crop is None else 2 * crop - r  # samples short of r per frame (odd r, cropped)
             stage.stride = r
             width //= 2
             stage.noise = NoiseBlock(width) if noise else nn.Identity()
             stage.units = nn.ModuleList(
                 ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
-                             depthwise)
+                             depthwise, conv_norm)
                 for d in dilations
             )
             self.stages.append(stage)
         self.act = make_activation(activation, width)
-        self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal, pad_mode=pad_mode)
+        self.head = Conv1d(width, out_channels, last_kernel_size, causal=causal, pad_mode=pad_mode, norm=conv_norm)
         self.final = nn.Tanh() if final_activation == "tanh" else nn.Identity()
 
     def stream(self) -> Chain:

@@ -28,6 +28,8 @@ of the attention and whole tokens, hop * lcm(s, window) as SNAC pads.
 the item zero-padded to whole hops; ``"stride"`` the item as it is, every convolution extending its own
 input with zeros to whole strides (transformers' Mimi, EnCodec's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
 frames; they differ in the last one. Reflect padding always extends by strides, by reflection.
+``conv_norm="time_group"`` follows every convolution with a ``GroupNorm(1, C)`` over each item's own length
+(EnCodec 48 kHz's ``time_group_norm``; not causal).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class AudioEncoder(WaveformEncoder):
         attention_window: int = 32,
         frames_per_token: int = 1,
         pad_to: str = "hop",
+        conv_norm: str = "none",
     ) -> None:
         super().__init__()
         if not ratios or any(int(r) < 1 for r in ratios):
@@ -94,18 +97,18 @@ class AudioEncoder(WaveformEncoder):
         self.frames_per_token = int(frames_per_token)
         self.hop_length = math.prod(self.ratios) * self.frames_per_token
         self.causal = bool(causal)
-        self.stem = Conv1d(in_channels, channels, kernel_size, causal=causal, pad_mode=pad_mode)
+        self.stem = Conv1d(in_channels, channels, kernel_size, causal=causal, pad_mode=pad_mode, norm=conv_norm)
         self.stages = nn.ModuleList()
         width = channels
         for r in reversed(self.ratios):
             stage = nn.Module()
             stage.units = nn.ModuleList(
                 ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
-                             depthwise)
+                             depthwise, conv_norm)
                 for d in dilations
             )
             stage.act = make_activation(activation, width)
-            stage.down = Conv1d(width, 2 * width, 2 * r, stride=r, causal=causal, pad_mode=pad_mode)
+            stage.down = Conv1d(width, 2 * width, 2 * r, stride=r, causal=causal, pad_mode=pad_mode, norm=conv_norm)
             stage.stride = r
             self.stages.append(stage)
             width *= 2
@@ -113,7 +116,7 @@ class AudioEncoder(WaveformEncoder):
         self.multiple = math.prod(self.ratios) * math.lcm(self.frames_per_token, self.sequence.window)
         self.act = make_activation(activation, width) if head_activation else nn.Identity()
         self.head = Conv1d(width, latent_dim, last_kernel_size, causal=causal, pad_mode=pad_mode,
-                           groups=width if depthwise else 1)
+                           groups=width if depthwise else 1, norm=conv_norm)
 
     @property
     def length_multiple(self) -> int:

@@ -11,6 +11,10 @@ is extended on the right by reflection to whole strides (``ceil(L / s)`` frames)
 batch each item is reflected about its own end (its length read from ``mask``).
 ``pad_mode="replicate"`` (Mimi's frame-rate convolution) repeats the first sample on the left and each
 item's last valid sample past its length.
+
+``norm="time_group"`` (EnCodec 48 kHz) follows a convolution with ``TimeGroupNorm`` (``GroupNorm(1, C)``)
+over each item's own output length (a transposed convolution's before its trim, as EnCodec's); it looks
+at the whole item, so it is never causal.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from discotok.nn.time_group_norm import CONV_NORMS, TimeGroupNorm
 
 ACTIVATIONS = ("elu", "snake", "gelu", "silu")
 PAD_MODES = ("zeros", "reflect", "replicate")
@@ -97,10 +103,26 @@ def reflect_pad(
     return gathered * keep[:, None, :].to(x.dtype)
 
 
+def conv_norm(norm: str, channels: int, causal: bool) -> TimeGroupNorm | None:
+    """The normalisation after a convolution: None (``"none"``) or ``TimeGroupNorm`` (``"time_group"``)."""
+    if norm not in CONV_NORMS:
+        raise ValueError(f"norm must be one of {CONV_NORMS}, got {norm!r}")
+    if norm == "none":
+        return None
+    if causal:
+        raise ValueError("a time group norm looks at the whole item: it cannot be causal")
+    return TimeGroupNorm(channels)
+
+
+def mask_lengths(mask: Tensor | None) -> Tensor | None:
+    """Valid lengths (B,) of a mask (B, 1, T); None passes through."""
+    return None if mask is None else mask[:, 0].sum(-1).long()
+
+
 class Conv1d(nn.Module):
     """Weight-normalised Conv1d with its own padding (zeros, reflect or replicate, see the module docstring):
     causal (left) or centred; ``groups`` as ``nn.Conv1d``'s (``groups=in_channels``: depthwise); ``bias=False``
-    leaves the bias out."""
+    leaves the bias out; ``norm="time_group"``: a ``TimeGroupNorm`` after it."""
 
     def __init__(
         self,
@@ -113,6 +135,7 @@ class Conv1d(nn.Module):
         pad_mode: str = "zeros",
         groups: int = 1,
         bias: bool = True,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         if pad_mode not in PAD_MODES:
@@ -124,16 +147,24 @@ class Conv1d(nn.Module):
         self.pad = (total, 0) if causal else (total - total // 2, total // 2)
         self.stride = stride
         self.pad_mode = pad_mode
+        self.norm = conv_norm(norm, out_channels, causal)
+
+    def convolve(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """The padded convolution alone (no norm)."""
+        if self.pad_mode == "reflect":
+            return self.conv(reflect_pad(x, self.pad, self.stride, mask_lengths(mask)))
+        if self.pad_mode == "replicate":
+            return self.conv(F.pad(replicate_past(x, mask_lengths(mask)), self.pad, mode="replicate"))
+        return self.conv(F.pad(apply_mask(x, mask), self.pad))
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """(B, C, T) -> (B, C', T / stride); ``mask`` (B, 1, T) zeroes the input's padding."""
-        if self.pad_mode == "reflect":
-            lengths = None if mask is None else mask[:, 0].sum(-1).long()
-            return self.conv(reflect_pad(x, self.pad, self.stride, lengths))
-        if self.pad_mode == "replicate":
-            lengths = None if mask is None else mask[:, 0].sum(-1).long()
-            return self.conv(F.pad(replicate_past(x, lengths), self.pad, mode="replicate"))
-        return self.conv(F.pad(apply_mask(x, mask), self.pad))
+        """(B, C, T) -> (B, C', T / stride); ``mask`` (B, 1, T) zeroes the input's padding (and limits the norm's
+        statistics to each item's ``ceil(length / stride)`` outputs)."""
+        y = self.convolve(x, mask)
+        if self.norm is None:
+            return y
+        lengths = mask_lengths(mask)
+        return self.norm(y, None if lengths is None else -(-lengths // self.stride))
 
 
 class SeparableConv1d(nn.Module):
@@ -157,22 +188,29 @@ class ConvTranspose1d(nn.Module):
     Causal: the surplus is cut on the right, so output sample t depends on frames <= t / stride.
     ``crop=c`` instead cuts c samples from each side (PyTorch's ``padding``; DAC's ``ceil(stride / 2)``,
     one sample short of ``stride * T`` for an odd stride). ``groups`` (``in_channels``: depthwise, as Mimi's
-    frame-rate upsampling) and ``bias`` as ``nn.ConvTranspose1d``'s.
+    frame-rate upsampling) and ``bias`` as ``nn.ConvTranspose1d``'s. ``norm="time_group"``: a ``TimeGroupNorm``
+    before the trim (EnCodec's ``NormConvTranspose1d``), over each item's ``(frames - 1) * stride + kernel_size``
+    untrimmed outputs.
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int, causal: bool = False,
-        crop: int | None = None, groups: int = 1, bias: bool = True,
+        crop: int | None = None, groups: int = 1, bias: bool = True, norm: str = "none",
     ) -> None:
         super().__init__()
         conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
         self.conv = weight_norm(conv)
         total = kernel_size - stride
         self.trim = (crop, crop) if crop is not None else (0, total) if causal else (total - total // 2, total // 2)
+        self.norm = conv_norm(norm, out_channels, causal)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """(B, C, N) -> (B, C', N * stride); ``mask`` (B, 1, N) zeroes padded frames first."""
         y = self.conv(apply_mask(x, mask))
+        if self.norm is not None:
+            frames = mask_lengths(mask)
+            stride, kernel = self.conv.stride[0], self.conv.kernel_size[0]
+            y = self.norm(y, None if frames is None else (frames - 1) * stride + kernel)
         return y[..., self.trim[0] : y.shape[-1] - self.trim[1]]
 
 
@@ -180,11 +218,11 @@ class ResidualUnit(nn.Module):
     """SEANet residual unit: act -> dilated conv (to dim / compress) -> act -> 1x1 conv, plus identity (or, with
     ``shortcut``, a 1x1 convolution of the input: EnCodec's ``true_skip=False``). ``depthwise``: the dilated
     convolution works per channel (SNAC; needs ``compress=1``); ``bias=False``: both convolutions without bias
-    (X-Codec's semantic encoder)."""
+    (X-Codec's semantic encoder). ``norm``: every convolution's (``Conv1d``)."""
 
     def __init__(
         self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False,
-        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False, bias: bool = True,
+        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False, bias: bool = True, norm: str = "none",
     ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
@@ -192,11 +230,11 @@ class ResidualUnit(nn.Module):
             raise ValueError(f"a depthwise residual unit keeps its width: compress must be 1, got {compress}")
         self.act1 = activation(act, dim)
         self.conv1 = Conv1d(dim, hidden, kernel_size, dilation=dilation, causal=causal, pad_mode=pad_mode,
-                            groups=dim if depthwise else 1, bias=bias)
+                            groups=dim if depthwise else 1, bias=bias, norm=norm)
         self.act2 = activation(act, hidden)
-        self.conv2 = Conv1d(hidden, dim, 1, bias=bias)
-        self.shortcut = Conv1d(dim, dim, 1) if shortcut else None
+        self.conv2 = Conv1d(hidden, dim, 1, bias=bias, norm=norm)
+        self.shortcut = Conv1d(dim, dim, 1, norm=norm) if shortcut else None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        skip = x if self.shortcut is None else self.shortcut(x)
-        return skip + self.conv2(self.act2(self.conv1(self.act1(x), mask)))
+        skip = x if self.shortcut is None else self.shortcut(x, mask)
+        return skip + self.conv2(self.act2(self.conv1(self.act1(x), mask)), mask)
