@@ -5,7 +5,6 @@ batches of any lengths, at every depth, chunk by chunk too; broken sources are r
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
+from tests.hf_reference import padded, save, written
 from tests.test_streaming import streamed_audio, streamed_ids
 
 transformers = pytest.importorskip("transformers")
@@ -22,14 +22,6 @@ SMALL = {"hidden_size": 32, "num_filters": 4, "upsampling_ratios": [4, 3, 2], "n
          "num_semantic_quantizers": 1, "upsample_groups": 32, "num_hidden_layers": 2, "intermediate_size": 64,
          "num_attention_heads": 4, "num_key_value_heads": 4, "sliding_window": 6}
 LENGTHS = [4000, 2777, 963, 5]  # hop 48: none a multiple of it, the last shorter than one
-
-
-def padded(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([c.shape[-1] for c in clips])
-    batch = torch.zeros(len(clips), 1, int(lengths.max()))
-    for b, clip in enumerate(clips):
-        batch[b, :, : clip.shape[-1]] = clip
-    return batch, lengths
 
 
 @torch.no_grad()
@@ -69,13 +61,6 @@ def randomised_mimi(model: torch.nn.Module, speech: torch.Tensor, seed: int = 0)
     last.weight.mul_(0.5 / audio.abs().max())
     last.bias.mul_(0.5 / audio.abs().max())
     return model.eval()
-
-
-def save(model: torch.nn.Module, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -155,30 +140,24 @@ def test_mimi_streams_exactly(small, source, one_thread):
 
 
 def test_broken_mimi_sources_are_refused(small, tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     folder = small[1]
     config = json.loads((folder / "config.json").read_text())
     state = load_file(folder / "model.safetensors")
 
-    def written(name: str, tensors: dict, **changes) -> object:
-        (tmp_path / name).mkdir()
-        save_file(tensors, tmp_path / name / "model.safetensors")
-        (tmp_path / name / "config.json").write_text(json.dumps({**config, **changes}))
-        return tmp_path / name
-
     edited = {k: v for k, v in state.items() if k != "encoder_transformer.layers.1.self_attn.k_proj.weight"}
     edited["quantizer.acoustic_residual_vector_quantizer.layers.7.codebook.embed_sum"] = torch.zeros(64, 16)
     with pytest.raises(ConvertError, match=r"1 missing: encoder.transformer.blocks.1.attn.qkv.weight; 3 unexpected: "
                                            r".*encoder_transformer.layers.1.self_attn.q_proj.weight"):
-        convert("transformers", written("edited", edited))
+        convert("transformers", written(tmp_path / "edited", edited, config))
     with pytest.raises(ConvertError, match=r"mis-shaped: decoder.transformer.blocks.0.fc1.weight"):
-        convert("transformers", written("wider", state, intermediate_size=128))
+        convert("transformers", written(tmp_path / "wider", state, config, intermediate_size=128))
     with pytest.raises(ConvertError, match=r"a Mimi with \{'use_conv_shortcut': True\} is not converted"):
-        convert("transformers", written("shortcut", state, use_conv_shortcut=True))
+        convert("transformers", written(tmp_path / "shortcut", state, config, use_conv_shortcut=True))
     without = {k: v for k, v in state.items() if not k.startswith("downsample.")}
     with pytest.raises(ConvertError, match="not a Mimi with a frame-rate conversion: no tensor 'downsample.conv"):
-        convert("transformers", written("no_downsample", without))
+        convert("transformers", written(tmp_path / "no_downsample", without, config))
 
 
 def test_moshi_checkpoint_gives_moshis_ids_and_audio(tmp_path, capsys):

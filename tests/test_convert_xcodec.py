@@ -5,7 +5,6 @@ batch of clips of different lengths, at every depth (bandwidth); broken sources 
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
+from tests.hf_reference import padded, save, written
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,21 +64,6 @@ def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 
     last.weight.mul_(0.5 / audio.abs().max())
     last.bias.mul_(0.5 / audio.abs().max())
     return model.eval()
-
-
-def padded(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([c.shape[-1] for c in clips])
-    batch = torch.zeros(len(clips), 1, int(lengths.max()))
-    for b, clip in enumerate(clips):
-        batch[b, :, : clip.shape[-1]] = clip
-    return batch, lengths
-
-
-def save(model: torch.nn.Module, path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -139,36 +124,30 @@ def test_depths_are_transformers_bandwidths(small):
 
 
 def test_broken_xcodec_sources_are_refused(small, tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     folder = small[1]
     config = json.loads((folder / "config.json").read_text())
     state = load_file(folder / "model.safetensors")
 
-    def written(name: str, tensors: dict, **changes) -> object:
-        (tmp_path / name).mkdir()
-        save_file(tensors, tmp_path / name / "model.safetensors")
-        (tmp_path / name / "config.json").write_text(json.dumps({**config, **changes}))
-        return tmp_path / name
-
     edited = {k: v for k, v in state.items() if k != "semantic_model.encoder.layers.1.attention.k_proj.weight"}
     edited["quantizer.quantizers.7.codebook.embed"] = torch.zeros(256, 288)
     with pytest.raises(ConvertError, match=r"1 missing: encoder.semantic.layers.1.attention.k_proj.weight; "
                                            r"1 unexpected: quantizer.levels.7.codebook"):
-        convert("transformers", written("edited", edited))
+        convert("transformers", written(tmp_path / "edited", edited, config))
     without = {k: v for k, v in state.items() if not k.startswith("acoustic_decoder.block.1.res_unit2.")}
     with pytest.raises(ConvertError, match=r"missing: decoder.acoustic.stages.1.units.1.act1.alpha, "):
-        convert("transformers", written("no_unit", without))
+        convert("transformers", written(tmp_path / "no_unit", without, config))
     training_only = {k: v for k, v in state.items() if not k.startswith(("decoder_semantic.", "fc1."))}
     assert len(training_only) < len(state)
-    assert convert("transformers", written("inference_only", training_only)).quantizer.depth == 4
+    assert convert("transformers", written(tmp_path / "inference_only", training_only, config)).quantizer.depth == 4
     semantic = {**config["semantic_model_config"], "do_stable_layer_norm": True}
     with pytest.raises(ConvertError, match=r"an X-Codec with semantic_model_config \{'do_stable_layer_norm': True\}"):
-        convert("transformers", written("stable", state, semantic_model_config=semantic))
+        convert("transformers", written(tmp_path / "stable", state, config, semantic_model_config=semantic))
     with pytest.raises(ConvertError, match=r"semantic strides \[2, 1\] is not converted"):
-        convert("transformers", written("strided", state, strides=[2, 1]))
+        convert("transformers", written(tmp_path / "strided", state, config, strides=[2, 1]))
     with pytest.raises(ConvertError, match=r"codebook_dim 64 differs from the code space's 288"):
-        convert("transformers", written("projected", state, codebook_dim=64))
+        convert("transformers", written(tmp_path / "projected", state, config, codebook_dim=64))
 
 
 def test_xcodec_groups_compose_at_the_published_size():

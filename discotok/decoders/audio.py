@@ -112,7 +112,7 @@ class AudioDecoder(WaveformDecoder):
             stage.noise = NoiseBlock(width) if noise else nn.Identity()
             stage.units = nn.ModuleList(
                 ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
-                             depthwise, conv_norm)
+                             depthwise, norm=conv_norm)
                 for d in dilations
             )
             self.stages.append(stage)

@@ -104,7 +104,7 @@ class AudioEncoder(WaveformEncoder):
             stage = nn.Module()
             stage.units = nn.ModuleList(
                 ResidualUnit(width, residual_kernel_size, d, compress, activation, causal, pad_mode, residual_shortcut,
-                             depthwise, conv_norm)
+                             depthwise, norm=conv_norm)
                 for d in dilations
             )
             stage.act = make_activation(activation, width)
