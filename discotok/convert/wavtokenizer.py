@@ -32,7 +32,8 @@ import torch
 import yaml
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, Renamed, assemble, count, load_pickle, rename
+from discotok.convert.base import ConvertError, Converter, Renamed, assemble, count, rename
+from discotok.convert.lit_ema import lightning_state
 from discotok.convert.encodec import encodec_config, encodec_rules
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
@@ -162,11 +163,7 @@ class WavTokenizerConverter(Converter):
 
     def read(self, source: Path) -> Tokenizer:
         ckpt, config_path = find_sources(source)
-        obj = load_pickle(ckpt, self.describe)
-        state = obj.get("state_dict") if isinstance(obj, dict) else None
-        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-            found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-            raise ConvertError(f"{ckpt}: not a WavTokenizer checkpoint: expected a 'state_dict', found {found}")
+        state = lightning_state(ckpt, "a WavTokenizer checkpoint")
         config = None
         if config_path is not None:
             try:
