@@ -222,7 +222,8 @@ class ResidualUnit(nn.Module):
 
     def __init__(
         self, dim: int, kernel_size: int = 3, dilation: int = 1, compress: int = 2, act: str = "elu", causal: bool = False,
-        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False, bias: bool = True, norm: str = "none",
+        pad_mode: str = "zeros", shortcut: bool = False, depthwise: bool = False, *, bias: bool = True,
+        norm: str = "none",
     ) -> None:
         super().__init__()
         hidden = max(1, dim // compress)
