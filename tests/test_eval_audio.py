@@ -126,11 +126,8 @@ def test_image_options_and_mixed_tokenizers_are_refused(
     from tests.conftest import tiny_tokenizer_config
 
     image_dir = Tokenizer.from_config(tiny_tokenizer_config("fsq")).save_pretrained(tmp_path / "image")
-    other_rate = tiny_audio_config() | {"sample_rate": 24000}
-    rate_dir = Tokenizer.from_config(other_rate).save_pretrained(tmp_path / "rate24k")
     cases = [
-        ([str(tok_dirs["rvq"]), str(image_dir)], [], "must share one modality and input format"),
-        ([str(tok_dirs["rvq"]), str(rate_dir)], [], "('audio', 16000, 1), ('audio', 24000, 1)"),
+        ([str(tok_dirs["rvq"]), str(image_dir)], [], "must share one modality, got ['audio', 'image']"),
         ([str(tok_dirs["rvq"])], ["--lpips-weights", str(vgg16_random_weights)], "LPIPS and pFID are image metrics"),
         ([str(tok_dirs["rvq"])], ["--image-size", "32"], "applies to image tokenizers"),
         ([str(tok_dirs["rvq"])], ["--depth", "4"], "--depth [4] outside 1..3"),

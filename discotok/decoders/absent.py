@@ -20,6 +20,8 @@ DEFAULT_MESSAGE = "this checkpoint has no decoder: its tokenizer encodes only"
 class AbsentDecoder(Decoder):
     """No weights; ``forward`` raises ``ValueError(message)``."""
 
+    decodes = False
+
     def __init__(self, latent_dim: int, out_channels: int = 3, message: str = DEFAULT_MESSAGE) -> None:
         super().__init__()
         self.latent_dim = latent_dim

@@ -12,7 +12,9 @@ tokenizer passes
 
 ``last_layer`` is the parameter VQGAN's adaptive adversarial weight measures gradients at
 (None: the decoder has none; a fixed adversarial weight is needed). ``alignment_layer()`` and
-``patch_size`` name the feature map representation alignment uses.
+``patch_size`` name the feature map representation alignment uses. ``decodes`` is False only for
+the stand-in of a checkpoint without a decoder (``absent``): such a tokenizer encodes only, and
+evaluation reports its rates and codebook use without quality figures.
 
 A generative decoder (``GenerativeDecoder``, e.g. the rectified-flow ``flow`` decoder) is
 trained by its own ``loss`` instead of a reconstruction loss, and samples in ``forward``
@@ -41,6 +43,7 @@ class Decoder(nn.Module):
     out_channels: int
     masks_tokens: ClassVar[bool] = False
     generative: ClassVar[bool] = False
+    decodes: ClassVar[bool] = True
     patch_size: int | None = None
 
     def forward(

@@ -17,7 +17,7 @@ from discotok import markdown
 from discotok.atomic import atomic_path
 
 COLUMNS = (
-    ("tokenizer", "tokenizer", "{}"), ("codec", "codec", "{}"), ("label", "point", "{}"),
+    ("tokenizer", "tokenizer", "{}"), ("codec", "codec", "{}"), ("label", "point", "{}"), ("coded_at", "coded at", "{}"),
     ("tokens_per_image", "tokens", "{}"), ("setting", "setting", "{}"),
     ("bits_per_image", "bits/img", "{:.0f}"), ("bits_per_image_with_header", "bits/img with header", "{:.0f}"),
     ("bits_per_pixel", "bpp", "{:.4f}"), ("frames_per_second", "frames/s", "{:.2f}"),

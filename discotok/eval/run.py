@@ -1,9 +1,11 @@
 """``discotok eval``: one reproducible protocol over one or more tokenizers and one image or audio set.
 
 The set is the first ``num_images`` inputs of a source (folder, text file of paths,
-WebDataset shards; sorted as ``discotok encode`` sorts them), read exactly as ``discotok
-encode`` reads them (``discotok.extraction.encode.make_reader``). Every tokenizer sees the
-same inputs.
+WebDataset shards; sorted as ``discotok encode`` sorts them), read once in one reference
+format (``Modality.eval_reader``) with the readers ``discotok encode`` uses. Every tokenizer
+sees the same inputs and is scored against the same references: one of another sample rate or
+channel count codes them converted to its own format and back (``discotok.eval.formats``), an
+encode-only one (a checkpoint without a decoder) gets rates, codebook use and encode speed.
 
 Images are resized to cover ``image_size`` and centre cropped. For each tokenizer and
 operating point (prefix length k of a flexible tokenizer, depth of a residual one) it
@@ -12,8 +14,8 @@ InceptionV3 statistics of the originals (cached on disk under a fingerprint of t
 preprocessing and the network's weights), codebook usage and perplexity over the whole set,
 bits per image and per pixel, and encode and decode time.
 
-Audio clips are read at the tokenizers' sample rate and channels (``max_seconds`` of each
-at most) and batched zero-padded with their lengths. For each tokenizer and depth (default
+Audio clips are read at the highest sample rate and channel count among the tokenizers
+(``max_seconds`` of each at most) and batched zero-padded with their lengths. For each tokenizer and depth (default
 for residual quantizers: 1, 2, 4, ..., depth) it measures SI-SNR, mel and STFT distances
 (PESQ and STOI with ``pesq_stoi``) over each clip's valid samples, codebook usage and
 perplexity over the valid frames, bits per second, and the encode and decode real-time
@@ -49,7 +51,6 @@ from discotok.eval.options import EvalOptions
 from discotok.eval.precision import Fp32Comparison
 from discotok.eval.protocol import EvalSet
 from discotok.eval.report import plot_quality_vs_k, plot_rate_distortion, write_markdown
-from discotok.extraction.encode import make_reader
 from discotok.extraction.sources import open_source
 from discotok.ladder import powers_of_two
 from discotok.metrics.fid import FEATURE_DIM
@@ -106,48 +107,65 @@ def reconstruct(tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, pre
 def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Metric], options: EvalOptions,
                    pfid: FrechetMetric | None) -> tuple[dict, list[tuple[Tensor, Tensor]]]:
     """One pass over the set with ``tok.encode(x, **point)``; returns figures and a few (x, x_hat) examples
-    (audio: each cut to its length). In a precision other than fp32 every batch also runs in fp32
-    (untimed), for ``discotok.eval.precision.Fp32Comparison``'s figures."""
+    (audio: each cut to its length). Each batch reaches the tokenizer in its own format and its reconstruction
+    is scored in the set's (``Modality.eval_format``); an encode-only tokenizer (``Decoder.decodes`` False) gives
+    rates, codebook use and encode speed. In a precision other than fp32 every batch also runs in fp32 (untimed),
+    for ``discotok.eval.precision.Fp32Comparison``'s figures."""
     device = next(tok.parameters()).device
     precision = resolve_precision(options.precision, device)
-    comparison = Fp32Comparison(metrics[0]) if precision != "fp32" else None
+    fmt = tok.modality.eval_format(data.reader)
+    decodes = tok.decoder.decodes
+    comparison = Fp32Comparison(metrics[0]) if precision != "fp32" and decodes else None
     generator = torch.Generator().manual_seed(options.seed)
+
+    def decoded(ids: Tensor, layout, x_in: Tensor, extra_in: dict, x: Tensor, extra: dict, p: str = "fp32") -> Tensor:
+        return fmt.from_native(reconstruct(tok, ids, layout, x_in, extra_in, p).float().cpu(), x, extra)
+
     enc_s = dec_s = 0.0
     items, samples, shape, size, examples = 0, 0, None, None, []
     with torch.inference_mode():
         for x, extra in data.batches():
+            x_in, extra_in = fmt.to_native(x, extra)
             (ids, layout), t = _timed(
-                lambda: tok.encode(x.to(device), return_layout=True, precision=precision, **extra, **point), device)
+                lambda: tok.encode(x_in.to(device), return_layout=True, precision=precision, **extra_in, **point),
+                device)
             enc_s += t
-            x_hat, t = _timed(lambda: reconstruct(tok, ids, layout, x, extra, precision), device)
-            dec_s += t
-            lengths = extra.get("lengths")
-            frames = tok.modality.valid_frames(lengths)
-            latents = tok.encode_latents(x.to(device), **extra) if "depth" in point else None  # untimed
-            batch = EvalBatch(x, x_hat.float().cpu(), ids.cpu(), lengths, frames, latents)
+            x_hat = None
+            if decodes:
+                x_hat, t = _timed(lambda: reconstruct(tok, ids, layout, x_in, extra_in, precision), device)
+                dec_s += t
+                x_hat = fmt.from_native(x_hat.float().cpu(), x, extra)
+            lengths, coded = extra.get("lengths"), extra_in.get("lengths")
+            frames = tok.modality.valid_frames(coded)
+            latents = tok.encode_latents(x_in.to(device), **extra_in) if "depth" in point else None  # untimed
+            batch = EvalBatch(x, x_hat, ids.cpu(), lengths, frames, latents)
             for metric in metrics:
                 metric.update(batch)
             if comparison is not None:
-                ref_ids = tok.encode(x.to(device), **extra, **point)
-                ref_x_hat = reconstruct(tok, ref_ids, layout, x, extra, "fp32")
-                comparison.update(batch, EvalBatch(x, ref_x_hat.float().cpu(), ref_ids.cpu(), lengths, frames))
+                ref_ids = tok.encode(x_in.to(device), **extra_in, **point)
+                ref_x_hat = decoded(ref_ids, layout, x_in, extra_in, x, extra)
+                comparison.update(batch, EvalBatch(x, ref_x_hat, ref_ids.cpu(), lengths, frames))
             if pfid is not None:
                 noisy = perturb_ids(tok.quantizer, ids, options.pfid_alpha, options.pfid_delta, generator)
-                pfid.update(EvalBatch(x, reconstruct(tok, noisy, layout, x, extra).float().cpu(), noisy.cpu()))
+                pfid.update(EvalBatch(x, decoded(noisy, layout, x_in, extra_in, x, extra), noisy.cpu()))
             cut = [x.shape[-1]] * x.shape[0] if lengths is None else lengths.tolist()
-            examples += [(a[..., :n], b[..., :n]) for a, b, n in zip(x, batch.x_hat, cut)][: options.grid_images - len(examples)]
+            if decodes:
+                examples += [(a[..., :n], b[..., :n]) for a, b, n in zip(x, x_hat, cut)][: options.grid_images - len(examples)]
             items += x.shape[0]
-            samples += sum(cut)
-            shape, size = tuple(ids.shape[1:]), tuple(x.shape[2:])
+            samples += x_in.shape[-1] * x.shape[0] if coded is None else int(coded.sum())
+            shape, size = tuple(ids.shape[1:]), tuple(x_in.shape[2:])
     if items == 0:
         raise ValueError(f"none of the evaluation {tok.modality.items_noun} could be read")
-    figures: dict[str, Any] = {"point": point, "label": _label(point), "precision": precision,
+    label = _label(point) + ("" if decodes else " (encode only)")
+    figures: dict[str, Any] = {"point": point, "label": label, "precision": precision,
                                **tok.modality.rate_figures(shape, size)}
+    if fmt.coded_at is not None:
+        figures["coded_at"] = fmt.coded_at
     for metric in [*metrics, *([pfid] if pfid else [])]:
         figures.update(metric.compute())
     if comparison is not None:
         figures.update(comparison.compute(figures))
-    figures.update(tok.modality.timing_figures(items, samples, enc_s, dec_s))
+    figures.update(tok.modality.timing_figures(items, samples, enc_s, dec_s if decodes else None))
     return figures, examples
 
 
@@ -160,11 +178,13 @@ def _names(paths: list[str | None]) -> list[str]:
     return names
 
 
-def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict) -> tuple[list[Metric], FrechetMetric | None]:
-    """The metric pieces of one operating point (the modality's, then codebook use), and pFID's (images, when
-    asked for); the first piece is the headline quality (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32;
-    a point at a residual depth also reports the share of the residual each level removes."""
-    quality, pfid = tok.modality.eval_metrics(opts, nets)
+def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict,
+             reader: Any = None) -> tuple[list[Metric], FrechetMetric | None]:
+    """The metric pieces of one operating point on ``reader``'s reference format (None: the tokenizer's own): the
+    modality's, then codebook use, and pFID's (images, when asked for); the first piece is the headline quality
+    (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32; a point at a residual depth also reports the share of
+    the residual each level removes. An encode-only tokenizer gets no quality pieces."""
+    quality, pfid = tok.modality.eval_metrics(reader, opts, nets) if tok.decoder.decodes else ([], None)
     levels: list[Metric] = [ResidualMetric(tok.quantizer)] if "depth" in point else []
     return [*quality, CodebookMetric(tok.codebook_size), *levels], pfid
 
@@ -175,10 +195,10 @@ def headline_metric(tok: Tokenizer) -> Metric:
 
 
 def _check_comparable(toks: list[Tokenizer]) -> None:
-    """One modality per evaluation, and what it needs shared (audio: sample rate and channels)."""
-    signatures = sorted({t.modality.signature() for t in toks})
-    if len(signatures) > 1:
-        raise ValueError(f"tokenizers evaluated together must share one modality and input format, got {signatures} "
+    """One modality per evaluation (its reader resamples or notes what else differs between the tokenizers)."""
+    names = sorted({t.modality.name for t in toks})
+    if len(names) > 1:
+        raise ValueError(f"tokenizers evaluated together must share one modality, got {names} "
                          "(evaluate them separately: one data set, one protocol)")
 
 
@@ -205,7 +225,7 @@ def evaluate(
         raise ValueError("--num-tokens selects prefixes of 1-D tokenizers; none of these has a prefix of tokens")
     names = _names(paths)
     modality = toks[0].modality
-    reader = make_reader(toks[0], opts.image_size, opts.max_seconds)
+    reader = modality.eval_reader([t.modality for t in toks], opts.image_size, opts.max_seconds)
     source = open_source(data, extensions=reader.tar_extensions, member=reader.tar_member)
     data_set = EvalSet(source, reader, opts.batch_size, opts.workers, opts.num_images)
     protocol, nets = modality.eval_protocol(reader, data_set, opts, device)
@@ -220,15 +240,21 @@ def evaluate(
         for name, path, tok in zip(names, paths, toks):
             rows, labels = [], []
             for point in operating_points(tok, opts):
-                metrics, pfid = _metrics(tok, point, opts, nets)
+                metrics, pfid = _metrics(tok, point, opts, nets, reader)
                 figures, examples = evaluate_point(tok, point, data_set, metrics, opts, pfid)
                 results.append({"tokenizer": name, "path": path, **figures})
                 rows.append(examples)
                 labels.append(figures["label"])
                 bar.update(1)
-            key, file = tok.modality.save_eval_examples(rows, labels, out, name)
-            files[key] = file
+            if tok.decoder.decodes:
+                key, file = modality.save_eval_examples(reader, rows, labels, out, name)
+                files[key] = file
     protocol |= {f"num_{modality.items_noun}": data_set.num_used, **reader.summarize(data_set.infos)}
+    coding = {name: tok.modality.eval_format(reader).note for name, tok in zip(names, toks)}
+    coding |= {name: "encodes only (its checkpoint has no decoder): rates, codebook use and encode speed, no quality "
+                     "figures" for name, tok in zip(names, toks) if not tok.decoder.decodes}
+    if any(coding.values()):
+        protocol["coding"] = {name: note for name, note in coding.items() if note}
     if nets.get("fid") is not None and data_set.num_used < FEATURE_DIM:
         warns.append(
             f"rFID over {data_set.num_used} images: fewer than the {FEATURE_DIM} feature dimensions, so the covariance is "

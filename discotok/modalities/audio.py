@@ -176,9 +176,6 @@ class AudioModality(Modality):
             return {1: self.bits_per_second()}
         return {k: self.bits_per_second(k) for k in range(1, self.quantizer.depth + 1)}
 
-    def signature(self) -> tuple:
-        return (self.name, self.sample_rate, self.channels)
-
     def encode_stream(self, depth: int | None = None) -> EncodeStream:
         """Streaming encode for causal codecs: ``push(chunk)`` returns the ids of the frames the samples so far
         complete, ``flush()`` the rest at the end; together they equal the offline ids. The algorithmic latency
@@ -231,10 +228,11 @@ class AudioModality(Modality):
         depth = self.quantizer.depth_of(ids_shape[-1]) if len(ids_shape) == 2 else None
         return {"frames_per_second": self.frames_per_second, "depth": depth, "bits_per_second": self.bits_per_second(depth)}
 
-    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float) -> dict[str, float]:
-        """Real-time factors: compute seconds per second of audio."""
+    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float | None) -> dict[str, float]:
+        """Real-time factors: compute seconds per second of audio (no decode figure without ``decode_s``)."""
         seconds = samples / self.sample_rate
-        return {"seconds": seconds, "encode_rtf": encode_s / seconds, "decode_rtf": decode_s / seconds}
+        decode = {} if decode_s is None else {"decode_rtf": decode_s / seconds}
+        return {"seconds": seconds, "encode_rtf": encode_s / seconds, **decode}
 
     def quality_summary(self, metrics: dict[str, float]) -> dict[str, Any]:
         return {"val_si_snr_db": rounded(metrics, "si_snr", 3), "val_mel_distance": rounded(metrics, "mel_distance", 4),
@@ -314,27 +312,47 @@ class AudioModality(Modality):
 
         return decode_batch
 
+    def eval_reader(self, peers: Sequence[Modality], image_size: Any = None, max_seconds: float | None = None) -> Any:
+        """Clips at the highest sample rate and channel count of ``peers``, at least one hop of each long."""
+        from discotok.defaults import DEFAULT_MAX_DURATION
+        from discotok.extraction.sources import AudioReader
+
+        self.reader(image_size, max_seconds)  # the options' checks
+        rate, channels = max(p.sample_rate for p in peers), max(p.channels for p in peers)
+        shortest = max(-(-p.hop_length * rate // p.sample_rate) for p in peers)
+        return AudioReader(rate, channels, min_samples=shortest, max_seconds=max_seconds, max_duration=DEFAULT_MAX_DURATION)
+
+    def eval_format(self, reader: Any) -> Any:
+        """As read at this tokenizer's rate and channels, else resampled there and back."""
+        from discotok.eval.formats import AsIs, ResampledAudio
+
+        if (reader.sample_rate, reader.channels) == (self.sample_rate, self.channels):
+            return AsIs()
+        return ResampledAudio(reader.sample_rate, reader.channels, self.sample_rate, self.channels)
+
     def eval_protocol(self, reader: Any, data: Any, options: Any, device: Any) -> tuple[dict, dict]:
         from discotok.eval.protocol import audio_protocol
 
         return audio_protocol(reader, data, options), {}
 
-    def eval_metrics(self, options: Any, nets: dict) -> tuple[list, Any]:
-        """SI-SNR, mel and STFT distances (PESQ and STOI when asked for)."""
+    def eval_metrics(self, reader: Any, options: Any, nets: dict) -> tuple[list, Any]:
+        """SI-SNR, mel and STFT distances (PESQ and STOI when asked for) at the reference sample rate."""
         from discotok.eval.metrics import audio_metrics
 
-        return audio_metrics(self.sample_rate, options.pesq_stoi), None
+        return audio_metrics(self.sample_rate if reader is None else reader.sample_rate, options.pesq_stoi), None
 
     def eval_baselines(self, data: Any, results: list[dict], options: Any, nets: dict) -> dict[str, Any]:
         from discotok.eval.baselines.audio import audio_baselines
 
         return audio_baselines(data, results, options, nets)
 
-    def save_eval_examples(self, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
-        """``examples_NAME/``: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point."""
+    def save_eval_examples(self, reader: Any, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
+        """``examples_NAME/``: ``NN_original.wav`` and one ``NN_<label>.wav`` per operating point, at the reference
+        sample rate."""
         from discotok.data.audio import save_examples
 
-        return f"examples_{name}", save_examples(rows, labels, Path(out_dir) / f"examples_{name}", self.sample_rate).name
+        folder = Path(out_dir) / f"examples_{name}"
+        return f"examples_{name}", save_examples(rows, labels, folder, reader.sample_rate).name
 
     def bench_input(self, batch_size: int, seconds: float) -> tuple[Tensor, dict]:
         """``batch_size`` clips of ``seconds`` of speech (espeak-ng, else synthetic)."""

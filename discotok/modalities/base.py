@@ -121,10 +121,6 @@ class Modality:
         """Valid token positions per item of a padded batch with ``lengths``; None when every position counts."""
         return None
 
-    def signature(self) -> tuple:
-        """What tokenizers evaluated together on one data set must share."""
-        return (self.name,)
-
     # -- rates and figures ---------------------------------------------------------------------
 
     def bits_per_token(self, depth: int | None = None) -> float:
@@ -139,8 +135,9 @@ class Modality:
         """Tokens and bit rates of one item's ids of shape (N[, depth]) for an input of ``size``."""
         raise NotImplementedError
 
-    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float) -> dict[str, float]:
-        """Encode and decode speed over ``items`` inputs (``samples``: their total length along time)."""
+    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float | None) -> dict[str, float]:
+        """Encode and decode speed over ``items`` inputs (``samples``: their total length along time; ``decode_s``
+        None: an encode-only tokenizer, no decode figures)."""
         raise NotImplementedError
 
     def quality_summary(self, metric: Any) -> dict[str, Any]:
@@ -196,20 +193,31 @@ class Modality:
 
     # -- evaluation and benchmarks -------------------------------------------------------------
 
+    def eval_reader(self, peers: Sequence["Modality"], image_size: Any = None, max_seconds: float | None = None) -> Any:
+        """The reader of an evaluation set shared by ``peers`` (every tokenizer evaluated together, this one first):
+        the reference format they are all scored in (``discotok.eval.formats``)."""
+        raise NotImplementedError
+
+    def eval_format(self, reader: Any) -> Any:
+        """How this tokenizer codes the batches of ``reader``'s reference format (``discotok.eval.formats``)."""
+        raise NotImplementedError
+
     def eval_protocol(self, reader: Any, data: Any, options: Any, device: Any) -> tuple[dict, dict]:
         """The protocol written into every report, and the networks its metrics need."""
         raise NotImplementedError
 
-    def eval_metrics(self, options: Any, nets: dict) -> tuple[list, Any]:
-        """Metric pieces of one operating point (the first is the headline quality), and pFID's or None."""
+    def eval_metrics(self, reader: Any, options: Any, nets: dict) -> tuple[list, Any]:
+        """Metric pieces of one operating point on ``reader``'s reference format (None: the tokenizer's own; the
+        first is the headline quality), and pFID's or None."""
         raise NotImplementedError
 
     def eval_baselines(self, data: Any, results: list[dict], options: Any, nets: dict) -> dict[str, Any]:
         """Classical codecs at the tokenizers' rates, scored as the tokenizers are."""
         raise NotImplementedError
 
-    def save_eval_examples(self, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
-        """Write one tokenizer's example reconstructions; the report's file key and file name."""
+    def save_eval_examples(self, reader: Any, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
+        """Write one tokenizer's example reconstructions in ``reader``'s reference format; the report's file key and
+        file name."""
         raise NotImplementedError
 
     def bench_input(self, batch_size: int, seconds: float) -> tuple[Tensor, dict]:

@@ -110,9 +110,11 @@ class ImageModality(Modality):
         return {"tokens_per_image": ids_shape[0], "depth": depth, "bits_per_image": bits,
                 "bits_per_pixel": bits / (size[0] * size[1])}
 
-    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float) -> dict[str, float]:
-        return {"encode_ms_per_image": 1e3 * encode_s / items, "decode_ms_per_image": 1e3 * decode_s / items,
-                "encode_images_per_s": items / encode_s, "decode_images_per_s": items / decode_s}
+    def timing_figures(self, items: int, samples: int, encode_s: float, decode_s: float | None) -> dict[str, float]:
+        encode = {"encode_ms_per_image": 1e3 * encode_s / items, "encode_images_per_s": items / encode_s}
+        if decode_s is None:
+            return encode
+        return encode | {"decode_ms_per_image": 1e3 * decode_s / items, "decode_images_per_s": items / decode_s}
 
     def quality_summary(self, metrics: dict[str, float]) -> dict[str, Any]:
         """PSNR, SSIM, LPIPS (when measured) and the PSNR of 2x2 and 4x4 thumbnails of the same images."""
@@ -192,12 +194,28 @@ class ImageModality(Modality):
 
         return decode_batch
 
+    def eval_reader(self, peers: Sequence[Modality], image_size: Any = None, max_seconds: float | None = None) -> Any:
+        """Images at ``image_size`` (default: this tokenizer's, the first one's), every tokenizer coding that size."""
+        from discotok.defaults import DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS
+
+        return self.reader(image_size, max_seconds, DEFAULT_MAX_DURATION, DEFAULT_MAX_PIXELS)
+
+    def eval_format(self, reader: Any) -> Any:
+        """The evaluation images as read; noted when this tokenizer was configured for another size."""
+        from discotok.eval.formats import AsIs
+
+        size = tuple(reader.size)
+        if self.image_size is None or size == self.image_size:
+            return AsIs()
+        return AsIs(f"{size[0]}x{size[1]}", f"configured for {self.image_size[0]}x{self.image_size[1]}, codes the "
+                                            f"{size[0]}x{size[1]} evaluation images at that size")
+
     def eval_protocol(self, reader: Any, data: Any, options: Any, device: Any) -> tuple[dict, dict]:
         from discotok.eval.protocol import image_protocol
 
         return image_protocol(reader, data, options, device)
 
-    def eval_metrics(self, options: Any, nets: dict) -> tuple[list, Any]:
+    def eval_metrics(self, reader: Any, options: Any, nets: dict) -> tuple[list, Any]:
         """PSNR, SSIM, LPIPS (with its weights) and rFID (with Inception); pFID when asked for."""
         from discotok.eval.metrics import FrechetMetric, image_metrics
 
@@ -211,7 +229,7 @@ class ImageModality(Modality):
 
         return image_baselines(data, results, options, nets)
 
-    def save_eval_examples(self, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
+    def save_eval_examples(self, reader: Any, rows: list, labels: list[str], out_dir: Path, name: str) -> tuple[str, str]:
         """``reconstructions_NAME.png``: the originals, then one row per operating point."""
         from discotok.data.images import save_grid
 
