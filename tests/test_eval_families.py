@@ -61,19 +61,22 @@ def test_three_converted_codecs_and_ours_in_one_report(audio_dirs, speech_folder
     out = tmp_path / "report"
     names = ["encodec", "dac", "snac", "ours"]
     with torch.jit.optimized_execution(False):  # SNAC's TorchScript Snake would recompile for every new length
-        rc = main(["eval", *(str(audio_dirs[n]) for n in names), str(speech_folder), "-o", str(out), "--depth", "1",
+        rc = main(["eval", *(str(audio_dirs[n]) for n in names), str(speech_folder), "-o", str(out), "--depth", "1", "4",
                    "--max-seconds", str(SECONDS), "--batch-size", "3", "--no-baselines", "--workers", "0", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     report = json.loads((out / "report.json").read_text())
-    rows = {r["tokenizer"]: r for r in report["results"]}
-    assert [r["tokenizer"] for r in report["results"]] == names
+    # --depth 4 is past SNAC's three levels and our tiny RVQ's three: left out for them, with a warning
+    assert [(r["tokenizer"], r["depth"]) for r in report["results"]] == [
+        ("encodec", 1), ("encodec", 4), ("dac", 1), ("dac", 4), ("snac", 1), ("ours", 1)]
+    assert "warning: snac: --depth [4] left out: it takes 1..3" in captured.err
+    rows = {r["tokenizer"]: r for r in report["results"] if r["depth"] == 1}
     assert (report["protocol"]["sample_rate"], report["protocol"]["channels"]) == (REFERENCE_RATE, 1)
     assert set(report["protocol"]["coding"]) == {"dac", "ours"}
     assert [rows[n].get("coded_at") for n in names] == [None, "16000 Hz, 1 ch", None, "16000 Hz, 1 ch"]
     header = captured.out.splitlines()[0]
     assert header.startswith("| tokenizer | point | coded at | frames/s | bits/s |") and "enc RTF | dec RTF |" in header
-    assert sum(line.startswith(("| encodec |", "| dac |", "| snac |", "| ours |")) for line in captured.out.splitlines()) == 4
+    assert sum(line.startswith(("| encodec |", "| dac |", "| snac |", "| ours |")) for line in captured.out.splitlines()) == 6
     seconds = sum(min(load_audio(speech_folder / name, AUDIO_RATE, 1)[0].shape[-1] / AUDIO_RATE, SECONDS)
                   for name in SPEECH_FILES)
     for name in names:

@@ -31,10 +31,11 @@ class EvalBatch:
     Images (B, 3, H, W), ids (B, N[, depth]). Audio: zero-padded waveforms (B, C, T) with each
     clip's ``lengths`` (B,) in samples and ``frames`` (B,): ids past a clip's frames are padding.
     ``latents`` (B, N, D): the quantizer's input, where a metric needs it (residual quantizers).
+    ``x_hat`` is None for an encode-only tokenizer (only id metrics take such a batch).
     """
 
     x: Tensor
-    x_hat: Tensor
+    x_hat: Tensor | None
     ids: Tensor
     lengths: Tensor | None = None
     frames: Tensor | None = None

@@ -62,24 +62,41 @@ REPORT_FORMAT = "discotok.eval"
 STANDARD_FID_IMAGES = 50_000
 
 
+def _ladder(tok: Tokenizer, options: EvalOptions) -> tuple[str, list[int], int] | None:
+    """The encode option a tokenizer's points vary (``num_tokens`` or ``depth``), the values asked for (or its
+    default ladder) and the largest it takes; None when it is evaluated as it is."""
+    n = tok.encoder.sequence_length
+    if n is not None and (options.num_tokens or tok.encoder.draws_prefix):
+        return "num_tokens", list(options.num_tokens or powers_of_two(n)), n
+    if tok.quantizer.depth is not None and (options.depths or tok.modality.depth_ladder):
+        return "depth", list(options.depths or powers_of_two(tok.quantizer.depth)), tok.quantizer.depth
+    return None
+
+
 def operating_points(tok: Tokenizer, options: EvalOptions) -> list[dict[str, int]]:
     """Encode options to evaluate: every k of ``num_tokens`` (1-D tokenizers; default for nested-dropout encoders such as
     ``flexible``: 1, 2, 4, ..., N), every depth of ``depths`` (residual quantizers; default for modalities with a
-    ``depth_ladder``, audio: 1, 2, 4, ..., depth), else the tokenizer as it is."""
-    n = tok.encoder.sequence_length
-    if n is not None and (options.num_tokens or tok.encoder.draws_prefix):
-        ks = options.num_tokens or powers_of_two(n)
-        bad = [k for k in ks if not 1 <= k <= n]
-        if bad:
-            raise ValueError(f"--num-tokens {bad} outside 1..{n} for this tokenizer")
-        return [{"num_tokens": int(k)} for k in ks]
-    if tok.quantizer.depth is not None and (options.depths or tok.modality.depth_ladder):
-        depths = options.depths or powers_of_two(tok.quantizer.depth)
-        bad = [d for d in depths if not 1 <= d <= tok.quantizer.depth]
-        if bad:
-            raise ValueError(f"--depth {bad} outside 1..{tok.quantizer.depth} for this tokenizer")
-        return [{"depth": int(d)} for d in depths]
-    return [{}]
+    ``depth_ladder``, audio: 1, 2, 4, ..., depth), else the tokenizer as it is. Values past this tokenizer's N or
+    depth are left out for it (tokenizers evaluated together differ; ``left_out`` says which); none left is an
+    error."""
+    ladder = _ladder(tok, options)
+    if ladder is None:
+        return [{}]
+    key, values, top = ladder
+    kept = [v for v in values if 1 <= v <= top]
+    if not kept:
+        raise ValueError(f"--{key.replace('_', '-')} {values} outside 1..{top} for this tokenizer")
+    return [{key: int(v)} for v in kept]
+
+
+def left_out(tok: Tokenizer, options: EvalOptions) -> str | None:
+    """A sentence naming the asked-for prefix lengths or depths this tokenizer does not have, else None."""
+    ladder = _ladder(tok, options)
+    if ladder is None:
+        return None
+    key, values, top = ladder
+    dropped = [v for v in values if not 1 <= v <= top]
+    return f"--{key.replace('_', '-')} {dropped} left out: it takes 1..{top}" if dropped else None
 
 
 def _sync(device: torch.device) -> None:
@@ -118,8 +135,9 @@ def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Met
     comparison = Fp32Comparison(metrics[0]) if precision != "fp32" and decodes else None
     generator = torch.Generator().manual_seed(options.seed)
 
-    def decoded(ids: Tensor, layout, x_in: Tensor, extra_in: dict, x: Tensor, extra: dict, p: str = "fp32") -> Tensor:
-        return fmt.from_native(reconstruct(tok, ids, layout, x_in, extra_in, p).float().cpu(), x, extra)
+    def decoded(ids: Tensor, layout, x_in: Tensor, extra_in: dict, x: Tensor, extra: dict) -> Tensor:
+        """The fp32 reconstruction of ``ids`` in the set's format (untimed)."""
+        return fmt.from_native(reconstruct(tok, ids, layout, x_in, extra_in).float().cpu(), x, extra)
 
     enc_s = dec_s = 0.0
     items, samples, shape, size, examples = 0, 0, None, None, []
@@ -239,6 +257,8 @@ def evaluate(
     with bar:
         for name, path, tok in zip(names, paths, toks):
             rows, labels = [], []
+            if left_out(tok, opts):
+                warns.append(f"{name}: {left_out(tok, opts)}")
             for point in operating_points(tok, opts):
                 metrics, pfid = _metrics(tok, point, opts, nets, reader)
                 figures, examples = evaluate_point(tok, point, data_set, metrics, opts, pfid)
