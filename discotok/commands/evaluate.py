@@ -23,8 +23,7 @@ def _eval_command(args: argparse.Namespace) -> int:
 
     if args.image_size is not None and len(args.image_size) > 2:
         raise ValueError(f"--image-size takes H or H W, got {len(args.image_size)} values")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="rFID over")  # printed below, once, with the others
+    with warnings.catch_warnings(record=True) as caught:
         report = evaluate(
             args.tokenizers, args.data, args.output, image_size=args.image_size, max_seconds=args.max_seconds,
             num_images=args.num_images, pesq_stoi=args.pesq_stoi, precision=args.precision,
@@ -33,6 +32,9 @@ def _eval_command(args: argparse.Namespace) -> int:
             pfid_alpha=args.pfid_alpha, pfid_delta=args.pfid_delta, seed=args.seed, cache_dir=args.cache_dir,
             device=args.device, workers=args.workers, progress=not args.no_progress, baselines=not args.no_baselines,
         )
+    for w in caught:  # the report's own warnings are printed below, once
+        if str(w.message) not in report["warnings"]:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     for item in report["skipped"]:
         print(f"discotok eval: skipped {item['source']}: {item['error']}", file=sys.stderr)
     for message in report["warnings"]:

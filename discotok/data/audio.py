@@ -66,14 +66,14 @@ class AudioInfo:
 
 
 def convert_channels(wave: Tensor, channels: int, name: str | os.PathLike = "audio") -> Tensor:
-    """(C, T) -> (channels, T): mono duplicated to any count, any count mixed down to mono (mean)."""
-    have = wave.shape[0]
+    """(..., C, T) -> (..., channels, T): mono duplicated to any count, any count mixed down to mono (mean)."""
+    have = wave.shape[-2]
     if have == channels:
         return wave
     if channels == 1:
-        return wave.mean(dim=0, keepdim=True)
+        return wave.mean(dim=-2, keepdim=True)
     if have == 1:
-        return wave.expand(channels, -1).clone()
+        return wave.expand(*wave.shape[:-2], channels, wave.shape[-1]).clone()
     raise AudioLoadError(name, f"has {have} channels; cannot convert to {channels} (only to mono, or mono to any)")
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from discotok.data.audio import convert_channels
 from discotok.data.resample import output_length, resample
 from discotok.nn.waveform import mask_past
 
@@ -40,17 +41,6 @@ class AsIs:
     def from_native(self, x_hat: Tensor, x: Tensor, extra: dict) -> Tensor:
         """The reconstruction in the reference format of ``x``."""
         return x_hat
-
-
-def _channels(x: Tensor, channels: int) -> Tensor:
-    """(B, C, T) -> (B, channels, T): the mean for mono, mono duplicated otherwise."""
-    if x.shape[1] == channels:
-        return x
-    if channels == 1:
-        return x.mean(dim=1, keepdim=True)
-    if x.shape[1] == 1:
-        return x.expand(-1, channels, -1)
-    raise ValueError(f"cannot convert {x.shape[1]} channels to {channels} (only to mono, or mono to any)")
 
 
 @dataclass(frozen=True)
@@ -74,12 +64,12 @@ class ResampledAudio:
 
     def to_native(self, x: Tensor, extra: dict) -> tuple[Tensor, dict]:
         lengths = extra["lengths"]
-        native = resample(_channels(x, self.channels), self.reference_rate, self.rate)
+        native = resample(convert_channels(x, self.channels), self.reference_rate, self.rate)
         coded = torch.tensor([output_length(int(n), self.reference_rate, self.rate) for n in lengths])
         return native, {**extra, "lengths": coded.clamp(max=native.shape[-1])}
 
     def from_native(self, x_hat: Tensor, x: Tensor, extra: dict) -> Tensor:
-        back = resample(_channels(x_hat.float(), self.reference_channels), self.rate, self.reference_rate)
+        back = resample(convert_channels(x_hat.float(), self.reference_channels), self.rate, self.reference_rate)
         total = x.shape[-1]
         back = F.pad(back, (0, max(total - back.shape[-1], 0)))[..., :total]
         return mask_past(back, extra["lengths"]).clamp(-1, 1)
