@@ -1,9 +1,9 @@
 """Random-weight conversions of published tokenizers at their real sizes, for ``discotok eval`` side by side.
 
-Run from the repository root (it reuses the converter tests' randomisers in ``tests/``):
+Run from the repository root with it on the path (it reuses the converter tests' randomisers in ``tests/``):
 
-    python scripts/random_published.py audio OUT [--speech-seconds 4]
-    python scripts/random_published.py images OUT --llamagen PATH/TO/LlamaGen
+    PYTHONPATH=. python scripts/random_published.py audio OUT [--speech-seconds 4]
+    PYTHONPATH=. python scripts/random_published.py images OUT --llamagen PATH/TO/LlamaGen
 
 ``audio`` writes OUT/encodec_24khz (encodec 0.1.1 ``encodec_model_24khz``), OUT/dac_24khz (descript-audio-codec's
 24 kHz configuration), OUT/snac_24khz (snac 1.2.1, hubertsiuzdak/snac_24khz's configuration) and OUT/mimi
