@@ -1,5 +1,6 @@
-"""Helpers of the tests that convert a transformers audio codec (Mimi, X-Codec): a padded batch of clips, the
-reference saved as the hub serves it, and edited copies of its directory for the refusal tests."""
+"""Helpers of the tests that convert a transformers audio codec (Mimi, X-Codec, EnCodec): a padded batch of clips,
+the reference saved as the hub serves it, edited copies of its directory for the refusal tests, and EnCodec's zero
+codebooks filled at the latents' scale."""
 
 from __future__ import annotations
 
@@ -34,3 +35,13 @@ def written(folder: Path, tensors: dict[str, torch.Tensor], config: dict, **chan
     save_file(tensors, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({**config, **changes}))
     return folder
+
+
+@torch.no_grad()
+def fill_codebooks(books: list[torch.nn.Module], residual: torch.Tensor) -> None:
+    """EnCodec's Euclidean codebooks (``embed``, zero when built; ``encode`` / ``decode``, in the encodec package and
+    in transformers) filled level by level with random codes at the scale of ``residual`` (n, dim), the latents they
+    quantize (each dimension's mean and spread), the residual each level leaves feeding the next."""
+    for book in books:
+        book.embed.copy_(residual.mean(0) + residual.std(0) * torch.randn_like(book.embed))
+        residual = residual - book.decode(book.encode(residual))

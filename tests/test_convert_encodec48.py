@@ -17,6 +17,7 @@ from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from tests.conftest import randomised
+from tests.hf_reference import fill_codebooks
 
 encodec = pytest.importorskip("encodec")
 
@@ -71,10 +72,7 @@ def reference(kind: str, clips: list[torch.Tensor], ratios: tuple[int, ...] = (4
     model.segment, model.normalize = None, False
     model = randomised(model)
     residual = torch.cat([rearrange(model.encoder(c[None]), "1 d n -> n d") for c in clips])
-    for layer in model.quantizer.vq.layers:
-        book = layer._codebook
-        book.embed.copy_(residual.mean(0) + residual.std(0) * torch.randn_like(book.embed))
-        residual = residual - book.decode(book.encode(residual))
+    fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers], residual)
     last = model.decoder.model[-1].conv.norm
     last.weight.fill_(0.1)
     last.bias.mul_(0.1)
@@ -93,6 +91,7 @@ def test_converted_encodec48_gives_the_reference_ids_and_audio(kind, tmp_path, s
     hop = tok.modality.hop_length
     assert (hop, tok.modality.sample_rate, tok.modality.channels) == (math.prod(ref.encoder.ratios), 48_000, 2)
     assert not tok.encoder.causal and "segment=None, normalize=False" in tok.config["metadata"]["segments"]
+    assert tok.config["segments"] == {"seconds": 1.0, "overlap": 0.01, "normalize": True}  # discotok encode's coding
     ids = tok.encode(batch, lengths)
     decoded = tok.decode(ids, lengths=lengths)
     distinct, total = set(), 0

@@ -396,7 +396,8 @@ class EncodedBatch:
 
 
 def encode_batch(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, options: dict) -> EncodedBatch:
-    """Encode the good items of ``batch``; a padded audio batch keeps each item's ``num_frames(samples)`` frames.
+    """Encode the good items of ``batch`` as the modality stores them (``Modality.encode_items``: a padded audio
+    batch keeps each item's ``num_frames(samples)`` frames, or its segments' frames and loudness scales).
 
     Items holding NaN or inf (in the input or in the encoder's latents) join the batch's
     failures, and the rest are encoded.
@@ -413,15 +414,12 @@ def _encode_good(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, optio
     x, extra = reader.collate(batch.tensors)
     x = x.to(next(tokenizer.parameters()).device)
     try:
-        ids, layout = tokenizer.encode(x, return_layout=True, **extra, **options)
+        ids, layout, coded = tokenizer.modality.encode_items(tokenizer, x, **extra, **options)
     except NonFiniteError:
         raise
     except (TypeError, ValueError) as err:
         opts = f" with options {options}" if options else ""
         raise ExtractError(f"the tokenizer cannot encode inputs of shape {tuple(x.shape[1:])}{opts}: {err}") from err
-    rows = list(ids.to("cpu", torch.int64).numpy())
-    if "lengths" not in extra:
-        return EncodedBatch(batch.indices, rows, batch.infos, batch.failures, layout)
-    frames = tokenizer.modality.valid_frames(extra["lengths"]).tolist()
-    infos = [{"frames": n, **info} for info, n in zip(batch.infos, frames, strict=True)]
-    return EncodedBatch(batch.indices, [row[:n] for row, n in zip(rows, frames)], infos, batch.failures, None)
+    rows = [row.to("cpu", torch.int64).numpy() for row in ids]
+    infos = batch.infos if coded is None else [{**c, **info} for c, info in zip(coded, batch.infos, strict=True)]
+    return EncodedBatch(batch.indices, rows, infos, batch.failures, layout)
