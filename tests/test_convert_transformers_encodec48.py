@@ -44,7 +44,8 @@ def stereo_clips(speech_clips: list[torch.Tensor]) -> list[torch.Tensor]:
     """Stereo clips (2, n) of ``LENGTHS`` from speech: the right channel a delayed, quieter copy; the second item
     quiet (its own scales)."""
     speech = torch.cat(speech_clips, dim=-1)[0]
-    clips = [torch.stack([speech[o : o + n], 0.6 * speech[o + 40 : o + 40 + n]]) for o, n in zip([0, 101_000, 150_000, 161_000], LENGTHS)]
+    starts = [0, 101_000, 150_000, 161_000]
+    clips = [torch.stack([speech[o : o + n], 0.6 * speech[o + 40 : o + 40 + n]]) for o, n in zip(starts, LENGTHS)]
     clips[1] = 0.05 * clips[1]
     return clips
 

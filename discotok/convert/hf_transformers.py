@@ -148,7 +148,8 @@ class TransformersConverter(Converter):
             stages = len(config["upsampling_ratios"])
             original = held_in_weight_norm(encodec_original(state, stages), folder)
             return read_encodec(original, folder, sample_rate=int(config["sampling_rate"]),
-                                causal=bool(config.get("use_causal_conv", True)), pad_mode=config.get("pad_mode", "reflect"),
+                                causal=bool(config.get("use_causal_conv", True)),
+                                pad_mode=config.get("pad_mode", "reflect"),
                                 shortcut=bool(config.get("use_conv_shortcut", True)), segments=segments)
         kwargs = {"encoder_dim": config["encoder_hidden_size"], "encoder_rates": config["downsampling_ratios"],
                   "latent_dim": config["hidden_size"], "decoder_dim": config["decoder_hidden_size"],

@@ -246,8 +246,8 @@ class AudioModality(Modality):
         segmenting = self.segmenting
         if segmenting is None:
             return self.num_frames(samples)
-        return torch.tensor([sum(self.num_frames(stop - start) for start, stop in segmenting.spans(int(n), self.sample_rate))
-                             for n in samples.tolist()], dtype=torch.long)
+        spans = [segmenting.spans(int(n), self.sample_rate) for n in samples.tolist()]
+        return torch.tensor([sum(self.num_frames(stop - start) for start, stop in item) for item in spans])
 
     def encode_items(self, tokenizer: Any, x: Tensor, lengths: Tensor | None = None,
                      **options: Any) -> tuple[list[Tensor], Layout | None, list[dict] | None]:

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from discotok.layout import Layout
 from discotok.nn.modes import eval_mode
+from discotok.nn.waveform import check_audio_batch, check_lengths
 from discotok.quantizers.base import NonFiniteError
 from discotok.registry import ConfigError
 
@@ -94,8 +96,7 @@ def loudness(x: Tensor) -> Tensor:
 
 
 def padded(pieces: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Tensors (C, n_i) (or (n_i, ...)) zero-padded along their first ``C`` dims' last axis into one batch, and
-    their lengths."""
+    """Waveforms (C, n_i) zero-padded into one batch (N, C, max n_i), and their lengths (N,)."""
     lengths = torch.tensor([p.shape[-1] for p in pieces])
     out = pieces[0].new_zeros(len(pieces), *pieces[0].shape[:-1], int(lengths.max()))
     for i, piece in enumerate(pieces):
@@ -109,8 +110,9 @@ def encode_clips(tok: "Tokenizer", segmenting: Segmenting, x: Tensor, lengths: T
     """Waveforms (B, C, T) (with ``lengths``: a zero-padded batch) coded segment by segment: every segment of every
     item encoded as one padded batch (``options``: ``Tokenizer.encode``'s, such as ``depth``). An item whose
     input or latents are not finite raises ``NonFiniteError`` naming the item."""
+    check_audio_batch(x, tok.modality.channels)
     rate = tok.modality.sample_rate
-    sizes = [x.shape[-1]] * x.shape[0] if lengths is None else [int(n) for n in lengths]
+    sizes = [x.shape[-1]] * x.shape[0] if lengths is None else check_lengths(lengths, x.shape[0], x.shape[-1]).tolist()
     owner, pieces, scales = [], [], []
     for b, size in enumerate(sizes):
         item = []
@@ -144,8 +146,8 @@ def decode_clips(tok: "Tokenizer", codes: ClipCodes, stride: int) -> list[Tensor
         raise ValueError("no segments to decode")
     for ids in flat:
         tok.quantizer.check_ids(ids[None])
-    batch, frames = padded([ids.movedim(0, -1) for ids in flat])
-    batch = batch.movedim(-1, 1)
+    batch = pad_sequence(flat, batch_first=True)
+    frames = torch.tensor([ids.shape[0] for ids in flat])
     device = next(tok.parameters()).device
     with eval_mode(tok):
         z_q = tok.quantizer.ids_to_codes(batch.to(device))
@@ -167,7 +169,9 @@ def overlap_add(pieces: list[Tensor], stride: int) -> Tensor:
     end of the segment that ends last: EnCodec's length (the last segment's end) wherever EnCodec runs; where the
     last segment is short enough to end before the first (at 48 kHz, hop 320: a clip of 47681 to 47840 samples
     decodes its first segment to 48000 samples and its second to 320 from 47520), EnCodec fails, and this keeps
-    the first segment whole."""
+    the first segment whole. One segment is returned as it is."""
+    if len(pieces) == 1:
+        return pieces[0]
     size = pieces[0].shape[-1]
     t = torch.linspace(0, 1, size + 2, device=pieces[0].device, dtype=pieces[0].dtype)[1:-1]
     weight = 0.5 - (t - 0.5).abs()
