@@ -20,24 +20,18 @@ from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from tests.conftest import randomised
-from tests.hf_reference import fill_codebooks
+from tests.hf_reference import fill_codebooks, flushed_one_thread
 
 encodec = pytest.importorskip("encodec")
 
-LENGTHS = [9601, 4000, 963, 5]
+LENGTHS = [9601, 4000, 963, 5]  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
 
 
 @pytest.fixture(autouse=True)
 def flush_denormals():
-    """Denormal floats flushed to zero while these tests run, on both sides alike, in one thread (the flag is the
-    calling thread's): the random networks meet denormals, which CPUs compute about 100 times slower (measured:
-    12.6 s -> 0.07 s for one reference; the segments test 149 s in two threads on a busy machine, 0.5 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
+    """Each test in one thread with denormals flushed (``flushed_one_thread``)."""
+    with flushed_one_thread():
+        yield
 
 
 def stereo(speech_clips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -231,9 +225,9 @@ def segmenting_tok(tmp_path_factory, speech_clips):
     (folder / "wavs").mkdir()
     for name, clip in clips.items():
         sf.write(folder / "wavs" / name, clip.T.numpy(), 48_000, subtype="FLOAT")
-    ref = reference("small", [clips["a_long.wav"], clips["d_short.wav"]], ratios=(8, 5, 4))
-    with torch.no_grad():  # segments decode at about unit level times their scale (about 0.04): loud enough for 16 bits
-        ref.decoder.model[-1].conv.norm.weight.fill_(1.0)
+    with flushed_one_thread(), torch.no_grad():
+        ref = reference("small", [clips["a_long.wav"], clips["d_short.wav"]], ratios=(8, 5, 4))
+        ref.decoder.model[-1].conv.norm.weight.fill_(1.0)  # segments decode at about unit level times their scale
     torch.save(ref.state_dict(), folder / "encodec_48khz.th")
     convert("encodec", folder / "encodec_48khz.th", folder / "tok")
     return folder, clips

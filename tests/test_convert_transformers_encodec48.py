@@ -17,7 +17,7 @@ from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from discotok.modalities.audio_segments import decode_segments, encode_segments
 from tests.conftest import randomised
-from tests.hf_reference import fill_codebooks, save, written
+from tests.hf_reference import fill_codebooks, flushed_one_thread, save, written
 
 transformers = pytest.importorskip("transformers")
 
@@ -30,14 +30,9 @@ LENGTHS = [100_001, 48_100, 9_601, 963]  # 3 segments; a segment and a 580-sampl
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """One thread with denormals flushed, as in ``tests/test_convert_encodec48.py`` (random networks meet denormals,
-    which CPUs compute about 100 times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)
+    """Each test in one thread with denormals flushed (``flushed_one_thread``)."""
+    with flushed_one_thread():
+        yield
 
 
 def stereo_clips(speech_clips: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -57,7 +52,7 @@ def reference(speech_clips, tmp_path_factory):
     torch.manual_seed(0)
     ref = randomised(transformers.EncodecModel(transformers.EncodecConfig(**ENCODEC_48K)))
     speech = torch.cat(speech_clips, dim=-1)[0, -96_000:]
-    with torch.no_grad():
+    with flushed_one_thread(), torch.no_grad():
         latents = ref.encoder(torch.stack([speech, speech.flip(0)])[None] / speech.pow(2).mean().sqrt())
         fill_codebooks([layer.codebook for layer in ref.quantizer.layers], rearrange(latents, "1 d n -> n d"))
         last = ref.decoder.layers[-1].norm

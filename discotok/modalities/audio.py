@@ -12,6 +12,7 @@ the waveform they are given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -240,14 +241,17 @@ class AudioModality(Modality):
     def valid_frames(self, lengths: Tensor | None) -> Tensor | None:
         return None if lengths is None else self.num_frames(lengths)
 
+    def segment_frames(self, samples: int) -> list[int]:
+        """Frames of each segment of a clip of ``samples`` samples (the config's ``segments``; one segment without)."""
+        segmenting = self.segmenting or Segmenting(seconds=None)
+        return [self.num_frames(stop - start) for start, stop in segmenting.spans(samples, self.sample_rate)]
+
     def stored_frames(self, samples: Tensor) -> Tensor:
         """Frames of ids ``discotok encode`` stores for items of ``samples`` (B,) samples: ``num_frames`` of each,
         or with ``segments`` the sum over its segments."""
-        segmenting = self.segmenting
-        if segmenting is None:
+        if self.segmenting is None:
             return self.num_frames(samples)
-        spans = [segmenting.spans(int(n), self.sample_rate) for n in samples.tolist()]
-        return torch.tensor([sum(self.num_frames(stop - start) for start, stop in item) for item in spans])
+        return torch.tensor([sum(self.segment_frames(n)) for n in samples.tolist()])
 
     def encode_items(self, tokenizer: Any, x: Tensor, lengths: Tensor | None = None,
                      **options: Any) -> tuple[list[Tensor], Layout | None, list[dict] | None]:
@@ -374,19 +378,17 @@ class AudioModality(Modality):
             raise ExtractError(f"{source}: this tokenizer divides each segment by a loudness scale (config "
                                "'segments'), and the manifest holds no 'scales' for its items: they were encoded by "
                                "a tokenizer without segments, or the scales were removed")
-        spans = [segmenting.spans(int(n), self.sample_rate) for n in samples.tolist()]
-        for row, (item, n) in enumerate(zip(spans, samples.tolist())):
-            if scales is not None and (len(scales[row]) != len(item) or not all(s > 0 for s in scales[row])):
+        counts = [self.segment_frames(n) for n in samples.tolist()]
+        for row, (item, n) in enumerate(zip(counts, samples.tolist())):
+            if scales is not None and (len(scales[row]) != len(item)
+                                       or not all(math.isfinite(s) and s > 0 for s in scales[row])):
                 raise ExtractError(f"{source}: row {row} ({n} samples, {len(item)} segments) needs {len(item)} "
                                    f"positive loudness scales, the manifest holds {scales[row]}")
         stride = segmenting.length_stride(self.sample_rate, 1)[1]
 
         def decode_batch(i: int) -> list[Tensor]:
             rows = range(i * batch_size, min((i + 1) * batch_size, ids.shape[0]))
-            pieces = []
-            for row in rows:
-                counts = [self.num_frames(stop - start) for start, stop in spans[row]]
-                pieces.append(list(ids[row, : int(frames[row])].split(counts)))
+            pieces = [list(ids[row, : int(frames[row])].split(counts[row])) for row in rows]
             kept = None if scales is None else [torch.tensor(scales[row], dtype=torch.float32) for row in rows]
             waves = decode_clips(tokenizer, ClipCodes(pieces, kept), stride)
             return [wave[:, : int(samples[row])].clamp(-1, 1) for wave, row in zip(waves, rows)]
