@@ -236,7 +236,7 @@ def segmenting_tok(tmp_path_factory, speech_clips):
 def test_cli_round_trip_equals_the_segmented_functions(segmenting_tok, tmp_path, capsys):
     """``discotok encode`` stores each item's segments' ids and loudness scales; ``discotok decode`` uses them: ids
     and scales equal ``encode_segments``'s of each file alone, wavs equal ``decode_segments``'s cut to each file's
-    length (as 16-bit wavs; the padded batch's float rounding moves about 0.1 % of the samples by one step). A
+    length (as 16-bit wavs; another batch's float rounding may move a few samples by one step). A
     mono file is converted to stereo (duplicated), as the reader does for every audio tokenizer, and counted in the
     manifest; a mono tensor into ``encode_segments`` is refused."""
     import soundfile as sf

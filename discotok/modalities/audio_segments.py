@@ -14,8 +14,8 @@ A tokenizer whose config holds ``"segments": {"seconds": 1.0, "overlap": 0.01, "
 * decoding decodes each segment, multiplies it by its scale and overlap-adds the segments with linear fades
   (``S * (segments - 1)`` + the last segment's frames x hop samples, then cut to the clip's length).
 
-Clips of a zero-padded batch are coded as they are alone: every segment of every item goes through the tokenizer
-as one padded batch with its length. ``encode_segments`` / ``decode_segments`` give the same coding per segment
+Clips of a zero-padded batch are coded as they are alone: the segments of every item go through the tokenizer in
+batches of one length (the full segments together, each short last one alone or with others of its length). ``encode_segments`` / ``decode_segments`` give the same coding per segment
 (ids ``(B, frames_k, depth)`` per segment, scales ``(B, segments)``) for a batch of clips of one length.
 """
 
@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
 
 from discotok.layout import Layout
 from discotok.nn.modes import eval_mode
@@ -95,21 +94,21 @@ def loudness(x: Tensor) -> Tensor:
     return 1e-8 + x.contiguous().mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
 
 
-def padded(pieces: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Waveforms (C, n_i) zero-padded into one batch (N, C, max n_i), and their lengths (N,)."""
-    lengths = torch.tensor([p.shape[-1] for p in pieces])
-    out = pieces[0].new_zeros(len(pieces), *pieces[0].shape[:-1], int(lengths.max()))
-    for i, piece in enumerate(pieces):
-        out[i, ..., : piece.shape[-1]] = piece
-    return out, lengths
+def by_length(lengths: list[int]) -> dict[int, list[int]]:
+    """Indices grouped by their length, in order of first appearance."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(n, []).append(i)
+    return groups
 
 
 @torch.no_grad()
 def encode_clips(tok: "Tokenizer", segmenting: Segmenting, x: Tensor, lengths: Tensor | None = None,
                  **options: Any) -> ClipCodes:
-    """Waveforms (B, C, T) (with ``lengths``: a zero-padded batch) coded segment by segment: every segment of every
-    item encoded as one padded batch (``options``: ``Tokenizer.encode``'s, such as ``depth``). An item whose
-    input or latents are not finite raises ``NonFiniteError`` naming the item."""
+    """Waveforms (B, C, T) (with ``lengths``: a zero-padded batch) coded segment by segment: the segments of every
+    item, grouped by length, each group encoded as one batch (``options``: ``Tokenizer.encode``'s, such as
+    ``depth``); a segment's ids are what it gets alone. An item whose input or latents are not finite raises
+    ``NonFiniteError`` naming the item."""
     check_audio_batch(x, tok.modality.channels)
     rate = tok.modality.sample_rate
     sizes = [x.shape[-1]] * x.shape[0] if lengths is None else check_lengths(lengths, x.shape[0], x.shape[-1]).tolist()
@@ -123,41 +122,44 @@ def encode_clips(tok: "Tokenizer", segmenting: Segmenting, x: Tensor, lengths: T
             item.append(scale)
             owner.append(b)
         scales.append(item)
-    batch, widths = padded(pieces)
-    try:
-        ids = tok.encode(batch, widths.to(x.device), **options)
-    except NonFiniteError as err:
-        raise NonFiniteError(sorted({owner[i] for i in err.items}), err.where) from None
-    frames = tok.modality.num_frames(widths).tolist()
+    ids: list[Tensor] = [pieces[0]] * len(pieces)
+    for members in by_length([p.shape[-1] for p in pieces]).values():
+        try:
+            coded = tok.encode(torch.stack([pieces[i] for i in members]), **options)
+        except NonFiniteError as err:
+            raise NonFiniteError(sorted({owner[members[j]] for j in err.items}), err.where) from None
+        for j, i in enumerate(members):
+            ids[i] = coded[j]
     out: list[list[Tensor]] = [[] for _ in sizes]
     for i, b in enumerate(owner):
-        out[b].append(ids[i, : frames[i]])
+        out[b].append(ids[i])
     kept = [torch.cat([s.reshape(1) for s in item]).float() for item in scales] if segmenting.normalize else None
     return ClipCodes(out, kept)
 
 
 @torch.no_grad()
 def decode_clips(tok: "Tokenizer", codes: ClipCodes, stride: int) -> list[Tensor]:
-    """The waveforms (C, n_b) of coded clips: every segment decoded (one padded batch), multiplied by its scale and
-    overlap-added with linear fades, segments starting every ``stride`` samples. Not clamped: a normalised segment
-    decodes at unit loudness, whose peaks may pass 1 before the scale brings it back."""
+    """The waveforms (C, n_b) of coded clips: every segment decoded (those of one frame count as one batch),
+    multiplied by its scale and overlap-added with linear fades, segments starting every ``stride`` samples. Not
+    clamped: a normalised segment decodes at unit loudness, whose peaks may pass 1 before the scale brings it
+    back."""
     flat = [ids for item in codes.ids for ids in item]
     if not flat:
         raise ValueError("no segments to decode")
-    for ids in flat:
-        tok.quantizer.check_ids(ids[None])
-    batch = pad_sequence(flat, batch_first=True)
-    frames = torch.tensor([ids.shape[0] for ids in flat])
     device = next(tok.parameters()).device
+    decoded: list[Tensor] = [flat[0]] * len(flat)
     with eval_mode(tok):
-        z_q = tok.quantizer.ids_to_codes(batch.to(device))
-        out = tok.decoder(z_q, Layout("frames", (batch.shape[1],)), lengths=frames.to(device))
-    hop, waves, i = tok.modality.hop_length, [], 0
+        for frames, members in by_length([ids.shape[0] for ids in flat]).items():
+            batch = torch.stack([flat[i] for i in members]).to(device)
+            tok.quantizer.check_ids(batch)
+            out = tok.decoder(tok.quantizer.ids_to_codes(batch), Layout("frames", (frames,)))
+            for j, i in enumerate(members):
+                decoded[i] = out[j]
+    waves, i = [], 0
     for b, item in enumerate(codes.ids):
         pieces = []
-        for k, ids in enumerate(item):
-            piece = out[i, :, : ids.shape[0] * hop]
-            pieces.append(piece if codes.scales is None else piece * codes.scales[b][k].to(piece))
+        for k in range(len(item)):
+            pieces.append(decoded[i] if codes.scales is None else decoded[i] * codes.scales[b][k].to(decoded[i]))
             i += 1
         waves.append(overlap_add(pieces, stride))
     return waves
