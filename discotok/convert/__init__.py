@@ -19,7 +19,7 @@ import types
 from pathlib import Path
 
 from discotok.convert import (  # noqa: F401
-    cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok, wavtokenizer,
+    chameleon, cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok, wavtokenizer,
 )
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError
