@@ -2,8 +2,9 @@
 
 SOURCE is the ``model.safetensors`` the publisher distributes (or its folder). FlexTok's ``save_safetensors``
 stores the model's Hydra config in the safetensors metadata, each top-level entry (``vae``, ``encoder``,
-``decoder``, ``regularizer``, ``pipeline``, ...) as the ``str`` of a Python dict. It is read here as plain data
-(``ast.literal_eval``: literals only) and never instantiated: each module of the encoder's and decoder's
+``decoder``, ``regularizer``, ``pipeline``, ...) as the ``str`` of a Python dict; where the metadata lacks it, a
+``config.json`` beside the file holding ``{"config": {...}}`` (what ``FlexTokFromHub``'s hub mixin writes) is
+read instead. It is read here as plain data (``ast.literal_eval`` / JSON: literals only) and never instantiated: each module of the encoder's and decoder's
 ``module_dict`` is recognised by the class its ``_target_`` names and mapped to the settings of the registered
 ``flextok`` encoder and decoder and ``fsq`` quantizer; a class or setting they do not reproduce is refused with
 its name. The VAE's architecture (diffusers' ``AutoencoderKL``: widths, levels, residual blocks) is read from its
@@ -27,7 +28,7 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, count
+from discotok.convert.base import ConvertError, Converter, assemble, count, json_object
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
@@ -49,17 +50,19 @@ def read_metadata(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
-            missing = [k for k in SECTIONS if k not in metadata]
-            if missing:
-                raise ConvertError(
-                    f"{path}: not a FlexTok checkpoint: its safetensors metadata has no {', '.join(missing)} "
-                    f"(found metadata keys {sorted(metadata)[:8] or 'none'}); expected {DESCRIBE}")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        if isinstance(err, ConvertError):
-            raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConvertError(f"{path}: not a safetensors file ({first}); expected {DESCRIBE}") from None
+    missing = [k for k in SECTIONS if k not in metadata]
+    if missing:
+        beside = hub_config(path.parent / "config.json")
+        if beside is None:
+            raise ConvertError(
+                f"{path}: not a FlexTok checkpoint: its safetensors metadata has no {', '.join(missing)} "
+                f"(found metadata keys {sorted(metadata)[:8] or 'none'}) and no config.json beside it holds FlexTok's "
+                f"config; expected {DESCRIBE}")
+        return beside, tensors
     config = {}
     for key, text in metadata.items():
         try:
@@ -70,6 +73,15 @@ def read_metadata(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
         if not isinstance(config[key], dict):
             raise ConvertError(f"{path}: the metadata's {key!r} is not a config dict: {str(metadata[key])[:80]!r}")
     return config, tensors
+
+
+def hub_config(path: Path) -> dict | None:
+    """The FlexTok config a hub folder's ``config.json`` holds (``PyTorchModelHubMixin``'s ``{"config": {...}}``,
+    plain JSON), or None."""
+    obj = json_object(path) if path.is_file() else None
+    config = obj.get("config") if obj is not None else None
+    ok = isinstance(config, dict) and all(isinstance(config.get(k), dict) for k in SECTIONS)
+    return config if ok else None
 
 
 def target(spec: Any) -> str:
@@ -223,7 +235,8 @@ def decoder_config(mods: dict[str, dict], latent_dim: int, vae: dict, num_tokens
           "FlexTok's decoder head uses a muP readout or a packing function, which discotok does not reproduce")
     null_condition = "zero" if target(mods[null]) == "ZeroNullCond" else (
         "learned_token" if mods[null].get("replace_with_single_token") else "learned")
-    check(int(mods[drop]["dim"]) == int(spec.get("dim", 768)), "nested dropout's mask token is not of the decoder's width")
+    check(int(mods[drop]["dim"]) == int(spec.get("dim", 768)),
+          "nested dropout's mask token is not of the decoder's width")
     config = {"name": "flextok", "latent_dim": latent_dim, "num_tokens": num_tokens, "image_size": [IMAGE_SIZE] * 2,
               "patch_size": int(mods[patch]["patch_sizes"][0]),
               "pos_grid": [int(s) for s in mods[patch_pos]["max_sizes"]], "vae": vae,
@@ -289,7 +302,8 @@ MODULE_TENSORS = {
     ("patch_embed", "patch_proj.weight"): "patch_embed.weight", ("patch_embed", "patch_proj.bias"): "patch_embed.bias",
     ("pos", "posembs"): "pos_embed", ("registers", "registers"): "registers",
     ("head", "proj.weight"): "head.weight", ("head", "proj.bias"): "head.bias",
-    ("head", "adaLN_modulation.1.weight"): "head_adaln.1.weight", ("head", "adaLN_modulation.1.bias"): "head_adaln.1.bias",
+    ("head", "adaLN_modulation.1.weight"): "head_adaln.1.weight",
+    ("head", "adaLN_modulation.1.bias"): "head_adaln.1.bias",
     ("from_latents", "proj.weight"): "from_latents.weight", ("from_latents", "proj.bias"): "from_latents.bias",
     ("register_pos", "posembs"): "register_pos_embed", ("mask", "dropout_mask_token"): "mask_token",
     ("null", "nullcond"): "null_token",
@@ -322,7 +336,7 @@ class FlexTokConverter(Converter):
                 metadata = f.metadata() or {}
         except (SafetensorError, OSError):
             return False
-        return all(k in metadata for k in SECTIONS)
+        return all(k in metadata for k in SECTIONS) or hub_config(path.parent / "config.json") is not None
 
     def read(self, source: Path) -> Tokenizer:
         path = source / "model.safetensors" if source.is_dir() else source

@@ -122,8 +122,9 @@ class FlexTokDecoder(GenerativeDecoder):
         self.head = nn.Linear(width, self.latent_channels * self.patch_size**2)
         self.post_quant_conv = nn.Conv2d(self.latent_channels, self.latent_channels, 1)
         self.vae = vae_decoder(self.vae_settings)
-        for p in (self.register_pos_embed, self.mask_token, *([self.null_token] if self.null_token is not None else [])):
-            nn.init.trunc_normal_(p, std=0.02)
+        for p in (self.register_pos_embed, self.mask_token, self.null_token):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
         for layer in (self.from_latents, self.patch_embed):
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
