@@ -154,7 +154,7 @@ def test_flextok_builds_from_its_configs_and_encodes_prefixes():
     ids = tok.encode(images)
     assert ids.shape == (2, cfg["encoder"]["num_tokens"])
     assert torch.equal(tok.encode(images, num_tokens=5), ids[:, :5])
-    assert tok.decode(ids[:, :3], timesteps=2).shape == images.shape
+    assert tok.decode(ids[:, :3], timesteps=2, guidance_scale=1.0).shape == images.shape
     tok.train()
     keep = tok.encoder(images).keep
     assert keep is not None and set(keep.tolist()) <= {1, 2, 4, 8, 16, 32}
