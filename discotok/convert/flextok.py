@@ -142,6 +142,13 @@ def trunk_settings(spec: dict, role: str) -> dict:
                      "eps": float(norm.get("eps", 1e-5))}}
 
 
+def square_patch(spec: dict, role: str) -> int:
+    """A PatchEmbedder's patch side (FlexTok's are square, 2 x 2)."""
+    sizes = [int(s) for s in spec["patch_sizes"]]
+    check(len(sizes) == 2 and sizes[0] == sizes[1], f"FlexTok's {role} patches {sizes}: discotok reads square 2-D ones")
+    return sizes[0]
+
+
 def mask_causal(spec: dict, role: str) -> bool:
     """Whether a packer's mask is FlexTok's ``causal_last`` (else ``full``)."""
     mode = spec.get("mask_mode", "full")
@@ -190,7 +197,7 @@ def encoder_config(mods: dict[str, dict], latent_dim: int, vae: dict) -> tuple[d
     n = int(reg["n_max"])
     check(int(reg.get("n_eval") or n) == n, "FlexTok's encoder evaluates with fewer registers than it has")
     config = {"name": "flextok", "latent_dim": latent_dim, "num_tokens": n, "image_size": [IMAGE_SIZE] * 2,
-              "patch_size": int(patch["patch_sizes"][0]), "pos_grid": [int(s) for s in pos["max_sizes"]],
+              "patch_size": square_patch(patch, "encoder"), "pos_grid": [int(s) for s in pos["max_sizes"]],
               "vae": vae, "transformer": trunk_settings(trunk, "encoder"), "causal": mask_causal(packer, "encoder"),
               "head_norm": head.get("norm_layer", "default") is not None}
     names = {one(classes, "PatchEmbedder", ""): "patch_embed", one(classes, "PositionalEmbeddingAdder", ""): "pos",
@@ -238,7 +245,7 @@ def decoder_config(mods: dict[str, dict], latent_dim: int, vae: dict, num_tokens
     check(int(mods[drop]["dim"]) == int(spec.get("dim", 768)),
           "nested dropout's mask token is not of the decoder's width")
     config = {"name": "flextok", "latent_dim": latent_dim, "num_tokens": num_tokens, "image_size": [IMAGE_SIZE] * 2,
-              "patch_size": int(mods[patch]["patch_sizes"][0]),
+              "patch_size": square_patch(mods[patch], "decoder"),
               "pos_grid": [int(s) for s in mods[patch_pos]["max_sizes"]], "vae": vae,
               "transformer": trunk_settings(spec, "decoder"), "causal": mask_causal(mods[packer], "decoder"),
               "adaln_parts": parts, "head_norm": h.get("norm_layer", "default") is not None,
