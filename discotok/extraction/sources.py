@@ -37,8 +37,10 @@ from torch.utils.data import Dataset
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
 from discotok.data.images import (
     DEFAULT_MAX_PIXELS,
+    DEFAULT_PREPROCESSING,
     IMAGE_EXTENSIONS,
     ImageLoadError,
+    ImagePreprocessing,
     iter_files,
     load_image_pixels,
     pixels_to_tensor,
@@ -242,25 +244,34 @@ class Reader(Protocol):
 
 
 class ImageReader:
-    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``);
-    images of more than ``max_pixels`` pixels are refused before decoding."""
+    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``, or a
+    publisher's resize filter and alpha blending, ``preprocessing``); images of more than ``max_pixels`` pixels are
+    refused before decoding."""
 
     tar_extensions, tar_member = TAR_IMAGE_EXTENSIONS, "image"
 
-    def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 preprocessing: ImagePreprocessing = DEFAULT_PREPROCESSING) -> None:
         self.size = tuple(int(s) for s in size)
         self.max_pixels = max_pixels
+        self.preprocessing = preprocessing
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
         """uint8 pixels (3, H, W): a quarter of float32's bytes between loader processes."""
-        return load_image_pixels(item.name, self.size, item.read_bytes(), self.max_pixels), {}
+        return load_image_pixels(item.name, self.size, item.read_bytes(), self.max_pixels, self.preprocessing), {}
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
         """The stacked batch, converted to float in [-1, 1] in one operation."""
         return pixels_to_tensor(torch.stack(tensors)), {}
 
     def describe(self) -> dict:
-        return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": IMAGE_PREPROCESSING}
+        steps = dict(IMAGE_PREPROCESSING)
+        if self.preprocessing != DEFAULT_PREPROCESSING:
+            steps.update(publisher={"resize_filter": self.preprocessing.resize_filter,
+                                    "alpha_blend": self.preprocessing.alpha_blend},
+                         resize=f"{self.preprocessing.resize_filter} resize (PIL, whole image decoded) to cover "
+                                "image_size, then centre crop")
+        return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": steps}
 
     def summarize(self, infos: list[dict]) -> dict:
         return {}

@@ -125,7 +125,7 @@ class Tokenizer(nn.Module):
     def _decode(self, z_q: Tensor, layout: Layout, size: Sequence[int] | None, frames: Tensor | None,
                 keep: Tensor | None = None, decoder: Decoder | None = None, **sampler: Any) -> Tensor:
         """Run the decoder (ours, or ``decoder``, its int8 copy) with the output ``size`` and valid ``frames`` per
-        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``), which only
+        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``, ``noise``), which only
         generative decoders take."""
         sampler = {k: v for k, v in sampler.items() if v is not None}
         if sampler and not self.decoder.generative:
@@ -222,6 +222,7 @@ class Tokenizer(nn.Module):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        noise: Tensor | None = None,
         precision: str = "fp32",
     ) -> Tensor:
         """Ids -> images or waveforms in [-1, 1] (float32 under bf16); ids are checked against the codebook first.
@@ -231,7 +232,8 @@ class Tokenizer(nn.Module):
         their grid); audio (T,), the samples to cut the output to.
         Generative decoders (``flow``) sample: ``timesteps`` Euler steps, classifier-free
         ``guidance_scale`` and ``seed`` (unset: the decoder's defaults); the same seed gives the
-        same images. Deterministic decoders refuse these arguments.
+        same images; ``noise`` (as the decoder's ``forward`` documents) replaces the seeded starting noise.
+        Deterministic decoders refuse these arguments.
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length, and padded frames never reach
         an item's valid samples (exactly so for the ``audio`` decoder).
@@ -247,7 +249,7 @@ class Tokenizer(nn.Module):
             z_q = self.quantizer.ids_to_codes(ids.to(device))
             size, frames = (None, None) if batch is None else (batch.size, batch.frames)
             x_hat = self._decode(z_q, layout, size, frames, decoder=self._networks(resolved)[1], timesteps=timesteps,
-                                 guidance_scale=guidance_scale, seed=seed)
+                                 guidance_scale=guidance_scale, seed=seed, noise=noise)
             if batch is not None:
                 x_hat = self.modality.finish(x_hat, batch)
             return undo_autocast(x_hat).clamp(-1, 1)
