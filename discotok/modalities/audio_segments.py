@@ -15,8 +15,9 @@ A tokenizer whose config holds ``"segments": {"seconds": 1.0, "overlap": 0.01, "
   (``S * (segments - 1)`` + the last segment's frames x hop samples, then cut to the clip's length).
 
 Clips of a zero-padded batch are coded as they are alone: the segments of every item go through the tokenizer in
-batches of one length (the full segments together, each short last one alone or with others of its length). ``encode_segments`` / ``decode_segments`` give the same coding per segment
-(ids ``(B, frames_k, depth)`` per segment, scales ``(B, segments)``) for a batch of clips of one length.
+batches of one length (the full segments together, each short last one alone or with others of its length).
+``encode_segments`` / ``decode_segments`` give the same coding per segment (ids ``(B, frames_k, depth)`` per
+segment, scales ``(B, segments)``) for a batch of clips of one length.
 """
 
 from __future__ import annotations
