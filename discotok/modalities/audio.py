@@ -163,12 +163,10 @@ class AudioModality(Modality):
         return self.encoder.length_multiple
 
     def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
-        """Frames (token positions) that ``num_samples`` samples encode to: ceil(num_samples / hop), rounded up to
-        whole ``length_multiple`` (int or tensor)."""
-        multiple, per = self.length_multiple, self.length_multiple // self.hop_length
-        if isinstance(num_samples, Tensor):
-            return torch.div(num_samples + multiple - 1, multiple, rounding_mode="floor") * per
-        return -(-int(num_samples) // multiple) * per
+        """Frames (token positions) that ``num_samples`` samples encode to (int or tensor): the encoder's rule,
+        ceil(num_samples / hop) rounded up to whole ``length_multiple`` for most; X-Codec's is transformers'
+        floor((num_samples - 80) / 320) + 1."""
+        return self.encoder.num_frames(num_samples)
 
     def bits_per_second(self, depth: int | None = None) -> float:
         """The bit rate of ids at ``depth`` levels of a residual quantizer (None: all)."""
@@ -212,14 +210,19 @@ class AudioModality(Modality):
         total = x.shape[-1]
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], total).to(x.device)
-        padded = F.pad(x, (0, self.num_frames(total) * self.hop_length - total))
+        padded = F.pad(x, (0, -total % self.length_multiple))
         if lengths is None and padded.shape[-1] != total:  # the encoder tells the padding from the signal
             lengths = torch.full((x.shape[0],), total, device=x.device)
         return Batch(padded, lengths, self.valid_frames(lengths), (total,))
 
     def finish(self, x_hat: Tensor, batch: Batch) -> Tensor:
-        """Cut to the input's T samples and zero each item past its length."""
-        return mask_past(x_hat[..., : batch.size[-1]], batch.lengths)
+        """Cut (or zero-extend) to the input's T samples and zero each item past its length and past its frames'
+        samples (``frames * hop``, fewer than its length for X-Codec's last partial hop)."""
+        total = batch.size[-1]
+        x_hat = F.pad(x_hat[..., :total], (0, max(0, total - x_hat.shape[-1])))
+        if batch.lengths is None:
+            return x_hat
+        return mask_past(x_hat, torch.minimum(batch.lengths, batch.frames * self.hop_length))
 
     def prepare_ids(
         self, ids: Tensor, layout: Layout | None, size: Sequence[int] | None, lengths: Tensor | None
@@ -230,7 +233,7 @@ class AudioModality(Modality):
             raise ValueError(f"audio ids of {n} frames need the layout Layout('frames', ({n},)), got {layout}")
         total = n * self.hop_length if size is None else int(size[-1])
         if lengths is not None:
-            lengths = check_lengths(lengths, ids.shape[0], n * self.hop_length)
+            lengths = check_lengths(lengths, ids.shape[0], self.encoder.max_samples(n))
         return layout, Batch(None, lengths, self.valid_frames(lengths), (total,))
 
     def default_layout(self, num_tokens: int | None = None) -> Layout:
