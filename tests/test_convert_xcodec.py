@@ -33,16 +33,22 @@ def xcodec_config(**changes) -> object:
                                      codebook_size=256, target_bandwidths=BANDWIDTHS, **changes)
 
 
+def branches(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The acoustic and semantic latents (B, D, frames) transformers' ``XcodecModel.encode`` joins, for whole hops."""
+    return model.acoustic_encoder(x), model.encoder_semantic(model._extract_semantic_features(x).transpose(1, 2))
+
+
 def embeddings(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The latents transformers' ``XcodecModel.encode`` quantizes, (frames, dim), for clips of whole hops."""
-    semantic = model.encoder_semantic(model._extract_semantic_features(x).transpose(1, 2))
-    joined = torch.cat([model.acoustic_encoder(x), semantic], dim=1)
+    joined = torch.cat(branches(model, x), dim=1)
     return model.fc(joined.transpose(1, 2)).reshape(-1, model.config.hidden_size)
 
 
 @torch.no_grad()
 def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 0) -> torch.nn.Module:
-    """A fresh ``XcodecModel`` made a meaningful reference: Snake slopes, biases and LayerNorms spread, every codebook
+    """A fresh ``XcodecModel`` made a meaningful reference: Snake slopes, biases and LayerNorms spread, ``fc``'s
+    acoustic columns scaled so that both branches weigh alike in its output (at random init the acoustic one is
+    hundreds of times smaller, and the ids would not depend on it), every codebook
     (all zero when built) filled level by level with random codes at the scale of the residuals of the latents of
     ``speech`` (B, 1, T) (each dimension's mean and spread: codes drawn apart, not copied from a few residuals, so
     no two are near-tied for a latent), and the output scaled into [-1, 1] (our decode clamps)."""
@@ -54,6 +60,10 @@ def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 
             p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1)
         elif name.endswith("bias"):
             p.normal_(0.0, 0.05)
+    acoustic, semantic = branches(model, speech)
+    width = acoustic.shape[1]
+    weight = model.fc.weight
+    weight[:, :width] *= (weight[:, width:] @ semantic).std() / (weight[:, :width] @ acoustic).std()
     residual = embeddings(model, speech)
     for level in model.quantizer.quantizers:
         book = level.codebook
@@ -97,20 +107,19 @@ def test_converted_xcodec_gives_the_reference_ids_and_audio(small, tmp_path, cap
     worst = 0.0
     with torch.no_grad():
         for b, (clip, n) in enumerate(zip(clips, frames.tolist())):
-            codes = ref.encode(clip[None]).audio_codes[0]  # (depth, frames)
-            assert codes.shape[-1] == n
-            assert torch.equal(ids[b, :n], codes.T), f"item {b}"
-            alone = tok.encode(clip[None])
-            assert torch.equal(alone[0], codes.T), f"item {b} alone"
-            expected = ref(clip[None]).audio_values[0].clamp(-1, 1)  # decoded, cut to L samples
+            out = ref(clip[None])  # transformers' codes (depth, frames) and audio, decoded and cut to L samples
+            codes, expected = out.audio_codes[0], out.audio_values[0].clamp(-1, 1)
             valid = expected.shape[-1]
-            assert valid == min(clip.shape[-1], n * 320)
+            assert codes.shape[-1] == n and valid == min(clip.shape[-1], n * 320)
+            assert torch.equal(ids[b, :n], codes.T), f"item {b}"
             worst = max(worst, (decoded[b, :, :valid] - expected).abs().max().item())
             assert not decoded[b, :, valid:].any(), f"item {b} past its samples"
-            worst = max(worst, (tok.decode(alone)[0] - ref.decode(codes[None]).audio_values[0].clamp(-1, 1)).abs().max().item())
-            own = tok(clip[None]).x_hat[0]  # forward: the clip's L samples, zero past its frames'
-            assert own.shape == clip.shape and not own[:, valid:].any()
-            worst = max(worst, (own[:, :valid] - expected).abs().max().item())
+            alone = tok(clip[None])  # forward: the clip's ids, and its L samples, zero past its frames'
+            assert torch.equal(alone.ids[0], codes.T), f"item {b} alone"
+            assert alone.x_hat.shape == (1, *clip.shape) and not alone.x_hat[..., valid:].any()
+            audio = tok.decode(alone.ids)
+            assert audio.shape[-1] == n * 320
+            worst = max(worst, *((y[0, :, :valid] - expected).abs().max().item() for y in (audio, alone.x_hat)))
     assert worst < 1e-4
     for level in range(4):  # the codebooks are not trivial: every level uses many codes
         assert ids[..., level].unique().numel() >= 15, f"level {level}"  # of 256, over the items' frames
