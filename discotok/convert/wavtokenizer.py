@@ -177,12 +177,18 @@ def read_wavtokenizer(state: dict[str, Tensor], source: Path, config: dict | Non
                            f"({None if window is None else tuple(window.shape)})")
     ours["metadata"].update({"bandwidth_id": bandwidth_id, "ignored": ignored,
                              "config": config_path.name if config_path else None})
+    return assemble(ours, renamed(folded, len(ours["encoder"]["ratios"])), [r"quantizer\.initted"])
+
+
+def renamed(folded: dict[str, Tensor], stages: int) -> Renamed:
+    """WavTokenizer's tensors (adaptive norms folded, the ISTFT window taken out) under our names, for an encoder of
+    ``stages`` downsampling stages."""
     encoder = rename({k[len(ENCODEC):]: v for k, v in folded.items() if k.startswith(ENCODEC + "encoder.")},
-                     encodec_rules(len(ours["encoder"]["ratios"])))
+                     encodec_rules(stages))
     rest = rename({(k[len(ENCODEC):] if k.startswith(ENCODEC) else k): v for k, v in folded.items()
                    if not k.startswith(ENCODEC + "encoder.") and not k.endswith("._codebook.inited")}, DECODER_RULES)
     tensors = Renamed()
     for part in (encoder, rest):
         tensors.update(part)
         tensors.origin.update(part.origin)
-    return assemble(ours, tensors, [r"quantizer\.initted"])
+    return tensors

@@ -170,6 +170,8 @@ class Tokenizer(nn.Module):
         Waveforms (B, C, T) at ``modality.sample_rate``, zero-padded to whole hops: N = num_frames(T);
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
+        ``num_frames`` is the encoder's rule (X-Codec's: transformers' floor((L - 80) / 320) + 1, and with
+        ``lengths`` N is the longest item's).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
         Items holding NaN or inf, in the input or in the encoder's latents, raise
         ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
@@ -235,8 +237,9 @@ class Tokenizer(nn.Module):
         same images; ``noise`` (as the decoder's ``forward`` documents) replaces the seeded starting noise.
         Deterministic decoders refuse these arguments.
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
-        (as given to ``encode``) zero each item past its length, and padded frames never reach
-        an item's valid samples (exactly so for the ``audio`` decoder).
+        (as given to ``encode``) zero each item past its length and past its frames' samples
+        (``num_frames(length) * hop``: X-Codec's can be fewer than the length), and padded frames never
+        reach an item's valid samples (exactly so for the ``audio`` decoder).
         ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast; ``int8``
         (CPU): its linear layers run as dynamic int8.
         """
