@@ -144,12 +144,11 @@ class XcodecEncoder(WaveformEncoder):
                                  "samples (one frame)")
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
             frames = self.num_frames(lengths)
+            mask = length_mask(frames, x.shape[-1] // self.hop_length)
         acoustic = self.acoustic_latents(x, lengths)
         hubert_lengths = None if lengths is None else lengths + 2 * self.pad
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.train_hubert):
             semantic = self.semantic(F.pad(x[:, 0], (self.pad, self.pad)), hubert_lengths)
-        if frames is not None:
-            mask = length_mask(frames, semantic.shape[1])
         semantic = self.semantic_encoder(rearrange(semantic, "b n d -> b d n"), mask)
         z = self.fc(torch.cat([acoustic, rearrange(semantic, "b d n -> b n d")], dim=-1))
         if frames is not None:
