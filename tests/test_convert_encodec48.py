@@ -23,17 +23,7 @@ encodec = pytest.importorskip("encodec")
 LENGTHS = [9601, 4000, 963, 5]
 
 
-@pytest.fixture(autouse=True)
-def flush_denormals():
-    """Denormal floats flushed to zero while these tests run, on both sides alike, in one thread (the flag is the
-    calling thread's): the random networks meet denormals, which CPUs compute about 100 times slower (measured:
-    12.6 s -> 0.07 s for one reference; the segments test 149 s in two threads on a busy machine, 0.5 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
+pytestmark = pytest.mark.usefixtures("flush_denormals")  # tests/conftest.py: one thread, denormals flushed
 
 
 def stereo(speech_clips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
