@@ -10,6 +10,7 @@ from tests.conftest import AUDIO_RATE
 
 
 def frame_config(hop: int = 40, window: int | None = None) -> dict:
+    """A tiny frame tokenizer (width 16, 4 values per frame, RVQ 2 x 16) at ``hop`` / ``window``."""
     frame = {"latent_dim": 4, "hop_length": hop, "window": window, "width": 16, "dilations": [1, 3]}
     return {"modality": "audio", "sample_rate": AUDIO_RATE, "channels": 1,
             "encoder": {"name": "frame", **frame}, "decoder": {"name": "frame", **frame},
