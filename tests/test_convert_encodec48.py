@@ -27,11 +27,7 @@ encodec = pytest.importorskip("encodec")
 LENGTHS = [9601, 4000, 963, 5]  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
 
 
-@pytest.fixture(autouse=True)
-def flush_denormals():
-    """Each test in one thread with denormals flushed (``flushed_one_thread``)."""
-    with flushed_one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("flush_denormals")  # tests/conftest.py: one thread, denormals flushed
 
 
 def stereo(speech_clips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:

@@ -28,11 +28,7 @@ ENCODEC_48K = {"upsampling_ratios": [8, 5, 4, 2], "target_bandwidths": [3.0, 6.0
 LENGTHS = [100_001, 48_100, 9_601, 963]  # 3 segments; a segment and a 580-sample one; one; shorter than a segment
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Each test in one thread with denormals flushed (``flushed_one_thread``)."""
-    with flushed_one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("flush_denormals")  # tests/conftest.py: one thread, denormals flushed
 
 
 def stereo_clips(speech_clips: list[torch.Tensor]) -> list[torch.Tensor]:
