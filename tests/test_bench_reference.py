@@ -115,7 +115,8 @@ def test_encodec_against_the_encodec_package(tmp_path, capsys):
                      "--bandwidth", "3", "--json", str(out)])
     assert rc == 0, capsys.readouterr().err
     row = json.loads(out.read_text())["rows"][0]
-    assert row["config"] == "EnCodec 24 kHz, 3 kbps" and row["params_m_ours"] == pytest.approx(row["params_m_reference"])
+    assert row["config"] == "EnCodec 24 kHz, 3 kbps"
+    assert row["params_m_ours"] == pytest.approx(row["params_m_reference"])
     assert row["ids_equal_fp32"] == 1.0 and row["distinct_ids"] > 40  # of 120 ids (4 codebooks of 1024): spread
     assert row["decode_max_abs_diff"] < 1e-4
     for step in ("encode", "decode"):

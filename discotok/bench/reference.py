@@ -92,7 +92,8 @@ def compare(pair: Pair, precisions: Sequence[str], repeats: int, warmup: int = 1
             ours = tok.encode(x, precision=p, **pair.encode_options)
             theirs = in_precision(pair.reference_encode, p, device)(x)
             if ours.shape != theirs.shape:
-                raise ValueError(f"{pair.label}: our ids are {tuple(ours.shape)}, the reference's {tuple(theirs.shape)}")
+                raise ValueError(f"{pair.label}: our ids are {tuple(ours.shape)}, "
+                                 f"the reference's {tuple(theirs.shape)}")
             row[f"ids_equal_{p}"] = agreement(ours, theirs)
             row[f"ids_equal_own_fp32_ours_{p}"] = agreement(ours, ids)
             row[f"ids_equal_own_fp32_reference_{p}"] = agreement(theirs, reference_ids)
@@ -109,7 +110,9 @@ def compare(pair: Pair, precisions: Sequence[str], repeats: int, warmup: int = 1
             for clock in ("", "cpu_"):
                 row[f"{step}_{clock}x_{p}"] = row[f"{step}_{clock}ms_reference_{p}"] / row[f"{step}_{clock}ms_ours_{p}"]
         if set(precisions) >= {"fp32", "bf16"}:
-            row[f"{step}_x_bf16_vs_reference_fp32"] = row[f"{step}_ms_reference_fp32"] / row[f"{step}_ms_ours_bf16"]
+            for clock in ("", "cpu_"):
+                row[f"{step}_{clock}x_bf16_vs_reference_fp32"] = (row[f"{step}_{clock}ms_reference_fp32"]
+                                                                  / row[f"{step}_{clock}ms_ours_bf16"])
     row["load_after"] = os.getloadavg()[0]
     return row
 
@@ -137,7 +140,7 @@ def format_table(rows: Sequence[dict]) -> str:
     """One markdown table, a line per model and precision: our and the reference's ms, the ratios (wall; CPU time in
     brackets), ids agreement; then the conditions."""
     header = ["config", "P", "params M ours / ref", "encode ms ours / ref", "encode ref/ours (CPU)",
-              "decode ms ours / ref", "decode ref/ours (CPU)", "ours P vs ref fp32: enc / dec", "ids = ref",
+              "decode ms ours / ref", "decode ref/ours (CPU)", "ours P vs ref fp32: enc / dec (CPU)", "ids = ref",
               "ids = own fp32: ours / ref", "decode max abs diff (fp32)"]
     lines = []
     for r in rows:
@@ -146,8 +149,9 @@ def format_table(rows: Sequence[dict]) -> str:
             for step in STEPS:
                 cells += [f"{r[f'{step}_ms_ours_{p}']:.1f} / {r[f'{step}_ms_reference_{p}']:.1f}",
                           f"{r[f'{step}_x_{p}']:.2f}x ({r[f'{step}_cpu_x_{p}']:.2f}x)"]
-            vs = "encode_x_bf16_vs_reference_fp32"
-            cells += [f"{r[vs]:.2f}x / {r['decode_x_bf16_vs_reference_fp32']:.2f}x" if p == "bf16" and vs in r else "-",
+            vs = [f"{r[f'{step}_x_bf16_vs_reference_fp32']:.2f}x ({r[f'{step}_cpu_x_bf16_vs_reference_fp32']:.2f}x)"
+                  for step in STEPS if p == "bf16" and f"{step}_x_bf16_vs_reference_fp32" in r]
+            cells += [" / ".join(vs) or "-",
                       f"{r[f'ids_equal_{p}']:.4f}",
                       f"{r[f'ids_equal_own_fp32_ours_{p}']:.4f} / {r[f'ids_equal_own_fp32_reference_{p}']:.4f}",
                       f"{r['decode_max_abs_diff']:.2e}"]

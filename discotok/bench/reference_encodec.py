@@ -3,11 +3,11 @@
 ``EncodecModel.encodec_model_24khz(pretrained=False)`` is the published architecture (SEANet, 2-layer LSTMs, 32
 codebooks of 1024) with PyTorch's random init; its codebooks, which EnCodec starts at zero (every id would be 0),
 are filled from a seeded normal distribution, each level's fitted to the residual frames that reach it on a second
-of speech, so that the ids spread over every codebook. ``discotok.convert.encodec`` converts its ``state_dict`` in memory (what ``discotok convert
-encodec`` does with the saved ``.th``). The reference's side is ``model.encode`` / ``model.decode`` at
-``--bandwidth`` (``set_target_bandwidth``), its decoded audio clamped to [-1, 1] as our ``decode`` clamps it (its
-``save_audio`` clamps to +-0.99); ours ``encode(x, depth=...)`` of the same number of codebooks and ``decode``; ids are compared
-as ``(B, frames, depth)``.
+of speech, so that the ids spread over every codebook. ``discotok.convert.encodec`` converts its ``state_dict`` in
+memory (what ``discotok convert encodec`` does with the saved ``.th``). The reference's side is ``model.encode`` /
+``model.decode`` at ``--bandwidth`` (``set_target_bandwidth``), its decoded audio clamped to [-1, 1] as our
+``decode`` clamps it (its ``save_audio`` clamps to +-0.99); ours ``encode(x, depth=...)`` of the same number of
+codebooks and ``decode``; ids are compared as ``(B, frames, depth)``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ of ``configs/infer/TiTok/NAME.yaml`` (read with OmegaConf, as the reference read
 seeded random init at published size, the two-stage models with their full MaskGIT-VQGAN pixel decoder; its
 ``state_dict`` is converted by ``discotok.convert.titok`` as ``discotok convert titok`` converts the saved folder. The
 reference's side is ``TiTok.encode`` (ids: its ``min_encoding_indices``) and ``TiTok.decode_tokens`` clamped to [0, 1]
-as its README does, in [0, 1] where ours take and give [-1, 1] (the mapping is in both sides' timings). ``accelerate``, which its quantizer imports
-for a multi-GPU gather used only in training, is replaced by a stub module when it is not installed.
+as its README does, in [0, 1] where ours take and give [-1, 1] (the mapping is in both sides' timings).
+``accelerate``, which its quantizer imports for a multi-GPU gather used only in training, is replaced by a stub
+module when it is not installed.
 """
 
 from __future__ import annotations
