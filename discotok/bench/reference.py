@@ -13,7 +13,8 @@ Ours runs with ``precision="bf16"`` (encoder and decoder under autocast, the qua
 reference under ``torch.autocast(device, torch.bfloat16)`` around its own encode / decode: each reference module's
 ``BF16`` says what that makes of it. Ratios are reference time / our time (above 1: ours faster); the bf16 rows
 also give the reference's fp32 time over our bf16 time. The load average (``os.getloadavg``) is recorded before
-and after each model. A benchmark, never a timed test.
+and after each model; the ``discotok`` command sets glibc's malloc as ``MALLOC_MMAP_MAX_=0`` with a high trim
+threshold would (``discotok.allocator``; the row's ``allocator``). A benchmark, never a timed test.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import torch
 from torch import Tensor
@@ -54,7 +56,7 @@ class Pair:
     encode_options: dict = field(default_factory=dict)  # our ``encode``'s keyword arguments (e.g. ``depth``)
 
 
-def reference_module(name: str):
+def reference_module(name: str) -> ModuleType:
     """The module of reference ``name``: ``labels(args)`` (its models), ``build(args, label) -> Pair``, and the texts
     ``REFERENCE`` (what it is) and ``BF16`` (what autocast makes of it)."""
     if name not in REFERENCES:
