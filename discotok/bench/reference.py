@@ -162,8 +162,9 @@ def format_table(rows: Sequence[dict]) -> str:
     size = (f"{first['image_size'][0]}x{first['image_size'][1]} random images" if "image_size" in first
             else f"clips of {first['seconds']:g} s of speech at {first['sample_rate']} Hz")
     notes = [f"Reference: {first['reference']}. Batch {first['batch_size']} ({size}), threads {first['threads']}, "
-             f"allocator {first['allocator']}; medians of {first['repeats']} rounds, ours and the reference (fp32, "
-             "bf16) in turn within each round; ratio = reference time / our time (above 1: ours faster).",
+             f"allocator {first['allocator']}; medians of {first['repeats']} rounds, ours and the reference "
+             f"({', '.join(first['precisions'])}) in turn within each round; ratio = reference time / our time (above "
+             "1: ours faster).",
              f"bf16: ours precision=\"bf16\"; the reference {first['reference_bf16']}.",
              "Load average (1 min) before -> after: " + ", ".join(
                  f"{r['config']} {r['load_before']:.2f} -> {r['load_after']:.2f}" for r in rows) + "."]
