@@ -160,9 +160,10 @@ def held_in_weight_norm(state: dict[str, Tensor], source: Path) -> dict[str, Ten
     return split_weight_norm(state)
 
 
-def read_encodec(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
+def read_encodec(state: dict[str, Tensor], source: Path | str, **architecture: object) -> Tokenizer:
     """The tokenizer of an EnCodec's tensors (the ``encodec`` package's names, weights as ``weight_g`` /
-    ``weight_v``); ``architecture``: what the tensors do not say (``encodec_config``'s keyword arguments)."""
+    ``weight_v``; ``source`` names them in errors: a file, or a model in memory); ``architecture``: what the tensors
+    do not say (``encodec_config``'s keyword arguments)."""
     try:
         config, n = encodec_config(state, **architecture)
     except ConvertError as err:
