@@ -17,8 +17,8 @@ commands:
   decode          ids -> PNG images or wav files
   eval            images: PSNR, SSIM, LPIPS, rFID/pFID; audio: SI-SNR, mel/STFT distance, PESQ/STOI;
                   codebook usage, bit rates, timings -> report + plots
-  convert         a publisher's checkpoint (dac, encodec, snac, mimi, transformers, titok, llamagen,
-                  open_magvit2, ibq, cosmos, wavtokenizer) -> a tokenizer directory
+  convert         a publisher's checkpoint (dac, encodec, snac, mimi, transformers, titok, flextok,
+                  llamagen, open_magvit2, ibq, cosmos, chameleon, wavtokenizer) -> a tokenizer directory
   quantize-after  a continuous tokenizer (quantizer=identity) + data -> a discrete tokenizer
   bench           benchmarks (e.g. `discotok bench tokenizer experiment=smoke`, `discotok bench quantizers`)
 

@@ -18,7 +18,8 @@ item's ``frames`` (and ``samples``, its length at the model's rate); ``load_ids`
 shards to the longest item and ``LoadedIds.frames`` / ``.samples`` give the per-item lengths.
 
 Manifest version 2 lists the shards (an audio manifest adds ``modality: "audio"``,
-``pad_id`` and per-item lengths; image manifests are as before); version 1 (a single
+``pad_id`` and per-item lengths, and for a segmenting tokenizer each item's loudness ``scales``; image
+manifests are as before); version 1 (a single
 ``ids.npy``, written by earlier releases) is still read. Readers never unpickle. Writers live
 in ``discotok.extraction``, each file through ``discotok.atomic.atomic_path`` (temporary
 name, then ``os.replace``).
@@ -49,6 +50,7 @@ READABLE_VERSIONS = (1, 2)
 SUFFIX = {"npy": ".npy", "safetensors": ".safetensors", "wds": ".tar"}
 PAD_ID = -1
 ITEM_LENGTHS = ("frames", "samples")
+ITEM_SIDE = ("scales",)  # per-item side information decoding needs (audio segments' loudness scales)
 NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -234,7 +236,8 @@ def read_manifest(path: Path) -> dict:
         manifest["shards"] = shards
         Layout.from_dict(manifest["layout"])
         manifest["items"] = [
-            {"row": int(i["row"]), "source": str(i["source"]), **{k: int(i[k]) for k in ITEM_LENGTHS if k in i}}
+            {"row": int(i["row"]), "source": str(i["source"]), **{k: int(i[k]) for k in ITEM_LENGTHS if k in i},
+             **{k: [float(v) for v in i[k]] for k in ITEM_SIDE if k in i}}
             for i in manifest["items"]
         ]
     except (KeyError, TypeError, ValueError, IndexError) as err:
@@ -295,6 +298,14 @@ class LoadedIds(NamedTuple):
     def samples(self) -> np.ndarray | None:
         """Audio: each item's length in samples at the model's rate, when the manifest records it."""
         return item_lengths(self.manifest, "samples", self.ids.shape[0])
+
+    def item_values(self, key: str) -> list[list[float]] | None:
+        """Per row the side information ``key`` the manifest records beside the ids (``scales``: audio segments'
+        loudness scales), or None when some row has none."""
+        items = (self.manifest or {}).get("items") or []
+        if len(items) != self.ids.shape[0] or not all(key in i for i in items):
+            return None
+        return [i[key] for i in sorted(items, key=lambda i: i["row"])]
 
 
 def load_ids(ids_path_or_dir: str | os.PathLike) -> LoadedIds:

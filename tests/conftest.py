@@ -9,6 +9,7 @@ import torch
 
 from discotok.data.sample import load_sample_photos
 from discotok.data.images import pil_to_tensor, resize_center_crop
+from tests.hf_reference import flushed_one_thread
 
 LATENT = 8
 TINY_QUANTIZERS = {
@@ -85,6 +86,14 @@ def vgg16_random_weights(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def flush_denormals():
+    """A test in one thread with denormal floats flushed to zero (``tests.hf_reference.flushed_one_thread``: small or
+    random networks meet denormals, which CPUs compute about 100 times slower)."""
+    with flushed_one_thread():
+        yield
 
 
 AUDIO_RATE = 16000

@@ -163,6 +163,17 @@ def test_real_size_experiments_compose(experiment):
         assert tok.modality.bit_rates[2] == 1500 and tok.modality.bit_rates[4] == 3000
 
 
+def test_audio_frame_experiment_composes() -> None:
+    """The CPU speech recipe: frame tokenizer, hop 80 at 16 kHz, 8 values per frame, RVQ 4 x 256, waveform L1 10."""
+    with initialize_config_dir(config_dir(), version_base=None):
+        cfg = compose("train", overrides=["experiment=audio_frame"])
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_steps == 3000 and cfg.data.source == "speech"
+    assert cfg.loss.reconstruction.l1_weight == 10.0
+    tok = Tokenizer.from_config(tokenizer_spec(cfg))
+    assert (tok.encoder.hop_length, tok.decoder.hop_length, tok.quantizer.dim) == (80, 80, 8)
+    assert tok.modality.frames_per_second == 200 and tok.modality.bit_rates == {1: 1600, 2: 3200, 3: 4800, 4: 6400}
+
+
 def composed_audio(experiment: str) -> dict:
     """The tokenizer config of ``experiment`` (a GPU config; its data folder is never read here)."""
     with initialize_config_dir(config_dir(), version_base=None):

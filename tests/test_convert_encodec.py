@@ -46,6 +46,7 @@ def test_converted_encodec_gives_the_reference_ids_and_audio(kind, tmp_path, spe
     tok = Tokenizer.from_pretrained(tmp_path / "tok")
     hop = tok.modality.hop_length
     assert (hop, tok.modality.sample_rate) == (math.prod(ref.encoder.ratios), 24_000)
+    assert tok.modality.segmenting is None and "segments" not in tok.config  # whole clips
     lengths = torch.tensor([4000, 2777, 963, 5])  # none a multiple of the hop; the last shorter than a hop
     clips = [c[:, :n] for c, n in zip(speech_clips, lengths.tolist())]
     batch = torch.zeros(len(clips), 1, int(lengths.max()))

@@ -6,8 +6,11 @@ default coding (1-s segments, loudness scales, overlap-add): the same ids per se
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,23 +20,14 @@ from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from tests.conftest import randomised
+from tests.hf_reference import fill_codebooks, flushed_one_thread
 
 encodec = pytest.importorskip("encodec")
 
-LENGTHS = [9601, 4000, 963, 5]
+LENGTHS = [9601, 4000, 963, 5]  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
 
 
-@pytest.fixture(autouse=True)
-def flush_denormals():
-    """Denormal floats flushed to zero while these tests run, on both sides alike, in one thread (the flag is the
-    calling thread's): the random networks meet denormals, which CPUs compute about 100 times slower (measured:
-    12.6 s -> 0.07 s for one reference; the segments test 149 s in two threads on a busy machine, 0.5 s here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    yield
-    torch.set_flush_denormal(False)
-    torch.set_num_threads(threads)  # none a multiple of the hop (8 small, 320 full); the last shorter than a hop
+pytestmark = pytest.mark.usefixtures("flush_denormals")  # tests/conftest.py: one thread, denormals flushed
 
 
 def stereo(speech_clips: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -71,10 +65,7 @@ def reference(kind: str, clips: list[torch.Tensor], ratios: tuple[int, ...] = (4
     model.segment, model.normalize = None, False
     model = randomised(model)
     residual = torch.cat([rearrange(model.encoder(c[None]), "1 d n -> n d") for c in clips])
-    for layer in model.quantizer.vq.layers:
-        book = layer._codebook
-        book.embed.copy_(residual.mean(0) + residual.std(0) * torch.randn_like(book.embed))
-        residual = residual - book.decode(book.encode(residual))
+    fill_codebooks([layer._codebook for layer in model.quantizer.vq.layers], residual)
     last = model.decoder.model[-1].conv.norm
     last.weight.fill_(0.1)
     last.bias.mul_(0.1)
@@ -93,6 +84,7 @@ def test_converted_encodec48_gives_the_reference_ids_and_audio(kind, tmp_path, s
     hop = tok.modality.hop_length
     assert (hop, tok.modality.sample_rate, tok.modality.channels) == (math.prod(ref.encoder.ratios), 48_000, 2)
     assert not tok.encoder.causal and "segment=None, normalize=False" in tok.config["metadata"]["segments"]
+    assert tok.config["segments"] == {"seconds": 1.0, "overlap": 0.01, "normalize": True}  # discotok encode's coding
     ids = tok.encode(batch, lengths)
     decoded = tok.decode(ids, lengths=lengths)
     distinct, total = set(), 0
@@ -210,3 +202,128 @@ def test_full_size_segments_give_the_reference_default_coding(tmp_path, speech_c
     decoded = decode_segments(tok, segments)
     assert decoded.shape == expected.shape == (1, 2, 72_160)
     assert (decoded - expected).abs().max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def segmenting_tok(tmp_path_factory, speech_clips):
+    """A converted small 48 kHz EnCodec (hop 160, segments of the publisher's coding) saved, and stereo wavs at 48
+    kHz (float, so the files hold the tensors exactly): 100001 samples (3 segments), a quiet 48100 (2), 47700 (a
+    segment whose first part decodes longer than the clip) and 9601 (1), and a mono file of 20000."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("encodec48_cli")
+    speech = torch.cat(speech_clips, dim=-1)[0]
+    clips = {"a_long.wav": torch.stack([speech[:100_001], 0.6 * speech[40:100_041]]),
+             "b_quiet.wav": 0.05 * torch.stack([speech[60_000:108_100], speech[60_000:108_100].flip(-1)]),
+             "c_47700.wav": torch.stack([speech[3_000:50_700], speech[3_100:50_800]]),
+             "d_short.wav": torch.stack([speech[7_000:16_601], 0.5 * speech[7_020:16_621]]),
+             "e_mono.wav": speech[20_000:40_000][None]}
+    (folder / "wavs").mkdir()
+    for name, clip in clips.items():
+        sf.write(folder / "wavs" / name, clip.T.numpy(), 48_000, subtype="FLOAT")
+    with flushed_one_thread(), torch.no_grad():
+        ref = reference("small", [clips["a_long.wav"], clips["d_short.wav"]], ratios=(8, 5, 4))
+        ref.decoder.model[-1].conv.norm.weight.fill_(1.0)  # segments decode at about unit level times their scale
+    torch.save(ref.state_dict(), folder / "encodec_48khz.th")
+    convert("encodec", folder / "encodec_48khz.th", folder / "tok")
+    return folder, clips
+
+
+def test_cli_round_trip_equals_the_segmented_functions(segmenting_tok, tmp_path, capsys):
+    """``discotok encode`` stores each item's segments' ids and loudness scales; ``discotok decode`` uses them: ids
+    and scales equal ``encode_segments``'s of each file alone, wavs equal ``decode_segments``'s cut to each file's
+    length (as 16-bit wavs; another batch's float rounding may move a few samples by one step). A
+    mono file is converted to stereo (duplicated), as the reader does for every audio tokenizer, and counted in the
+    manifest; a mono tensor into ``encode_segments`` is refused."""
+    import soundfile as sf
+
+    from discotok.data.audio import load_audio
+    from discotok.io import load_ids
+    from discotok.modalities.audio_segments import decode_segments, encode_segments
+
+    folder, clips = segmenting_tok
+    tok = Tokenizer.from_pretrained(folder / "tok")
+    args = ["--no-progress", "--device", "cpu"]
+    for fmt in ("npy", "wds"):
+        out = tmp_path / fmt
+        assert main(["encode", str(folder / "tok"), str(folder / "wavs"), "-o", str(out / "ids"), "--format", fmt,
+                     "--batch-size", "5", *args]) == 0, capsys.readouterr().err
+        assert main(["decode", str(folder / "tok"), str(out / "ids"), "-o", str(out / "wavs"), "--no-progress"]) == 0
+        loaded = load_ids(out / "ids")
+        manifest = loaded.manifest
+        assert manifest["channels_converted_items"] == 1
+        for row, item in enumerate(manifest["items"]):
+            x = load_audio(folder / "wavs" / item["source"], 48_000, 2)[0][None]
+            segments = encode_segments(tok, x)
+            ids = torch.cat(segments.ids, dim=1)[0]
+            assert item["frames"] == ids.shape[0] and item["samples"] == x.shape[-1]
+            assert torch.equal(torch.from_numpy(loaded.ids[row, : ids.shape[0]]), ids), item["source"]
+            assert (loaded.ids[row, ids.shape[0] :] == -1).all()
+            assert item["scales"] == segments.scales[0].tolist(), item["source"]  # float32, exact through JSON
+            expected = decode_segments(tok, segments)[0, :, : x.shape[-1]].clamp(-1, 1)
+            written = tmp_path / f"expected_{row}.wav"
+            tok.modality.writer().write(written, expected)
+            ours = sf.read(out / "wavs" / f"{row:04d}_{Path(item['source']).stem}.wav", dtype="int16")[0]
+            theirs = sf.read(written, dtype="int16")[0]
+            assert ours.shape == theirs.shape == (x.shape[-1], 2)
+            assert abs(ours.astype(int) - theirs).max() <= 1 and (ours != theirs).mean() < 0.01, item["source"]
+            assert abs(theirs).max() > 300, item["source"]  # loud enough to compare
+    scales = {i["source"]: i["scales"] for i in manifest["items"]}
+    assert [len(scales[n]) for n in sorted(scales)] == [3, 2, 2, 1, 1]
+    assert max(scales["b_quiet.wav"]) < 0.2 * min(scales["a_long.wav"])  # 0.05 times as loud
+    with pytest.raises(ValueError, match=r"expected waveforms of shape \(B, 2, T\), got \(1, 1, 20000\)"):
+        encode_segments(tok, clips["e_mono.wav"][None])  # Python: a mono tensor is refused
+
+
+def test_decode_refuses_ids_without_their_scales(segmenting_tok, tmp_path, capsys):
+    folder, _ = segmenting_tok
+    out = tmp_path / "ids"
+    (tmp_path / "list.txt").write_text(str(folder / "wavs" / "d_short.wav") + "\n")
+    assert main(["encode", str(folder / "tok"), str(tmp_path / "list.txt"), "-o", str(out), "--no-progress",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    rc = main(["decode", str(folder / "tok"), str(out / "ids-00000.npy"), "-o", str(tmp_path / "shard")])
+    assert rc == 0, capsys.readouterr().err  # one shard file decodes with the scales of the manifest beside it
+    for change, problem in ((lambda i: i.pop("scales"), "the manifest holds no 'scales'"),
+                            (lambda i: i.update(scales=[1.0, 2.0]), r"needs 1 positive loudness scales"),
+                            (lambda i: i.update(scales=[-1.0]), r"needs 1 positive loudness scales")):
+        edited = json.loads(json.dumps(manifest))
+        change(edited["items"][0])
+        (out / "manifest.json").write_text(json.dumps(edited))
+        assert main(["decode", str(folder / "tok"), str(out), "-o", str(tmp_path / "w")]) == 1
+        assert re.search(problem, capsys.readouterr().err)
+    (out / "manifest.json").unlink()
+    assert main(["decode", str(folder / "tok"), str(out / "ids-00000.npy"), "-o", str(tmp_path / "w")]) == 1
+    assert "these ids come without their manifest" in capsys.readouterr().err
+
+
+def test_a_tokenizer_without_segments_codes_whole_clips(segmenting_tok, tmp_path, capsys):
+    """The same weights with ``segments`` taken out of the config: ``discotok encode`` stores ``Tokenizer.encode``'s
+    ids of each whole clip, no scales, and ``decode`` gives ``Tokenizer.decode``'s audio, as for every tokenizer."""
+    import soundfile as sf
+
+    from discotok.data.audio import load_audio
+    from discotok.io import load_ids
+
+    folder, _ = segmenting_tok
+    tok = Tokenizer.from_pretrained(folder / "tok")
+    whole = Tokenizer.from_config({k: v for k, v in tok.config.items() if k != "segments"})
+    whole.load_state_dict(tok.state_dict())
+    whole.save_pretrained(tmp_path / "whole")
+    assert whole.modality.segmenting is None
+    inputs = [str(folder / "wavs" / n) for n in ("a_long.wav", "d_short.wav")]
+    (tmp_path / "list.txt").write_text("\n".join(inputs) + "\n")
+    assert main(["encode", str(tmp_path / "whole"), str(tmp_path / "list.txt"), "-o", str(tmp_path / "ids"),
+                 "--no-progress", "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "whole"), str(tmp_path / "ids"), "-o", str(tmp_path / "wavs"),
+                 "--no-progress"]) == 0
+    loaded = load_ids(tmp_path / "ids")
+    for row, (item, path) in enumerate(zip(loaded.manifest["items"], inputs)):
+        assert "scales" not in item
+        x = load_audio(path, 48_000, 2)[0][None]
+        ids = whole.encode(x)[0]
+        assert item["frames"] == ids.shape[0] == whole.modality.num_frames(x.shape[-1])
+        assert torch.equal(torch.from_numpy(loaded.ids[row, : ids.shape[0]]), ids)
+        expected = whole.decode(ids[None], size=(x.shape[-1],))[0]
+        ours = sf.read(tmp_path / "wavs" / f"{row:04d}_{Path(path).stem}.wav")[0]
+        assert abs(torch.from_numpy(ours.T).float() - expected).max() < 1e-4

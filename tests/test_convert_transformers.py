@@ -67,8 +67,8 @@ def test_other_transformers_models_are_refused(tmp_path):
     with pytest.raises(ConvertError, match="model_type 'hubert'; FORMAT transformers converts 'encodec', 'dac', 'mimi', "
                        "'xcodec', 'janus_vqgan', 'emu3_vqgan' and 'chameleon_vqgan'"):
         convert("transformers", tmp_path / "m")
-    (tmp_path / "m" / "config.json").write_text('{"model_type": "encodec", "norm_type": "time_group_norm"}')
-    with pytest.raises(ConvertError, match="norm_type"):
+    (tmp_path / "m" / "config.json").write_text('{"model_type": "encodec", "num_residual_layers": 2}')
+    with pytest.raises(ConvertError, match="num_residual_layers"):
         convert("transformers", tmp_path / "m")
 
 

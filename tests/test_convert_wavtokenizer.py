@@ -1,7 +1,10 @@
 """``discotok convert wavtokenizer``: a WavTokenizer checkpoint gives the ids and audio that WavTokenizer's own code
 gave for the same weights and clips (``tests/fixtures/wavtokenizer_small.safetensors``, made by
 ``tests/fixtures/make_wavtokenizer.py`` from WavTokenizer at the commit it names); the training module's other
-parts are ignored by name and listed; a damaged checkpoint, or a config the weights disagree with, is refused."""
+parts are ignored by name and listed; a damaged checkpoint, or a config the weights disagree with, is refused.
+``experiment=wavtokenizer`` / ``wavtokenizer_40`` build the published models' tensors (the reference's names and
+shapes at its smallest configs, ``tests/fixtures/wavtokenizer_published_shapes.json``, converted on the meta
+device) and options, and fine-tune a converted checkpoint."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from safetensors.torch import load_file
 from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
-from tests.fixtures.make_wavtokenizer import ARCHITECTURE, COMMIT, FIXTURE, fixture_input, reference_state
+from tests.finetuning import moved_from, two_steps
+from tests.fixtures.make_wavtokenizer import (ARCHITECTURE, COMMIT, FIXTURE, SHAPES, fixture_input,
+                                              reference_state)
 
 OTHERS = {"multiperioddisc.discriminators.0.convs.0.weight": torch.randn(4, 1, 5, 1),
           "dac.discriminators.0.convs.0.bias": torch.randn(4)}
@@ -121,3 +126,52 @@ def test_a_short_clip_in_a_padded_batch_gets_what_it_gets_alone(tmp_path):
     assert (audio[0] - expected["audio.0"][0]).abs().max() < 1e-4
     n_fft = tok.decoder.n_fft
     assert (audio[1, :, : 203 - n_fft] - tok.decode(alone)[0, :, : 203 - n_fft]).abs().max() < 1e-4
+
+
+def recipe(experiment: str) -> dict:
+    """The tokenizer config ``discotok train experiment=...`` builds from scratch."""
+    from hydra import compose, initialize_config_dir
+
+    from discotok.train.run import config_dir, tokenizer_spec
+
+    with initialize_config_dir(config_dir(), version_base=None):
+        return tokenizer_spec(compose("train", overrides=[f"experiment={experiment}"]))
+
+
+@pytest.mark.parametrize(("experiment", "rate", "bits"), [("wavtokenizer", "75", 900), ("wavtokenizer_40", "40", 480)])
+def test_the_recipes_build_the_published_wavtokenizer(experiment, rate, bits):
+    """The recipe's tokenizer has the tensors (names and shapes) of the publisher's model converted, and the options
+    the converter reads (padding, skips, attention, "same" ISTFT, ...); built on the meta device."""
+    from discotok.convert.wavtokenizer import fold_adanorm, renamed, split, wavtokenizer_config
+
+    published = json.loads(SHAPES.read_text())
+    assert published["commit"] == COMMIT
+    state = {k: torch.empty(v, device="meta") for k, v in published[rate].items()}
+    folded = fold_adanorm(split(state)[0], 0)
+    converted = wavtokenizer_config(folded)
+    folded.pop("head.istft.window")
+    theirs = {k: tuple(v.shape) for k, v in renamed(folded, len(converted["encoder"]["ratios"])).items()}
+    ours = recipe(experiment)
+    for role in ("encoder", "decoder", "quantizer"):
+        wanted = {k: v for k, v in converted[role].items() if k != "kmeans_init"}  # the recipe trains from scratch
+        assert {k: ours[role].get(k) for k in wanted} == wanted, role
+    with torch.device("meta"):
+        tok = Tokenizer.from_config(ours)
+    shapes = {k: tuple(v.shape) for k, v in tok.state_dict().items() if k != "quantizer.initted"}
+    assert shapes == theirs
+    assert (tok.modality.sample_rate, tok.modality.bits_per_second()) == (24_000, bits)
+    assert sum(v.numel() for v in tok.parameters()) > 70e6  # the published size, never allocated
+
+
+def test_two_steps_from_a_converted_wavtokenizer(tmp_path, speech_folder):
+    """``discotok train experiment=wavtokenizer init_from=<converted fixture>``: the run loads it strictly, trains
+    two GAN steps with the recipe's losses and moves the weights a little (encoder, decoder and its attention)."""
+    checkpoint(tmp_path)
+    start = convert("wavtokenizer", tmp_path / "wavtokenizer_small.ckpt", tmp_path / "tok")
+    _, tuned = two_steps(tmp_path / "tok", tmp_path / "run", "experiment=wavtokenizer", f"data.source={speech_folder}",
+                         "data.segment_seconds=0.1", "data.val_seconds=0.2", "data.num_workers=0",
+                         "loss.adversarial.start_step=0")
+    moved = moved_from(start, tuned)
+    assert {k.split(".")[0] for k in moved} == {"encoder", "decoder"}  # the codebook is EMA buffers:
+    assert not torch.equal(start.state_dict()["quantizer.codebook"], tuned.state_dict()["quantizer.codebook"])
+    assert any(k.startswith("decoder.pos_net.") for k in moved)

@@ -1,6 +1,7 @@
 """``discotok convert transformers`` on X-Codec: a small transformers ``XcodecModel`` (random weights, random non-zero
 codebooks filled residual by residual, offline) gives the reference's ids and audio item by item inside a padded
-batch of clips of different lengths, at every depth (bandwidth); broken sources are refused with the reason."""
+batch of clips of different lengths (each encoded by the reference as it is: its frame count and half-hop shift of
+the acoustic input), at every depth (bandwidth); broken sources are refused with the reason."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ transformers = pytest.importorskip("transformers")
 ACOUSTIC = {"encoder_hidden_size": 8, "downsampling_ratios": [8, 5, 4, 2], "decoder_hidden_size": 64,
             "upsampling_ratios": [8, 5, 4, 2], "hidden_size": 32}
 BANDWIDTHS = [0.4, 0.8, 1.6]  # 256 codes at 50 Hz: 0.4 kbps per level, 4 levels
-LENGTHS = [4800, 2777, 1111, 200]  # hop 320: a clip of whole hops, two that are not, one shorter than a hop
+# hop 320, L mod 320: 30 (the longest: a frame fewer than ceil(L / 320)), 315, 217 (the acoustic input shifted by
+# half a hop), 0 (whole hops), 40 (a frame fewer), 151 (shifted), 200 (shifted, one frame)
+LENGTHS = [4830, 3515, 2777, 3200, 2600, 1111, 200]
+CLIPS = [0, 1, 2, 3, 6, 7, 0]  # speech_clips 4 and 5 fit the codebooks
 
 
 def xcodec_config(**changes) -> object:
@@ -29,16 +33,22 @@ def xcodec_config(**changes) -> object:
                                      codebook_size=256, target_bandwidths=BANDWIDTHS, **changes)
 
 
+def branches(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The acoustic and semantic latents (B, D, frames) transformers' ``XcodecModel.encode`` joins, for whole hops."""
+    return model.acoustic_encoder(x), model.encoder_semantic(model._extract_semantic_features(x).transpose(1, 2))
+
+
 def embeddings(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The latents transformers' ``XcodecModel.encode`` quantizes, (frames, dim), for clips of whole hops."""
-    semantic = model.encoder_semantic(model._extract_semantic_features(x).transpose(1, 2))
-    joined = torch.cat([model.acoustic_encoder(x), semantic], dim=1)
+    joined = torch.cat(branches(model, x), dim=1)
     return model.fc(joined.transpose(1, 2)).reshape(-1, model.config.hidden_size)
 
 
 @torch.no_grad()
 def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 0) -> torch.nn.Module:
-    """A fresh ``XcodecModel`` made a meaningful reference: Snake slopes, biases and LayerNorms spread, every codebook
+    """A fresh ``XcodecModel`` made a meaningful reference: Snake slopes, biases and LayerNorms spread, ``fc``'s
+    acoustic columns scaled so that both branches weigh alike in its output (at random init the acoustic one is
+    hundreds of times smaller, and the ids would not depend on it), every codebook
     (all zero when built) filled level by level with random codes at the scale of the residuals of the latents of
     ``speech`` (B, 1, T) (each dimension's mean and spread: codes drawn apart, not copied from a few residuals, so
     no two are near-tied for a latent), and the output scaled into [-1, 1] (our decode clamps)."""
@@ -50,6 +60,10 @@ def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 
             p.normal_(1.0 if name.endswith("weight") else 0.0, 0.1)
         elif name.endswith("bias"):
             p.normal_(0.0, 0.05)
+    acoustic, semantic = branches(model, speech)
+    width = acoustic.shape[1]
+    weight = model.fc.weight
+    weight[:, :width] *= (weight[:, width:] @ semantic).std() / (weight[:, :width] @ acoustic).std()
     residual = embeddings(model, speech)
     for level in model.quantizer.quantizers:
         book = level.codebook
@@ -69,19 +83,16 @@ def randomised_xcodec(model: torch.nn.Module, speech: torch.Tensor, seed: int = 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory, speech_clips):
     """The reference, its directory and its clips (LENGTHS samples of speech)."""
-    clips = [c[:, :n] for c, n in zip(speech_clips, LENGTHS)]
+    clips = [speech_clips[i][:, :n] for i, n in zip(CLIPS, LENGTHS, strict=True)]
     torch.manual_seed(1)
     ref = transformers.XcodecModel(xcodec_config()).eval()
     ref = randomised_xcodec(ref, padded([c[:, :3200] for c in speech_clips[4:6]])[0])  # codes fitted on other clips
     return ref, save(ref, tmp_path_factory.mktemp("xcodec") / "xcodec_small"), clips
 
 
-def alone(clip: torch.Tensor, hop: int = 320) -> torch.Tensor:
-    """``clip`` (1, L) zero-padded to whole hops, as (1, 1, T): what our encoder encodes (see the ``xcodec`` encoder)."""
-    return torch.nn.functional.pad(clip, (0, -clip.shape[-1] % hop))[None]
-
-
 def test_converted_xcodec_gives_the_reference_ids_and_audio(small, tmp_path, capsys):
+    """Every item of a padded batch, and each clip alone, gets transformers' ids of the clip as it is
+    (floor((L - 80) / 320) + 1 frames) and its audio (frames x 320 samples, cut to L), zero past them."""
     ref, folder, clips = small
     assert main(["convert", "transformers", str(folder), "-o", str(tmp_path / "tok")]) == 0, capsys.readouterr().err
     tok = Tokenizer.from_pretrained(tmp_path / "tok")
@@ -89,30 +100,50 @@ def test_converted_xcodec_gives_the_reference_ids_and_audio(small, tmp_path, cap
     assert tok.modality.bits_per_second() == 1600
     batch, lengths = padded(clips)
     ids = tok.encode(batch, lengths)
+    frames = tok.modality.num_frames(lengths)
+    assert frames.tolist() == [(n - 80) // 320 + 1 for n in LENGTHS] and ids.shape[1] == int(frames.max()) == 15
     decoded = tok.decode(ids, lengths=lengths)
+    assert decoded.shape == (len(clips), 1, 15 * 320)  # the longest item's frames: 4800 of its 4830 samples
     worst = 0.0
     with torch.no_grad():
-        for b, clip in enumerate(clips):
-            x = alone(clip)
-            frames = x.shape[-1] // 320
-            codes = ref.encode(x).audio_codes[0]  # (depth, frames)
-            assert codes.shape[-1] == frames
-            assert torch.equal(ids[b, :frames], codes.T), f"item {b}"
-            assert torch.equal(tok.encode(clip[None])[0], codes.T), f"item {b} alone"
-            expected = ref.decode(codes[None]).audio_values[0].clamp(-1, 1)
-            assert expected.shape[-1] == frames * 320
-            n = clip.shape[-1]
-            worst = max(worst, (decoded[b, :, :n] - expected[:, :n]).abs().max().item())
-            worst = max(worst, (tok.decode(ids[b : b + 1, :frames])[0] - expected).abs().max().item())
+        for b, (clip, n) in enumerate(zip(clips, frames.tolist())):
+            out = ref(clip[None])  # transformers' codes (depth, frames) and audio, decoded and cut to L samples
+            codes, expected = out.audio_codes[0], out.audio_values[0].clamp(-1, 1)
+            valid = expected.shape[-1]
+            assert codes.shape[-1] == n and valid == min(clip.shape[-1], n * 320)
+            assert torch.equal(ids[b, :n], codes.T), f"item {b}"
+            worst = max(worst, (decoded[b, :, :valid] - expected).abs().max().item())
+            assert not decoded[b, :, valid:].any(), f"item {b} past its samples"
+            alone = tok(clip[None])  # forward: the clip's ids, and its L samples, zero past its frames'
+            assert torch.equal(alone.ids[0], codes.T), f"item {b} alone"
+            assert alone.x_hat.shape == (1, *clip.shape) and not alone.x_hat[..., valid:].any()
+            audio = tok.decode(alone.ids)
+            assert audio.shape[-1] == n * 320
+            worst = max(worst, *((y[0, :, :valid] - expected).abs().max().item() for y in (audio, alone.x_hat)))
     assert worst < 1e-4
     for level in range(4):  # the codebooks are not trivial: every level uses many codes
-        assert ids[..., level].unique().numel() >= 15, f"level {level}"  # of 256, over 29 tokens
+        assert ids[..., level].unique().numel() >= 15, f"level {level}"  # of 256, over the items' frames
+
+
+def test_xcodec_lengths_follow_transformers_rule(small):
+    """``num_frames`` / ``max_samples`` are transformers' rule at every remainder of the hop; decode takes the lengths
+    the ids' frames allow (80 samples past whole hops of them) and no more; an item below one frame is refused."""
+    tok = convert("transformers", small[1])
+    lengths = torch.arange(80, 2000)
+    assert torch.equal(tok.modality.num_frames(lengths), (lengths - 80) // 320 + 1)
+    assert [tok.encoder.max_samples(n) for n in (1, 2, 6)] == [399, 719, 1999]
+    ids = tok.encode(small[2][1][None])  # 3515 samples: 11 frames
+    assert ids.shape[1] == 11 and tok.decode(ids, lengths=torch.tensor([3599])).shape == (1, 1, 3520)
+    with pytest.raises(ValueError, match=r"lengths must lie in 1\.\.3599"):
+        tok.decode(ids, lengths=torch.tensor([3600]))
+    with pytest.raises(ValueError, match=r"at least 80 samples"):
+        tok.encode(torch.zeros(2, 1, 320), torch.tensor([320, 79]))
 
 
 def test_depths_are_transformers_bandwidths(small):
     ref, folder, clips = small
     tok = convert("transformers", folder)
-    x = alone(clips[0])
+    x = clips[2][None]  # shifted acoustic input
     with torch.no_grad():
         for kbps, depth in zip(BANDWIDTHS, (1, 2, 4)):
             assert tok.modality.depth_for_bandwidth(kbps) == depth
@@ -188,7 +219,7 @@ def test_a_tiny_xcodec_trains_a_step(speech_clips, train_hubert):
     tok.train()
     batch, lengths = padded([speech_clips[0][:, :1000], speech_clips[1][:, :333]])
     out = tok(batch, lengths=lengths)
-    assert out.x_hat.shape == batch.shape and out.ids.shape == (2, 4, 2)
+    assert out.x_hat.shape == batch.shape and out.ids.shape == (2, 3, 2)  # 1000 samples: 3 frames
     (out.quantized.loss + (out.x_hat - batch).abs().mean()).backward()
     for part in (tok.encoder.acoustic, tok.encoder.semantic_encoder, tok.encoder.fc, tok.decoder):
         assert all(p.grad is not None for p in part.parameters()), [n for n, p in part.named_parameters() if p.grad is None]

@@ -12,6 +12,7 @@ BENCHES = {
     "precision": "discotok.bench.precision",
     "extract": "discotok.bench.extract",
     "stream": "discotok.bench.stream",
+    "reference": "discotok.bench.reference",
 }
 
 

@@ -12,6 +12,11 @@ from discotok.defaults import PRECISIONS
 ALLOCATORS = ("default", "tuned")  # glibc malloc: as is, and MALLOC_MMAP_MAX_=0 with a high trim threshold
 TITOK_CONFIGS = ("titok_s128", "titok_b64", "titok_l32")
 AUDIO_CONFIGS = ("encodec_24k",)
+# bytedance/1d-tokenizer's published TiTok models: our short name -> its configs/infer/TiTok/NAME.yaml
+TITOK_REFERENCE_CONFIGS = {"S-128": "titok_s128", "B-64": "titok_b64", "L-32": "titok_l32",
+                           "BL-64-VQ8k": "titok_bl64_vq8k", "BL-128-VQ8k": "titok_bl128_vq8k",
+                           "SL-256-VQ8k": "titok_sl256_vq8k"}
+REFERENCE_PRECISIONS = ("fp32", "bf16")
 
 
 def _tokenizer(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +80,36 @@ def _precision(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
+def _reference(parser: argparse.ArgumentParser) -> None:
+    references = parser.add_subparsers(dest="reference", required=True, metavar="{titok,encodec}")
+    titok = references.add_parser(
+        "titok", help="TiTok against bytedance/1d-tokenizer's code (a checkout given with --reference-path)",
+        description="TiTok built by bytedance/1d-tokenizer's own code at published size (random weights), converted "
+                    "in memory, both timed interleaved in one process.")
+    titok.add_argument("--reference-path", metavar="DIR",
+                       help="a checkout of bytedance/1d-tokenizer (its code does not install from the package index; "
+                            "it needs modeling/ and configs/infer/TiTok/), e.g. `git clone "
+                            "https://github.com/bytedance/1d-tokenizer DIR`")
+    titok.add_argument("--configs", nargs="+", choices=list(TITOK_REFERENCE_CONFIGS), default=["S-128", "B-64", "L-32"],
+                       help="published models to build (default S-128 B-64 L-32)")
+    titok.add_argument("--batch-size", type=int, default=8, help="random 256x256 images per batch (default 8)")
+    titok.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported) after one warm-up")
+    titok.add_argument("--threads", type=int, default=2, help="torch.set_num_threads, both sides (default 2)")
+    encodec = references.add_parser(
+        "encodec", help="EnCodec 24 kHz against the encodec package, the same weights",
+        description="The encodec package's 24 kHz EnCodec (random weights), converted in memory, both timed "
+                    "interleaved in one process.")
+    encodec.add_argument("--bandwidth", type=float, default=6.0, help="kbps (1.5, 3, 6, 12, 24; default 6)")
+    encodec.add_argument("--batch-size", type=int, default=1, help="clips per batch (default 1)")
+    encodec.add_argument("--seconds", type=float, default=10.0, help="seconds of speech per clip (default 10)")
+    encodec.add_argument("--repeats", type=int, default=5, help="timed rounds (median reported) after one warm-up")
+    encodec.add_argument("--threads", type=int, default=1, help="torch.set_num_threads, both sides (default 1)")
+    for sub in (titok, encodec):
+        sub.add_argument("--precision", nargs="+", choices=REFERENCE_PRECISIONS, default=list(REFERENCE_PRECISIONS),
+                         help="ours with precision=P, the reference under torch.autocast for bf16 (default fp32 bf16)")
+        sub.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+
 def _extract(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("tokenizer", metavar="TOKENIZER_DIR")
     parser.add_argument("data", metavar="DATA", help="folder, list of paths (plain files; tar members are left out)")
@@ -100,6 +135,8 @@ BENCH_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]
     'titok': ("``discotok bench titok``: the TiTok configs' encode, decode and training step beside the reference.", _titok),
     'audio': ('``discotok bench audio``: real-time factor of encode and decode of 10 s of audio, per allocator.', _audio),
     'precision': ('``discotok bench precision TARGET...``: fp32 against bf16 (or int8) side by side, interleaved in one process.', _precision),
+    'reference': ("``discotok bench reference titok|encodec``: ours beside the reference code on the same weights, "
+                  "fp32 and bf16, interleaved in one process.", _reference),
     'extract': ('``discotok bench extract TOKENIZER_DIR DATA``: model-only against end-to-end extraction throughput.', _extract),
     'stream': ('``discotok bench stream TARGET``: streaming encode + decode of a causal audio codec, chunk by chunk.', _stream),
 }

@@ -38,16 +38,18 @@ def convert_main(argv: Sequence[str]) -> int:
         "FORMAT: dac (a DAC .pth file: DAC.save), encodec (an EnCodec 24 kHz .th state dict), transformers\n"
         "(a transformers EncodecModel / DacModel / MimiModel / JanusVQVAE / Emu3VQVAE / ChameleonVQVAE\n"
         "directory), snac (a SNAC directory: config.json + pytorch_model.bin), mimi (moshi's Mimi\n"
-        ".safetensors), titok (a TiTok / One-D-Piece hub directory), llamagen (a LlamaGen VQ .pt),\n"
+        ".safetensors), titok (a TiTok / One-D-Piece hub directory), flextok (FlexTok's model.safetensors,\n"
+        "its Hydra config read as data, never instantiated), llamagen (a LlamaGen VQ .pt),\n"
         "open_magvit2 (an Open-MAGVIT2 image tokenizer .ckpt), ibq (an IBQ image tokenizer .ckpt), cosmos\n"
-        "(a Cosmos-Tokenizer DI folder or .jit file, read as data, never run), wavtokenizer (a WavTokenizer\n"
+        "(a Cosmos-Tokenizer DI folder or .jit file, read as data, never run), chameleon (Chameleon's\n"
+        "tokenizer folder: vqgan.ckpt + vqgan.yaml, with the decoder), wavtokenizer (a WavTokenizer\n"
         ".ckpt, or a folder with it and its .yaml).\n"
         "SOURCE may be a hub name org/name.",
         EXIT_HELP,
     )
     parser.add_argument("format", metavar="FORMAT",
-                        help="the publisher's format: dac, encodec, snac, mimi, transformers, titok, llamagen, "
-                             "open_magvit2, ibq, cosmos or wavtokenizer")
+                        help="the publisher's format: dac, encodec, snac, mimi, transformers, titok, flextok, "
+                             "llamagen, open_magvit2, ibq, cosmos, chameleon or wavtokenizer")
     parser.add_argument("source", metavar="SOURCE", help="the file the publisher distributes")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="the tokenizer directory to write")
     return run_command(prog, parser, _convert_command, argv)

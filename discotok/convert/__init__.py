@@ -4,7 +4,8 @@ One file per format, each a registered ``Converter`` (``discotok.convert.base``)
 ``transformers`` (EnCodec, DAC, Mimi, X-Codec and the VQ-VAEs of Janus, Emu3 and Chameleon in the Hugging Face
 transformers layout), ``mimi`` (moshi's own Mimi file), ``snac`` (SNAC's hub directories), ``llamagen``
 (LlamaGen's VQ), ``open_magvit2`` (Open-MAGVIT2's LFQ image tokenizers), ``ibq`` (IBQ's VQ image tokenizers),
-``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``cosmos`` (NVIDIA
+``titok`` (bytedance/1d-tokenizer's TiTok hub directories), ``flextok`` (apple/ml-flextok's safetensors,
+their Hydra config read as data), ``cosmos`` (NVIDIA
 Cosmos-Tokenizer's discrete image tokenizers, read from their TorchScript files as data), ``wavtokenizer``
 (WavTokenizer's Lightning checkpoints).
 This package is itself callable, ``discotok.convert(...)`` being ``discotok.convert.convert(...)``
@@ -19,7 +20,8 @@ import types
 from pathlib import Path
 
 from discotok.convert import (  # noqa: F401
-    cosmos, dac, encodec, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok, wavtokenizer,
+    chameleon, cosmos, dac, encodec, flextok, hf_transformers, ibq, llamagen, moshi, open_magvit2, snac, titok,
+    wavtokenizer,
 )
 from discotok.convert.base import ConvertError, Converter
 from discotok.registry import CONVERTERS, ConfigError

@@ -84,6 +84,29 @@ def model_config(source: Path, describe: str) -> tuple[Path, dict]:
     return folder, config
 
 
+def checkpoint_and_config(source: Path) -> tuple[Path, Path | None]:
+    """The checkpoint and its config (None if there is none) of a SOURCE that is a file (its config: ``NAME.yaml``
+    beside it) or a folder (one ``.ckpt``, at most one ``.yaml``)."""
+    if source.is_dir():
+        ckpts, yamls = sorted(source.glob("*.ckpt")), sorted(source.glob("*.yaml"))
+        if len(ckpts) != 1 or len(yamls) > 1:
+            raise ConvertError(f"{source}: expected one .ckpt and at most one .yaml, found "
+                               f"{[p.name for p in ckpts + yamls]}")
+        return ckpts[0], (yamls or [None])[0]
+    config = source.with_suffix(".yaml")
+    return source, config if config.is_file() else None
+
+
+def read_yaml(path: Path) -> Any:
+    """A publisher's YAML config as plain data (``yaml.safe_load``: nothing it names is built or run)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise ConvertError(f"{path}: not a readable YAML config ({err})") from None
+
+
 class Renamed(dict):
     """Tensors under our names; ``origin`` maps each of our names to the publisher's."""
 

@@ -12,13 +12,13 @@ ratio), the LSTM's layers, the number and size of the codebooks, and the family 
   ``time_group_norm``; plain weights, held in our weight norm): the same SEANet, not causal, 2 channels;
   150 frames per second; 3 / 6 / 12 / 24 kbps = depth 2 / 4 / 8 / 16.
 
-  The converted tokenizer is the 48 kHz network applied to a whole clip as one segment, without loudness
-  normalisation: the reference with ``model.segment = None`` and ``model.normalize = False``. The
-  publisher's default ``encode`` (1-second segments at a stride of 0.99 s, each divided by its RMS
-  ``scale``, a float per segment the decoder multiplies back, then overlap-added) is not reproduced: our
-  ids ``(B, frames, depth)`` carry no per-segment scales; its last group norm sets the decoded level (about
-  unit RMS), not the input's. ``discotok.convert.encodec_segments`` codes the publisher's way, exactly, with
-  the scales as a second output. The config's ``metadata`` says so.
+  The publisher's coding (1-second segments at a stride of 0.99 s, each divided by its RMS ``scale``, a float
+  per segment the decoder multiplies back, then overlap-added) is the config's ``segments`` (``{"seconds": 1.0,
+  "overlap": 0.01, "normalize": true}``): ``discotok encode`` / ``decode`` code files so, the scales stored
+  beside the ids (``discotok.modalities.audio_segments``). ``Tokenizer.encode`` / ``decode`` are the network
+  on the waveform they are given, the reference with ``model.segment = None`` and ``model.normalize = False``
+  (its last group norm sets the decoded level, about unit RMS, not the input's). The config's ``metadata``
+  says so.
 
 Differences from the reference, by design: padded batches give each item what it gets alone.
 """
@@ -40,10 +40,11 @@ SAMPLE_RATE_48K = 48_000
 WEIGHT = "conv.conv.weight_v"
 UNIT = {"block.1": "conv1", "block.3": "conv2", "shortcut": "shortcut"}
 PART = {"convtr": "conv", "norm": "norm"}
-WHOLE_CLIP = ("encode / decode: the 48 kHz network on a whole clip as one segment, without loudness normalisation "
-              "(the encodec package's model with segment=None, normalize=False; decoded at the level learnt for "
-              "normalised segments); the publisher's 1-second segments with their loudness scales: "
-              "discotok.convert.encodec_segments.encode_segments / decode_segments")
+SEGMENTS_48K = {"seconds": 1.0, "overlap": 0.01, "normalize": True}  # the encodec package's 48 kHz model's
+SEGMENTED = ("discotok encode / decode code files in the segments of 'segments', each with a loudness scale stored "
+             "beside the ids, as the publisher's encode / decode; Tokenizer.encode / decode: the network on the "
+             "waveform given as one segment, without loudness normalisation (segment=None, normalize=False; decoded "
+             "at the level learnt for normalised segments); Python: discotok.modalities.audio_segments")
 
 
 def shape(state: dict[str, Tensor], key: str) -> tuple[int, ...]:
@@ -69,13 +70,15 @@ def grouped(state: dict[str, Tensor]) -> bool:
 
 def encodec_config(
     state: dict[str, Tensor], sample_rate: int | None = None, causal: bool | None = None, pad_mode: str = "reflect",
-    shortcut: bool = True,
+    shortcut: bool = True, segments: dict | None = None,
 ) -> tuple[dict, int]:
     """Our tokenizer config read from EnCodec's tensors (weight norm as ``weight_g`` / ``weight_v``; and what they
-    do not say: the rate and causality of the family unless given, its padding and skips), and its number of
-    stages."""
+    do not say: the rate, causality and segments of the family unless given, its padding and skips), and its
+    number of stages. ``segments``: ``{"seconds", "overlap", "normalize"}`` (``{}``: whole clips; None: the
+    family's, segments for 48 kHz)."""
     norm = grouped(state)
     rate = sample_rate or (SAMPLE_RATE_48K if norm else SAMPLE_RATE)
+    segments = (SEGMENTS_48K if norm else {}) if segments is None else segments
     causal = not norm if causal is None else causal
     filters, channels, kernel = shape(state, f"encoder.model.0.{WEIGHT}")
     n = stages(state, "encoder", 1)
@@ -96,9 +99,9 @@ def encodec_config(
     decoder = {"name": "audio", "out_channels": channels, **common}
     quantizer = {"name": "rvq", "dim": code_dim, "depth": len(layers), "codebook_size": bins, "ema": True, "decay": 0.99,
                  "kmeans_init": False, "dead_code_threshold": 2.0, "quantizer_dropout": 0.5, "commitment_weight": 1.0}
-    metadata = {"converted_from": "encodec", **({"segments": WHOLE_CLIP} if norm else {})}
+    metadata = {"converted_from": "encodec", **({"segments": SEGMENTED} if segments else {})}
     config = tokenizer_config(encoder, quantizer, decoder, modality="audio", sample_rate=rate, channels=channels,
-                              metadata=metadata)
+                              metadata=metadata, **({"segments": dict(segments)} if segments else {}))
     return config, n
 
 
@@ -142,18 +145,25 @@ class EncodecConverter(Converter):
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
             raise ConvertError(f"{source}: not an EnCodec state dict (a flat name -> tensor mapping); found {found}")
-        if grouped(state):
-            plain = [k for k in state if re.search(r"\.(conv|convtr)\.weight_[gv]$", k)]
-            if plain:
-                raise ConvertError(f"{source}: not an EnCodec state dict: group norms (conv.norm.*) beside weight-norm "
-                                   f"tensors ({plain[0]}); neither the 24 kHz nor the 48 kHz family")
-            state = split_weight_norm(state)
-        return read_encodec(state, source)
+        return read_encodec(held_in_weight_norm(state, source), source)
 
 
-def read_encodec(state: dict[str, Tensor], source: Path, **architecture: object) -> Tokenizer:
+def held_in_weight_norm(state: dict[str, Tensor], source: Path) -> dict[str, Tensor]:
+    """An EnCodec state dict with its weights as ``weight_g`` / ``weight_v``: the 48 kHz family's plain weights
+    split; a mix of both families refused."""
+    if not grouped(state):
+        return state
+    plain = [k for k in state if re.search(r"\.(conv|convtr)\.weight_[gv]$", k)]
+    if plain:
+        raise ConvertError(f"{source}: not an EnCodec state dict: group norms (conv.norm.*) beside weight-norm "
+                           f"tensors ({plain[0]}); neither the 24 kHz nor the 48 kHz family")
+    return split_weight_norm(state)
+
+
+def read_encodec(state: dict[str, Tensor], source: Path | str, **architecture: object) -> Tokenizer:
     """The tokenizer of an EnCodec's tensors (the ``encodec`` package's names, weights as ``weight_g`` /
-    ``weight_v``); ``architecture``: what the tensors do not say (``encodec_config``'s keyword arguments)."""
+    ``weight_v``; ``source`` names them in errors: a file, or a model in memory); ``architecture``: what the tensors
+    do not say (``encodec_config``'s keyword arguments)."""
     try:
         config, n = encodec_config(state, **architecture)
     except ConvertError as err:

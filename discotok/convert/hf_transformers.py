@@ -24,7 +24,7 @@ from torch import Tensor
 
 from discotok.convert.base import ConvertError, Converter, json_object, load_pickle, model_config
 from discotok.convert.dac import dac_original, read_dac
-from discotok.convert.encodec import read_encodec
+from discotok.convert.encodec import held_in_weight_norm, read_encodec
 from discotok.convert.hf_chameleon import read_chameleon
 from discotok.convert.hf_emu3 import read_emu3
 from discotok.convert.llamagen import read_llamagen
@@ -53,7 +53,8 @@ def read_weights(folder: Path, what: str = "a transformers pytorch_model.bin") -
 
 
 def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]:
-    """transformers' EnCodec names -> the ``encodec`` package's (weight norm as weight_g / weight_v)."""
+    """transformers' EnCodec names -> the ``encodec`` package's (weight norm as weight_g / weight_v; the 48 kHz
+    family's group norms ``*.norm.*`` as ``*.conv.norm.*`` / ``*.convtr.norm.*``)."""
     out = {}
     transposed = {3 + 3 * i for i in range(stages)}
     for name, tensor in state.items():
@@ -63,11 +64,23 @@ def encodec_original(state: dict[str, Tensor], stages: int) -> dict[str, Tensor]
             name = f"quantizer.vq.layers.{m[1]}._codebook.{m[2]}"
         elif m := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.(lstm\..+)", name):
             name = f"{m[1]}.model.{m[2]}.{m[3]}"
-        elif m := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.((?:block\.\d+\.|shortcut\.)?)conv\.(.+)", name):
-            conv = "convtr.convtr" if m[1] == "decoder" and int(m[2]) in transposed and not m[3] else "conv.conv"
-            name = f"{m[1]}.model.{m[2]}.{m[3]}{conv}.{m[4]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.((?:block\.\d+\.|shortcut\.)?)(conv|norm)\.(.+)", name):
+            conv = "convtr" if m[1] == "decoder" and int(m[2]) in transposed and not m[3] else "conv"
+            name = f"{m[1]}.model.{m[2]}.{m[3]}{conv}.{conv if m[4] == 'conv' else 'norm'}.{m[5]}"
         out[name] = tensor
     return out
+
+
+def encodec_segments(config: dict, folder: Path) -> dict:
+    """The segments of an EnCodec config (``chunk_length_s``, ``overlap``, ``normalize``): ``{}`` for whole clips
+    without scale (the 24 kHz models), else our config's ``segments`` (48 kHz: 1 s, 0.01, normalised)."""
+    seconds, overlap, normalize = config.get("chunk_length_s"), config.get("overlap"), bool(config.get("normalize"))
+    if seconds is None and not normalize:
+        return {}
+    if seconds is not None and overlap is None:
+        raise ConvertError(f"{folder}: an EnCodec with chunk_length_s {seconds} and no overlap is not converted "
+                           "(transformers gives it no chunk stride)")
+    return {"seconds": seconds, "overlap": 0.0 if seconds is None else float(overlap), "normalize": normalize}
 
 
 def janus_original(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -117,8 +130,14 @@ class TransformersConverter(Converter):
             size = int(config.get("num_patches", 32)) * 2 ** (len(config["channel_multiplier"]) - 1)
             return read_llamagen(janus_original(read_weights(folder)), folder, l2_norm=False, image_size=size)
         if model_type == "encodec":
-            check(config, {"norm_type": "weight_norm", "normalize": False, "chunk_length_s": None,
-                           "num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
+            check(config, {"num_residual_layers": 1, "trim_right_ratio": 1.0}, "an EnCodec")
+            if config.get("norm_type", "weight_norm") not in ("weight_norm", "time_group_norm"):
+                raise ConvertError(f"{folder}: an EnCodec with norm_type {config['norm_type']!r} is not converted "
+                                   "(expected 'weight_norm' or 'time_group_norm')")
+            if config.get("norm_type") == "time_group_norm" and config.get("use_causal_conv", True):
+                raise ConvertError(f"{folder}: an EnCodec with time_group_norm and use_causal_conv is not converted "
+                                   "(a group norm over the whole clip cannot be causal)")
+            segments = encodec_segments(config, folder)
         state = read_weights(folder)
         if model_type in ("mimi", "xcodec"):
             try:
@@ -127,9 +146,11 @@ class TransformersConverter(Converter):
                 raise ConvertError(f"{folder}: {err}") from None
         if model_type == "encodec":
             stages = len(config["upsampling_ratios"])
-            return read_encodec(encodec_original(state, stages), folder, sample_rate=int(config["sampling_rate"]),
-                                causal=bool(config.get("use_causal_conv", True)), pad_mode=config.get("pad_mode", "reflect"),
-                                shortcut=bool(config.get("use_conv_shortcut", True)))
+            original = held_in_weight_norm(encodec_original(state, stages), folder)
+            return read_encodec(original, folder, sample_rate=int(config["sampling_rate"]),
+                                causal=bool(config.get("use_causal_conv", True)),
+                                pad_mode=config.get("pad_mode", "reflect"),
+                                shortcut=bool(config.get("use_conv_shortcut", True)), segments=segments)
         kwargs = {"encoder_dim": config["encoder_hidden_size"], "encoder_rates": config["downsampling_ratios"],
                   "latent_dim": config["hidden_size"], "decoder_dim": config["decoder_hidden_size"],
                   "decoder_rates": config["upsampling_ratios"], "n_codebooks": config["n_codebooks"],

@@ -19,33 +19,17 @@ are not reproduced.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, apply_rules
+from discotok.convert.base import ConvertError, Converter
 from discotok.convert.lit_ema import lightning_state, select_weights
-from discotok.convert.llamagen import count, read_llamagen
+from discotok.convert.llamagen import from_taming_names, read_llamagen
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.tokenizer import Tokenizer
 
 MODEL = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.", "quantize.")
-MID = {"block_1": "0", "attn_1": "1", "block_2": "2"}
-
-
-def taming_to_llamagen_rules(levels: int) -> list:
-    """(pattern, LlamaGen's name) for taming-transformers' encoder and decoder names (``levels`` resolutions; the
-    decoder's ``up.i`` is indexed by resolution, LlamaGen's ``conv_blocks`` by the order they run in)."""
-    return [
-        (r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", lambda m: f"encoder.conv_blocks.{m[1]}.res.{m[2]}.{m[3]}"),
-        (r"encoder\.down\.(\d+)\.(attn\.\d+|downsample)\.(.+)", lambda m: f"encoder.conv_blocks.{m[1]}.{m[2]}.{m[3]}"),
-        (r"(encoder|decoder)\.mid\.(block_1|attn_1|block_2)\.(.+)", lambda m: f"{m[1]}.mid.{MID[m[2]]}.{m[3]}"),
-        (r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)",
-         lambda m: f"decoder.conv_blocks.{levels - 1 - int(m[1])}.res.{m[2]}.{m[3]}"),
-        (r"decoder\.up\.(\d+)\.(attn\.\d+|upsample)\.(.+)",
-         lambda m: f"decoder.conv_blocks.{levels - 1 - int(m[1])}.{m[2]}.{m[3]}"),
-    ]
 
 
 @CONVERTERS.register("ibq")
@@ -66,13 +50,8 @@ def read_ibq(state: dict[str, Tensor], source: Path, ema: bool = True) -> Tokeni
             raise ConvertError("not an IBQ state dict: no tensor quantize.embedding.weight or "
                                "encoder.down.0.block.0.conv1.weight")
         model, used = select_weights(state, MODEL, ema)
+        renamed = from_taming_names(model)
     except ConvertError as err:
         raise ConvertError(f"{source}: {err}") from None
-    levels = count(model, r"encoder\.down\.(\d+)\..+")
-    rules = taming_to_llamagen_rules(levels)
-    renamed = {apply_rules(k, rules): v for k, v in model.items()}
-    stray = sorted(k for k in renamed if re.search(r"\.(down|up)\.\d", k))
-    if stray:
-        raise ConvertError(f"{source}: tensors of IBQ's encoder or decoder that do not fit: {', '.join(stray[:8])}")
     return read_llamagen(renamed, source, metadata={**used, "converted_from": "ibq"}, l2_norm=False,
                          dot_product=True)

@@ -3,24 +3,33 @@
 SOURCE is the checkpoint the publisher distributes (``vq_ds16_c2i.pt``): ``{"model": state_dict, ...}`` (or
 the state dict itself), read with ``weights_only=True``. The architecture is read from the tensors: the
 ``taming`` encoder and decoder (widths, levels, residual blocks per level), the latent width, the codebook
-(size x 8) with its 1x1 projections; LlamaGen's codebooks are l2-normalised (``codebook_l2_norm``), so the
+(size x 8) with its 1x1 projections, the levels that have attention (LlamaGen's: the lowest resolution); LlamaGen's codebooks are l2-normalised (``codebook_l2_norm``), so the
 quantizer is a cosine ``vq`` whose codes are the normalised ones. The image size is not in the file: 256,
 as published (any multiple of the downsampling factor encodes).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, assemble, count, load_pickle, rename
+from discotok.convert.base import ConvertError, Converter, apply_rules, assemble, count, load_pickle, rename
 from discotok.registry import CONVERTERS
 from discotok.tokenizers.config import tokenizer_config
 from discotok.tokenizers.tokenizer import Tokenizer
 
 IMAGE_SIZE = 256
 RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
+MID = {"block_1": "0", "attn_1": "1", "block_2": "2"}
+
+
+def attention_levels(state: dict[str, Tensor], part: str, levels: int) -> list[int]:
+    """The levels (0 the highest resolution) whose blocks have attention in ``part`` (``encoder`` or ``decoder``,
+    whose ``conv_blocks`` run from the lowest resolution)."""
+    found = {int(m[1]) for k in state if (m := re.fullmatch(rf"{part}\.conv_blocks\.(\d+)\.attn\..+", k))}
+    return sorted(i if part == "encoder" else levels - 1 - i for i in found)
 
 
 def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: int = IMAGE_SIZE,
@@ -41,9 +50,9 @@ def llamagen_config(state: dict[str, Tensor], l2_norm: bool = True, image_size: 
                     for i in range(levels)]
     shape = {"channels": int(channels), "num_res_blocks": blocks}
     encoder = {"name": "taming", "latent_dim": int(latent_dim), "in_channels": int(in_channels), "channel_mult": mult,
-               **shape}
+               "attn_levels": attention_levels(state, "encoder", levels), **shape}
     decoder = {"name": "taming", "latent_dim": int(latent_dim), "out_channels": int(state["decoder.conv_out.weight"].shape[0]),
-               "channel_mult": decoder_mult, **shape}
+               "channel_mult": decoder_mult, "attn_levels": attention_levels(state, "decoder", levels), **shape}
     quantizer = {"name": "vq", "dim": int(latent_dim), "codebook_size": int(codebook_size), "code_dim": int(code_dim),
                  "cosine": l2_norm, "ema": False, "kmeans_init": False, "commitment_weight": 0.25, "codebook_weight": 1.0,
                  "dot_product": dot_product, "projections": True}
@@ -64,6 +73,31 @@ def llamagen_rules() -> list:
     ]
 
 
+def taming_to_llamagen_rules(levels: int) -> list:
+    """(pattern, LlamaGen's name) for taming-transformers' encoder and decoder names (``levels`` resolutions; the
+    decoder's ``up.i`` is indexed by resolution, LlamaGen's ``conv_blocks`` by the order they run in)."""
+    return [
+        (r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", lambda m: f"encoder.conv_blocks.{m[1]}.res.{m[2]}.{m[3]}"),
+        (r"encoder\.down\.(\d+)\.(attn\.\d+|downsample)\.(.+)", lambda m: f"encoder.conv_blocks.{m[1]}.{m[2]}.{m[3]}"),
+        (r"(encoder|decoder)\.mid\.(block_1|attn_1|block_2)\.(.+)", lambda m: f"{m[1]}.mid.{MID[m[2]]}.{m[3]}"),
+        (r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)",
+         lambda m: f"decoder.conv_blocks.{levels - 1 - int(m[1])}.res.{m[2]}.{m[3]}"),
+        (r"decoder\.up\.(\d+)\.(attn\.\d+|upsample)\.(.+)",
+         lambda m: f"decoder.conv_blocks.{levels - 1 - int(m[1])}.{m[2]}.{m[3]}"),
+    ]
+
+
+def from_taming_names(model: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A VQGAN's tensors in taming-transformers' names (IBQ, Chameleon) under LlamaGen's; ``ConvertError`` naming
+    encoder or decoder tensors that do not fit (a level outside the encoder's)."""
+    rules = taming_to_llamagen_rules(count(model, r"encoder\.down\.(\d+)\..+"))
+    renamed = {apply_rules(k, rules): v for k, v in model.items()}
+    stray = sorted(k for k in renamed if re.search(r"\.(down|up)\.\d", k))
+    if stray:
+        raise ConvertError(f"tensors of the encoder or decoder that do not fit: {', '.join(stray[:8])}")
+    return renamed
+
+
 @CONVERTERS.register("llamagen")
 class LlamaGenConverter(Converter):
     """LlamaGen VQ checkpoints (``{"model": state_dict}``)."""
@@ -80,15 +114,16 @@ class LlamaGenConverter(Converter):
         return read_llamagen(state, source)
 
 
-def read_llamagen(state: dict[str, Tensor], source: Path, metadata: dict | None = None, **architecture: object
-                  ) -> Tokenizer:
+def read_llamagen(state: dict[str, Tensor], source: Path, metadata: dict | None = None, extra: dict | None = None,
+                  **architecture: object) -> Tokenizer:
     """The tokenizer of a VQGAN in LlamaGen's names; ``architecture``: ``llamagen_config``'s keyword arguments;
-    ``metadata``: more for the config's."""
+    ``metadata``: more for the config's; ``extra``: more top-level config keys (a publisher's ``preprocessing``)."""
     try:
         config = llamagen_config(state, **architecture)
     except ConvertError as err:
         raise ConvertError(f"{source}: {err}") from None
     config["metadata"].update(metadata or {})
+    config.update(extra or {})
     state = {k: v for k, v in state.items() if k != "quantize.codebook_used"}
     tensors = rename(state, llamagen_rules())
     for key in ("quantizer.project_in.weight", "quantizer.project_out.weight"):

@@ -233,7 +233,13 @@ class TiTokConverter(Converter):
         folder, config = model_config(source, self.describe)
         state = read_weights(folder)
         try:
-            ours = titok_config(config, state)
-            return assemble(ours, rename(folded(state), titok_rules(ours)), OWN)
+            return titok_tokenizer(config, state)
         except ConvertError as err:
             raise ConvertError(f"{folder}: {err}") from None
+
+
+def titok_tokenizer(config: object, state: dict[str, Tensor]) -> Tokenizer:
+    """Our tokenizer of a TiTok ``config.json``'s content and the reference model's tensors, loaded strictly (also
+    used in memory, by ``discotok bench reference titok``)."""
+    ours = titok_config(config, state)
+    return assemble(ours, rename(folded(state), titok_rules(ours)), OWN)

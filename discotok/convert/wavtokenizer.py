@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
-from discotok.convert.base import ConvertError, Converter, Renamed, assemble, count, rename
+from discotok.convert.base import (
+    ConvertError, Converter, Renamed, assemble, checkpoint_and_config, count, read_yaml, rename,
+)
 from discotok.convert.lit_ema import lightning_state
 from discotok.convert.encodec import encodec_config, encodec_rules
 from discotok.registry import CONVERTERS
@@ -142,18 +143,6 @@ def check_config(config: dict[str, Any], state: dict[str, Tensor], ours: dict) -
                            f"{adanorm}, the weights have {rows} (backbone.norm.scale.weight)")
 
 
-def find_sources(source: Path) -> tuple[Path, Path | None]:
-    """The checkpoint and its config (None if there is none) of a file or a folder."""
-    if source.is_dir():
-        ckpts, yamls = sorted(source.glob("*.ckpt")), sorted(source.glob("*.yaml"))
-        if len(ckpts) != 1 or len(yamls) > 1:
-            raise ConvertError(f"{source}: expected one .ckpt and at most one .yaml, found "
-                               f"{[p.name for p in ckpts + yamls]}")
-        return ckpts[0], (yamls or [None])[0]
-    config = source.with_suffix(".yaml")
-    return source, config if config.is_file() else None
-
-
 @CONVERTERS.register("wavtokenizer")
 class WavTokenizerConverter(Converter):
     """WavTokenizer Lightning checkpoints (``{"state_dict": ...}``), with their config yaml when beside them."""
@@ -162,14 +151,9 @@ class WavTokenizerConverter(Converter):
     describe = "a WavTokenizer Lightning checkpoint (.ckpt with a 'state_dict'), or a folder with it and its .yaml"
 
     def read(self, source: Path) -> Tokenizer:
-        ckpt, config_path = find_sources(source)
+        ckpt, config_path = checkpoint_and_config(source)
         state = lightning_state(ckpt, "a WavTokenizer checkpoint")
-        config = None
-        if config_path is not None:
-            try:
-                config = yaml.safe_load(config_path.read_text())
-            except (yaml.YAMLError, UnicodeDecodeError) as err:
-                raise ConvertError(f"{config_path}: not a readable YAML config ({err})") from None
+        config = None if config_path is None else read_yaml(config_path)
         return read_wavtokenizer(state, ckpt, config, config_path)
 
 
@@ -193,12 +177,18 @@ def read_wavtokenizer(state: dict[str, Tensor], source: Path, config: dict | Non
                            f"({None if window is None else tuple(window.shape)})")
     ours["metadata"].update({"bandwidth_id": bandwidth_id, "ignored": ignored,
                              "config": config_path.name if config_path else None})
+    return assemble(ours, renamed(folded, len(ours["encoder"]["ratios"])), [r"quantizer\.initted"])
+
+
+def renamed(folded: dict[str, Tensor], stages: int) -> Renamed:
+    """WavTokenizer's tensors (adaptive norms folded, the ISTFT window taken out) under our names, for an encoder of
+    ``stages`` downsampling stages."""
     encoder = rename({k[len(ENCODEC):]: v for k, v in folded.items() if k.startswith(ENCODEC + "encoder.")},
-                     encodec_rules(len(ours["encoder"]["ratios"])))
+                     encodec_rules(stages))
     rest = rename({(k[len(ENCODEC):] if k.startswith(ENCODEC) else k): v for k, v in folded.items()
                    if not k.startswith(ENCODEC + "encoder.") and not k.endswith("._codebook.inited")}, DECODER_RULES)
     tensors = Renamed()
     for part in (encoder, rest):
         tensors.update(part)
         tensors.origin.update(part.origin)
-    return assemble(ours, tensors, [r"quantizer\.initted"])
+    return tensors

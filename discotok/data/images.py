@@ -4,6 +4,9 @@
 2**26: 8192 x 8192) from its header, before decoding it: a 381 KB PNG can declare 13376 x 13376
 pixels. 16-bit images are scaled to 8 bits by the format's range (0..65535 -> 0..255), in
 row blocks of at most ``CONVERT_BLOCK`` pixels, so no full-size wider temporaries are made.
+
+``ImagePreprocessing`` is how a file becomes a tokenizer's input where a publisher's own differs from ours (a
+tokenizer config's ``preprocessing``): the resize filter and how alpha is blended on white.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import io
 import os
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +31,48 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CONVERT_BLOCK = 1 << 18
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+RESIZE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+                  "bilinear": Image.Resampling.BILINEAR}
+ALPHA_BLENDS = ("round", "floor")
+
+
+@dataclass(frozen=True)
+class ImagePreprocessing:
+    """How an image file becomes pixels before the resize-and-centre-crop to the tokenizer's size.
+
+    ``resize_filter``: ``"bicubic"`` (ours: JPEGs decoded at a reduced size that still covers the target, PIL's
+    ``reducing_gap=3`` on large reductions, both for speed) or a publisher's filter (``"lanczos"``,
+    ``"bilinear"``), applied exactly as PIL's plain ``resize`` of the fully decoded image.
+    ``alpha_blend``: transparent pixels blended on white, ``"round"`` (PIL's ``alpha_composite``) or ``"floor"``
+    (``(1 - a) * 255 + a * rgb`` truncated to 8 bits, as Chameleon's ``image_tokenizer.py``).
+    """
+
+    resize_filter: str = "bicubic"
+    alpha_blend: str = "round"
+
+    def __post_init__(self) -> None:
+        if self.resize_filter not in RESIZE_FILTERS:
+            raise ValueError(f"resize_filter must be one of {sorted(RESIZE_FILTERS)}, got {self.resize_filter!r}")
+        if self.alpha_blend not in ALPHA_BLENDS:
+            raise ValueError(f"alpha_blend must be one of {list(ALPHA_BLENDS)}, got {self.alpha_blend!r}")
+
+    @classmethod
+    def from_config(cls, spec: Any) -> "ImagePreprocessing":
+        """From a tokenizer config's ``preprocessing`` object (None: ours); ``ValueError`` naming a bad key."""
+        if spec is None:
+            return cls()
+        if not isinstance(spec, dict) or set(spec) - {"resize_filter", "alpha_blend"}:
+            raise ValueError(f"'preprocessing' must be an object with 'resize_filter' and / or 'alpha_blend', "
+                             f"got {spec!r}")
+        return cls(**spec)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the resize is a publisher's, without our speed shortcuts (JPEG draft, ``reducing_gap``)."""
+        return self.resize_filter != "bicubic"
+
+
+DEFAULT_PREPROCESSING = ImagePreprocessing()
 
 
 class ImageLoadError(ValueError):
@@ -70,10 +117,12 @@ def load_image(
     data: bytes | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     draft: int | None = None,
+    alpha_blend: str = "round",
 ) -> Image.Image:
     """Open ``path`` as an RGB PIL image (grayscale, palette, 16-bit and RGBA converted).
 
-    RGBA is composited on white so transparent regions do not turn black. With ``data``
+    RGBA is composited on white so transparent regions do not turn black (``alpha_blend``: rounded, or
+    truncated as ``ImagePreprocessing`` says). With ``data``
     the image is decoded from those bytes (e.g. a member of a tar shard) and ``path``
     only names it in errors. An image of more than ``max_pixels`` pixels (None: no limit of
     ours; Pillow still refuses twice its ``Image.MAX_IMAGE_PIXELS``) is refused before decoding.
@@ -106,6 +155,10 @@ def load_image(
         raise ImageLoadError(path, f"cannot read image ({err})") from None
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
+        if alpha_blend == "floor":
+            values = np.asarray(rgba, dtype=np.float64)
+            alpha = values[:, :, 3:] / 255.0
+            return Image.fromarray(((1 - alpha) * 255 + alpha * values[:, :, :3]).astype(np.uint8), "RGB")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if img.mode in SIXTEEN_BIT_MODES:
@@ -113,12 +166,13 @@ def load_image(
     return img.convert("RGB")
 
 
-def resize_center_crop(img: Image.Image, size: Sequence[int]) -> Image.Image:
-    """Resize so the image covers (H, W), then crop the centre."""
+def resize_center_crop(img: Image.Image, size: Sequence[int], resize_filter: str = "bicubic",
+                       reducing_gap: float | None = 3.0) -> Image.Image:
+    """Resize so the image covers (H, W) (``resize_filter`` of ``RESIZE_FILTERS``), then crop the centre."""
     h, w = size
     scale = max(h / img.height, w / img.width)
     new = (max(w, round(img.width * scale)), max(h, round(img.height * scale)))
-    img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    img = img.resize(new, RESIZE_FILTERS[resize_filter], reducing_gap=reducing_gap)
     left, top = (img.width - w) // 2, (img.height - h) // 2
     return img.crop((left, top, left + w, top + h))
 
@@ -161,18 +215,21 @@ def decode_png_at_size(path: str | os.PathLike, data: bytes | None, size: Sequen
 
 
 def load_image_pixels(
-    path: str | os.PathLike, size: Sequence[int], data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+    path: str | os.PathLike, size: Sequence[int], data: bytes | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    preprocessing: ImagePreprocessing = DEFAULT_PREPROCESSING,
 ) -> Tensor:
     """Load ``path`` (or ``data`` named ``path``; at most ``max_pixels``), resize-and-centre-crop to ``size``:
     uint8 (3, H, W).
 
-    PNGs already at ``size`` go through ``decode_png_at_size``; JPEGs are decoded at a reduced size
-    (``load_image``'s ``draft``) that still covers ``size``; the rest through PIL alone.
+    PNGs already at ``size`` go through ``decode_png_at_size``; with our ``preprocessing``, JPEGs are decoded at a
+    reduced size (``load_image``'s ``draft``) that still covers ``size``; the rest through PIL alone.
     """
     pixels = decode_png_at_size(path, data, size)
     if pixels is not None:
         return pixels
-    img = resize_center_crop(load_image(path, data, max_pixels, draft=max(size)), size)
+    exact = preprocessing.exact
+    img = load_image(path, data, max_pixels, draft=None if exact else max(size), alpha_blend=preprocessing.alpha_blend)
+    img = resize_center_crop(img, size, preprocessing.resize_filter, reducing_gap=None if exact else 3.0)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 

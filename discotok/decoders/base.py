@@ -18,7 +18,7 @@ evaluation reports its rates and codebook use without quality figures.
 
 A generative decoder (``GenerativeDecoder``, e.g. the rectified-flow ``flow`` decoder) is
 trained by its own ``loss`` instead of a reconstruction loss, and samples in ``forward``
-with the sampler arguments ``timesteps``, ``guidance_scale`` and ``seed`` (deterministic for
+with the sampler arguments ``timesteps``, ``guidance_scale``, ``seed`` and ``noise`` (deterministic for
 a fixed seed); the tokenizer refuses those arguments for every other decoder.
 """
 
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from discotok.layout import Layout
 
-SAMPLER_ARGUMENTS = ("timesteps", "guidance_scale", "seed")
+SAMPLER_ARGUMENTS = ("timesteps", "guidance_scale", "seed", "noise")
 
 
 class Decoder(nn.Module):
@@ -120,8 +120,10 @@ class GenerativeDecoder(Decoder):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
-        """A sample for the tokens; unset sampler arguments take the decoder's defaults."""
+        """A sample for the tokens; unset sampler arguments take the decoder's defaults; ``noise`` (the sampler's
+        starting noise, the shape the decoder documents) replaces the one ``seed`` draws."""
         raise NotImplementedError
 
 

@@ -42,17 +42,21 @@ MIN_DATA_T = 0.05  # x-prediction: t is clamped here when turned into a velocity
 
 
 class TimeEmbedding(nn.Module):
-    """t in [0, 1] -> (B, width): sinusoidal features of 1000 t through a two-layer MLP (DiT's)."""
+    """t in [0, 1] -> (B, width): sinusoidal features ``[cos, sin]`` of ``scale * t * max_period^(-i / half)``
+    through a two-layer MLP (DiT's; FlexTok's ``TimestepEmbedder`` with ``max_period`` 256 and ``scale``
+    1000 / its ``max_timestep``)."""
 
-    def __init__(self, width: int, frequencies: int = 256) -> None:
+    def __init__(self, width: int, frequencies: int = 256, max_period: float = 10_000.0, scale: float = 1000.0) -> None:
         super().__init__()
         self.frequencies = frequencies
+        self.max_period = float(max_period)
+        self.scale = float(scale)
         self.mlp = nn.Sequential(nn.Linear(frequencies, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t: Tensor) -> Tensor:
         half = self.frequencies // 2
-        freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        angles = 1000 * t.float()[:, None] * freqs[None]
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        angles = self.scale * t.float()[:, None] * freqs[None]
         return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
@@ -186,21 +190,22 @@ class FlowDecoder(TiTokDecoder, GenerativeDecoder):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        noise: Tensor | None = None,
     ) -> Tensor:
         """Sample images (B, C, H, W) for the tokens with ``timesteps`` Euler steps from t = 1 to 0.
 
         Unset sampler arguments take the decoder's defaults. The same ``seed`` gives the same
-        images for the same tokens and batch; another seed gives other noise.
+        images for the same tokens and batch; another seed gives other noise; ``noise`` (B, C, H, W)
+        is the starting noise itself.
         """
         steps = self.timesteps if timesteps is None else check_timesteps(timesteps)
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
-        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
         height, width = size if size is not None else self.image_size
         grid = grid_size((height, width), self.patch_size)
         b = z_q.shape[0]
         cond = self.condition(z_q, layout, keep)
         shape = (b, self.out_channels, grid[0] * self.patch_size, grid[1] * self.patch_size)
-        x = torch.randn(shape, generator=generator).to(z_q.device, cond.dtype)
+        x = start_noise(shape, self.seed if seed is None else seed, noise).to(z_q.device, cond.dtype)
         times = torch.linspace(1.0, 0.0, steps + 1)
         for i in range(steps):
             t = torch.full((b,), float(times[i]), device=z_q.device)
@@ -213,3 +218,13 @@ def check_timesteps(timesteps: int) -> int:
     if isinstance(timesteps, bool) or int(timesteps) != timesteps or timesteps < 1:
         raise ValueError(f"timesteps must be a positive integer, got {timesteps!r}")
     return int(timesteps)
+
+
+def start_noise(shape: Sequence[int], seed: int, noise: Tensor | None = None) -> Tensor:
+    """A sampler's starting noise: ``noise`` if given (checked to have ``shape``), else a normal draw from a CPU
+    generator seeded by ``seed``."""
+    if noise is None:
+        return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
+    if tuple(noise.shape) != tuple(shape):
+        raise ValueError(f"noise must have shape {tuple(shape)}, got {tuple(noise.shape)}")
+    return noise

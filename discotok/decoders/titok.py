@@ -93,13 +93,7 @@ class TiTokDecoder(Decoder):
 
     def missing(self, z_q: Tensor, keep: Tensor | None) -> Tensor:
         """(B, N) True at the latent positions past the k given tokens, or at or past ``keep[b]``."""
-        b, k, n = z_q.shape[0], z_q.shape[1], self.num_tokens
-        limit = torch.full((b,), k, device=z_q.device)
-        if keep is not None:
-            if keep.shape != (b,) or keep.min() < 1 or keep.max() > n:
-                raise ValueError(f"keep must have shape ({b},) and values in 1..{n}, got {tuple(keep.shape)}")
-            limit = torch.minimum(limit, keep.to(z_q.device))
-        return torch.arange(n, device=z_q.device) >= limit[:, None]
+        return missing_positions(z_q, keep, self.num_tokens)
 
     def latents(self, z_q: Tensor, keep: Tensor | None) -> Tensor:
         """(B, k, D) -> (B, N, width): projected, padded and dropped positions masked, positions added."""
@@ -153,3 +147,14 @@ class TiTokDecoder(Decoder):
             raise ValueError(f"the pixel decoder gives {tuple(x.shape[-2:])} images from a {grid} grid, not {size}: "
                              f"its upsampling factor must be the patch size {self.patch_size}")
         return rescale(x, self.pixel_range, (-1.0, 1.0))
+
+
+def missing_positions(z_q: Tensor, keep: Tensor | None, num_tokens: int) -> Tensor:
+    """(B, num_tokens) True at the positions past the k tokens of ``z_q`` (B, k, D), or at or past ``keep[b]``."""
+    b, k, n = z_q.shape[0], z_q.shape[1], num_tokens
+    limit = torch.full((b,), k, device=z_q.device)
+    if keep is not None:
+        if keep.shape != (b,) or keep.min() < 1 or keep.max() > n:
+            raise ValueError(f"keep must have shape ({b},) and values in 1..{n}, got {tuple(keep.shape)}")
+        limit = torch.minimum(limit, keep.to(z_q.device))
+    return torch.arange(n, device=z_q.device) >= limit[:, None]

@@ -27,7 +27,10 @@ of the attention and whole tokens, hop * lcm(s, window) as SNAC pads.
 ``pad_to`` says what an item of L samples (not a multiple of the hop) is encoded as: ``"hop"`` (default)
 the item zero-padded to whole hops; ``"stride"`` the item as it is, every convolution extending its own
 input with zeros to whole strides (transformers' Mimi, EnCodec's ``pad_for_conv1d``). Both give ``ceil(L / hop)``
-frames; they differ in the last one. Reflect padding always extends by strides, by reflection.
+frames; they differ in the last one. Reflect padding always extends by strides, by reflection. ``"none"``: the
+item as it is, each strided convolution giving the frames PyTorch gives it padded by ``ceil(stride / 2)`` on both
+sides (DAC's, ``floor((L + 2 ceil(s / 2) - 2 s) / s) + 1``; whole hops still give ``L / hop``; centred
+zero-padded convolutions of strides >= 2 only; X-Codec's acoustic encoder).
 ``conv_norm="time_group"`` follows every convolution with a ``GroupNorm(1, C)`` over each item's own length
 (EnCodec 48 kHz's ``time_group_norm``; not causal).
 """
@@ -50,7 +53,7 @@ from discotok.layout import Layout
 from discotok.nn.waveform import check_audio_batch, check_lengths
 from discotok.registry import ENCODERS
 
-PAD_TO = ("hop", "stride")
+PAD_TO = ("hop", "stride", "none")
 
 
 @ENCODERS.register("audio")
@@ -90,7 +93,11 @@ class AudioEncoder(WaveformEncoder):
             raise ValueError(f"frames_per_token must be a positive integer, got {frames_per_token}")
         if pad_to not in PAD_TO:
             raise ValueError(f"pad_to must be one of {PAD_TO}, got {pad_to!r}")
+        if pad_to == "none" and (causal or pad_mode != "zeros" or int(frames_per_token) != 1 or min(ratios) < 2):
+            raise ValueError("pad_to 'none' (DAC's frame counts) takes centred, zero-padded convolutions of strides "
+                             "of at least 2 and one frame per token")
         self.in_channels = in_channels
+        self.pad_to = pad_to
         self.pad_mode = pad_mode
         self.by_stride = pad_to == "stride" or pad_mode == "reflect"
         self.ratios = [int(r) for r in ratios]
@@ -123,6 +130,22 @@ class AudioEncoder(WaveformEncoder):
         """Samples an input's length is padded to a multiple of: hop * lcm(frames_per_token, attention window)."""
         return self.multiple
 
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames of an item of ``num_samples`` samples (int or tensor); ``pad_to="none"``: DAC's count, stage by
+        stage (see the module docstring)."""
+        if self.pad_to != "none":
+            return super().num_frames(num_samples)
+        for stage in self.stages:
+            num_samples = self.stage_frames(num_samples, stage)
+        return num_samples
+
+    def stage_frames(self, valid: int | Tensor, stage: nn.Module) -> int | Tensor:
+        """The valid outputs of ``stage``'s strided convolution for ``valid`` valid inputs: ceil(valid / stride),
+        or with ``pad_to="none"`` PyTorch's count for the convolution padded by its left padding on both sides."""
+        if self.pad_to == "none":
+            return (valid + 2 * stage.down.pad[0] - 2 * stage.stride) // stage.stride + 1
+        return -(-valid // stage.stride)
+
     def stream(self) -> Chain:
         """This (causal) encoder fed chunk by chunk: ``push`` waveforms (B, C, m), get latents (B, D, n) of the
         frames they complete; ``flush`` at the end of the input (see ``discotok.nn.streaming``)."""
@@ -144,9 +167,9 @@ class AudioEncoder(WaveformEncoder):
             lengths = check_lengths(lengths, x.shape[0], x.shape[-1]).to(x.device)
             x = apply_mask(x, length_mask(lengths, x.shape[-1]))
             # pad_to hop: the item zero-padded to whole length multiples (hops), as alone; stride (and reflect): its
-            # own length, each convolution extending it to whole strides
+            # own length, each convolution extending it to whole strides; none: its own length, DAC's frames
             multiple = self.length_multiple
-            valid = lengths if self.by_stride else -(-lengths // multiple) * multiple
+            valid = lengths if self.by_stride or self.pad_to == "none" else -(-lengths // multiple) * multiple
         mask = length_mask(valid, x.shape[-1])
         h = self.stem(x, mask)
         for stage in self.stages:
@@ -154,7 +177,7 @@ class AudioEncoder(WaveformEncoder):
                 h = unit(h, mask)
             h = stage.down(stage.act(h), mask)
             if valid is not None:
-                valid = -(-valid // stage.stride)
+                valid = self.stage_frames(valid, stage)
                 mask = length_mask(valid, h.shape[-1])
         h = self.head(self.act(self.sequence(h, valid)), mask)
         z = rearrange(h, "b d (m s) -> b m (s d)", s=self.frames_per_token)

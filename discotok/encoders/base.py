@@ -73,7 +73,9 @@ class WaveformEncoder(Encoder):
 
     ``forward`` takes ``lengths`` (B,) valid samples per item of a zero-padded batch.
     ``length_multiple`` (a multiple of ``hop_length``; by default the hop) is what the modality pads
-    input lengths to (SNAC: whole attention windows of whole tokens).
+    input lengths to (SNAC: whole attention windows of whole tokens). ``num_frames(L)`` is the frames an item
+    of L samples encodes to (by default ``ceil(L / hop)``; X-Codec's follow transformers' rule) and
+    ``max_samples(n)`` the longest item of at most n frames.
     """
 
     hop_length: int
@@ -83,10 +85,21 @@ class WaveformEncoder(Encoder):
         """Samples an input's length is padded to a multiple of."""
         return self.hop_length
 
+    def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
+        """Frames (token positions) an item of ``num_samples`` samples (int or tensor) encodes to: by default
+        ceil(num_samples / hop), rounded up to whole ``length_multiple``."""
+        multiple = self.length_multiple
+        return -(-num_samples // multiple) * (multiple // self.hop_length)
+
+    def max_samples(self, num_frames: int) -> int:
+        """The most samples an item may hold and still encode to at most ``num_frames`` frames: by default
+        ``num_frames * hop``."""
+        return num_frames * self.hop_length
+
     def stream(self) -> Any:
         """This encoder fed chunk by chunk (``push(x)`` -> latents (B, D, n), ``flush()``), for causal encoders."""
         raise ValueError(f"encoder {type(self).__name__} does not stream")
 
     def token_layout(self, size: Sequence[int]) -> Layout:
-        """The frame layout of a waveform of ``size[-1]`` samples (a multiple of the hop)."""
-        return Layout("frames", (int(size[-1]) // self.hop_length,))
+        """The frame layout of a waveform of ``size[-1]`` samples."""
+        return Layout("frames", (int(self.num_frames(int(size[-1]))),))

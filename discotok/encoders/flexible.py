@@ -33,6 +33,28 @@ def prefix_causal_mask(num_patches: int, num_latents: int, device: torch.device 
     return mask
 
 
+def check_k_distribution(k_distribution: str) -> str:
+    """``k_distribution`` if it is one of ``K_DISTRIBUTIONS``, else ``ValueError``."""
+    if k_distribution not in K_DISTRIBUTIONS:
+        raise ValueError(f"k_distribution must be one of {K_DISTRIBUTIONS}, got {k_distribution!r}")
+    return k_distribution
+
+
+def prefix_lengths(num_tokens: int, k_distribution: str) -> Tensor:
+    """The prefix lengths nested dropout draws from: 1..N (``uniform``) or the powers of two <= N (``pow2``)."""
+    if k_distribution == "pow2":
+        return 2 ** torch.arange(num_tokens.bit_length())
+    return torch.arange(1, num_tokens + 1)
+
+
+def draw_keep(num_tokens: int, k_distribution: str, seed: int, step: int, batch_size: int) -> Tensor:
+    """Nested dropout's prefix lengths (batch_size,) for training step ``step``, from a generator seeded by
+    ``(seed, step)``: the same on every DDP rank and after a resume."""
+    lengths = prefix_lengths(num_tokens, k_distribution)
+    g = step_generator(seed, step)
+    return lengths[torch.randint(len(lengths), (batch_size,), generator=g)]
+
+
 @ENCODERS.register("flexible")
 class FlexibleEncoder(TiTokEncoder):
     """TiTok encoder + nested dropout: in training ``EncoderOutput.keep`` holds each sample's prefix length.
@@ -64,24 +86,18 @@ class FlexibleEncoder(TiTokEncoder):
             latent_dim, num_tokens=num_tokens, image_size=image_size, patch_size=patch_size, width=width,
             depth=depth, heads=heads, mlp_ratio=mlp_ratio, in_channels=in_channels,
         )
-        if k_distribution not in K_DISTRIBUTIONS:
-            raise ValueError(f"k_distribution must be one of {K_DISTRIBUTIONS}, got {k_distribution!r}")
-        self.k_distribution = k_distribution
+        self.k_distribution = check_k_distribution(k_distribution)
         self.causal = bool(causal)
         self.seed = seed
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     def prefix_lengths(self) -> Tensor:
         """The prefix lengths nested dropout can draw (the support of ``k_distribution``)."""
-        if self.k_distribution == "pow2":
-            return 2 ** torch.arange(self.num_tokens.bit_length())
-        return torch.arange(1, self.num_tokens + 1)
+        return prefix_lengths(self.num_tokens, self.k_distribution)
 
     def draw_keep(self, batch_size: int, step: int) -> Tensor:
         """Prefix lengths (batch_size,) for training step ``step`` (pure: same seed, same answer)."""
-        lengths = self.prefix_lengths()
-        g = step_generator(self.seed, step)
-        return lengths[torch.randint(len(lengths), (batch_size,), generator=g)]
+        return draw_keep(self.num_tokens, self.k_distribution, self.seed, step, batch_size)
 
     def attention_mask(self, num_patches: int, num_latents: int, device: torch.device) -> Tensor | None:
         return prefix_causal_mask(num_patches, num_latents, device) if self.causal else None

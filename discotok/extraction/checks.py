@@ -134,11 +134,12 @@ def check_frame_ids(
     samples = loaded.samples
     if samples is not None:
         samples = torch.from_numpy(samples)
-        expected = tokenizer.modality.valid_frames(samples)
+        expected = tokenizer.modality.stored_frames(samples)
         if not torch.equal(expected, frames):
             row = int((expected != frames).nonzero()[0])
+            segmented = " in its segments" if tokenizer.modality.segmenting else ""
             raise fail(
                 f"row {row} has {int(frames[row])} frames of ids but {int(samples[row])} samples, which are "
-                f"{int(expected[row])} frames at this tokenizer's hop length {tokenizer.modality.hop_length}"
+                f"{int(expected[row])} frames{segmented} at this tokenizer's hop length {tokenizer.modality.hop_length}"
             )
     return ids, frames, samples

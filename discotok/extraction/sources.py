@@ -37,8 +37,10 @@ from torch.utils.data import Dataset
 from discotok.data.audio import AUDIO_EXTENSIONS, AudioLoadError, load_audio, pad_batch
 from discotok.data.images import (
     DEFAULT_MAX_PIXELS,
+    DEFAULT_PREPROCESSING,
     IMAGE_EXTENSIONS,
     ImageLoadError,
+    ImagePreprocessing,
     iter_files,
     load_image_pixels,
     pixels_to_tensor,
@@ -242,25 +244,34 @@ class Reader(Protocol):
 
 
 class ImageReader:
-    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``);
-    images of more than ``max_pixels`` pixels are refused before decoding."""
+    """Images resized to cover ``size`` (H, W) and centre cropped, in [-1, 1] (``IMAGE_PREPROCESSING``, or a
+    publisher's resize filter and alpha blending, ``preprocessing``); images of more than ``max_pixels`` pixels are
+    refused before decoding."""
 
     tar_extensions, tar_member = TAR_IMAGE_EXTENSIONS, "image"
 
-    def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, size: Sequence[int], max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 preprocessing: ImagePreprocessing = DEFAULT_PREPROCESSING) -> None:
         self.size = tuple(int(s) for s in size)
         self.max_pixels = max_pixels
+        self.preprocessing = preprocessing
 
     def load(self, item: SourceItem) -> tuple[Tensor, dict]:
         """uint8 pixels (3, H, W): a quarter of float32's bytes between loader processes."""
-        return load_image_pixels(item.name, self.size, item.read_bytes(), self.max_pixels), {}
+        return load_image_pixels(item.name, self.size, item.read_bytes(), self.max_pixels, self.preprocessing), {}
 
     def collate(self, tensors: list[Tensor]) -> tuple[Tensor, dict]:
         """The stacked batch, converted to float in [-1, 1] in one operation."""
         return pixels_to_tensor(torch.stack(tensors)), {}
 
     def describe(self) -> dict:
-        return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": IMAGE_PREPROCESSING}
+        steps = dict(IMAGE_PREPROCESSING)
+        if self.preprocessing != DEFAULT_PREPROCESSING:
+            steps.update(publisher={"resize_filter": self.preprocessing.resize_filter,
+                                    "alpha_blend": self.preprocessing.alpha_blend},
+                         resize=f"{self.preprocessing.resize_filter} resize (PIL, whole image decoded) to cover "
+                                "image_size, then centre crop")
+        return {"image_size": list(self.size), "max_pixels": self.max_pixels, "preprocessing": steps}
 
     def summarize(self, infos: list[dict]) -> dict:
         return {}
@@ -396,7 +407,8 @@ class EncodedBatch:
 
 
 def encode_batch(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, options: dict) -> EncodedBatch:
-    """Encode the good items of ``batch``; a padded audio batch keeps each item's ``num_frames(samples)`` frames.
+    """Encode the good items of ``batch`` as the modality stores them (``Modality.encode_items``: a padded audio
+    batch keeps each item's ``num_frames(samples)`` frames, or its segments' frames and loudness scales).
 
     Items holding NaN or inf (in the input or in the encoder's latents) join the batch's
     failures, and the rest are encoded.
@@ -413,15 +425,12 @@ def _encode_good(tokenizer: Tokenizer, reader: Reader, batch: LoadedBatch, optio
     x, extra = reader.collate(batch.tensors)
     x = x.to(next(tokenizer.parameters()).device)
     try:
-        ids, layout = tokenizer.encode(x, return_layout=True, **extra, **options)
+        ids, layout, coded = tokenizer.modality.encode_items(tokenizer, x, **extra, **options)
     except NonFiniteError:
         raise
     except (TypeError, ValueError) as err:
         opts = f" with options {options}" if options else ""
         raise ExtractError(f"the tokenizer cannot encode inputs of shape {tuple(x.shape[1:])}{opts}: {err}") from err
-    rows = list(ids.to("cpu", torch.int64).numpy())
-    if "lengths" not in extra:
-        return EncodedBatch(batch.indices, rows, batch.infos, batch.failures, layout)
-    frames = tokenizer.modality.valid_frames(extra["lengths"]).tolist()
-    infos = [{"frames": n, **info} for info, n in zip(batch.infos, frames, strict=True)]
-    return EncodedBatch(batch.indices, [row[:n] for row, n in zip(rows, frames)], infos, batch.failures, None)
+    rows = [row.to("cpu", torch.int64).numpy() for row in ids]
+    infos = batch.infos if coded is None else [{**c, **info} for c, info in zip(coded, batch.infos, strict=True)]
+    return EncodedBatch(batch.indices, rows, infos, batch.failures, layout)

@@ -3,10 +3,16 @@
 A batch is zero-padded to whole hops (or the encoder's ``length_multiple``); with ``lengths`` (B,) valid
 samples per item, each item encodes as it would alone over its ``num_frames(length)`` valid frames, and
 decoded items are zero past their lengths.
+
+A config may add ``segments`` (``discotok.modalities.audio_segments``): then files are coded as EnCodec 48 kHz
+codes them, in segments each with a loudness scale; ``encode_items`` and ``batch_decoder`` (``discotok encode`` /
+``decode``) do so and keep the scales beside the ids, while ``Tokenizer.encode`` / ``decode`` stay the network on
+the waveform they are given.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from discotok.encoders.base import WaveformEncoder
 from discotok.layout import Layout
 from discotok.figures import rounded
 from discotok.markdown import markdown_table
+from discotok.modalities.audio_segments import ClipCodes, Segmenting, decode_clips, encode_clips
 from discotok.modalities.base import Batch, Modality, RateAxes, positive_int
 from discotok.nn.modes import eval_mode
 from discotok.nn.waveform import check_audio_batch, check_lengths, mask_past
@@ -83,7 +90,7 @@ class AudioModality(Modality):
     """Waveforms at ``sample_rate`` with ``channels`` channels, ``hop_length`` samples per frame."""
 
     name = "audio"
-    config_keys = ("sample_rate", "channels")
+    config_keys = ("sample_rate", "channels", "segments")
     item_noun, items_noun = "clip", "clips"
     depth_ladder = True
     waveform = True
@@ -119,8 +126,15 @@ class AudioModality(Modality):
 
     @classmethod
     def validate_config(cls, config: dict) -> None:
-        for key in cls.config_keys:
+        for key in ("sample_rate", "channels"):
             positive_int(config, key, "an audio tokenizer")
+        if "segments" in config:
+            Segmenting.from_config(config["segments"])
+
+    @property
+    def segmenting(self) -> Segmenting | None:
+        """How files are cut into segments with loudness scales (the config's ``segments``), or None: whole clips."""
+        return Segmenting.from_config(self.config["segments"]) if "segments" in self.config else None
 
     @property
     def sample_rate(self) -> int:
@@ -149,12 +163,10 @@ class AudioModality(Modality):
         return self.encoder.length_multiple
 
     def num_frames(self, num_samples: int | Tensor) -> int | Tensor:
-        """Frames (token positions) that ``num_samples`` samples encode to: ceil(num_samples / hop), rounded up to
-        whole ``length_multiple`` (int or tensor)."""
-        multiple, per = self.length_multiple, self.length_multiple // self.hop_length
-        if isinstance(num_samples, Tensor):
-            return torch.div(num_samples + multiple - 1, multiple, rounding_mode="floor") * per
-        return -(-int(num_samples) // multiple) * per
+        """Frames (token positions) that ``num_samples`` samples encode to (int or tensor): the encoder's rule,
+        ceil(num_samples / hop) rounded up to whole ``length_multiple`` for most; X-Codec's is transformers'
+        floor((num_samples - 80) / 320) + 1."""
+        return self.encoder.num_frames(num_samples)
 
     def bits_per_second(self, depth: int | None = None) -> float:
         """The bit rate of ids at ``depth`` levels of a residual quantizer (None: all)."""
@@ -195,14 +207,19 @@ class AudioModality(Modality):
         total = x.shape[-1]
         if lengths is not None:
             lengths = check_lengths(lengths, x.shape[0], total).to(x.device)
-        padded = F.pad(x, (0, self.num_frames(total) * self.hop_length - total))
+        padded = F.pad(x, (0, -total % self.length_multiple))
         if lengths is None and padded.shape[-1] != total:  # the encoder tells the padding from the signal
             lengths = torch.full((x.shape[0],), total, device=x.device)
         return Batch(padded, lengths, self.valid_frames(lengths), (total,))
 
     def finish(self, x_hat: Tensor, batch: Batch) -> Tensor:
-        """Cut to the input's T samples and zero each item past its length."""
-        return mask_past(x_hat[..., : batch.size[-1]], batch.lengths)
+        """Cut (or zero-extend) to the input's T samples and zero each item past its length and past its frames'
+        samples (``frames * hop``, fewer than its length for X-Codec's last partial hop)."""
+        total = batch.size[-1]
+        x_hat = F.pad(x_hat[..., :total], (0, max(0, total - x_hat.shape[-1])))
+        if batch.lengths is None:
+            return x_hat
+        return mask_past(x_hat, torch.minimum(batch.lengths, batch.frames * self.hop_length))
 
     def prepare_ids(
         self, ids: Tensor, layout: Layout | None, size: Sequence[int] | None, lengths: Tensor | None
@@ -213,7 +230,7 @@ class AudioModality(Modality):
             raise ValueError(f"audio ids of {n} frames need the layout Layout('frames', ({n},)), got {layout}")
         total = n * self.hop_length if size is None else int(size[-1])
         if lengths is not None:
-            lengths = check_lengths(lengths, ids.shape[0], n * self.hop_length)
+            lengths = check_lengths(lengths, ids.shape[0], self.encoder.max_samples(n))
         return layout, Batch(None, lengths, self.valid_frames(lengths), (total,))
 
     def default_layout(self, num_tokens: int | None = None) -> Layout:
@@ -223,6 +240,34 @@ class AudioModality(Modality):
 
     def valid_frames(self, lengths: Tensor | None) -> Tensor | None:
         return None if lengths is None else self.num_frames(lengths)
+
+    def segment_frames(self, samples: int) -> list[int]:
+        """Frames of each segment of a clip of ``samples`` samples (the config's ``segments``; one segment without)."""
+        segmenting = self.segmenting or Segmenting(seconds=None)
+        return [self.num_frames(stop - start) for start, stop in segmenting.spans(samples, self.sample_rate)]
+
+    def stored_frames(self, samples: Tensor) -> Tensor:
+        """Frames of ids ``discotok encode`` stores for items of ``samples`` (B,) samples: ``num_frames`` of each,
+        or with ``segments`` the sum over its segments."""
+        if self.segmenting is None:
+            return self.num_frames(samples)
+        return torch.tensor([sum(self.segment_frames(n)) for n in samples.tolist()])
+
+    def encode_items(self, tokenizer: Any, x: Tensor, lengths: Tensor | None = None,
+                     **options: Any) -> tuple[list[Tensor], Layout | None, list[dict] | None]:
+        """Each item's ids (frames[, depth]) over its valid frames, no shared layout, and per item its ``frames``;
+        with ``segments``, its segments' ids one after another and their loudness ``scales`` (floats)."""
+        segmenting = self.segmenting
+        if segmenting is None:
+            ids = tokenizer.encode(x, lengths, **options)
+            frames = self.num_frames(x.shape[-1] if lengths is None else lengths)
+            frames = [frames] * x.shape[0] if isinstance(frames, int) else frames.tolist()
+            return [row[:n] for row, n in zip(ids, frames)], None, [{"frames": n} for n in frames]
+        codes = encode_clips(tokenizer, segmenting, x, lengths, **options)
+        rows = [torch.cat(item) for item in codes.ids]
+        scales = codes.scales or [None] * len(rows)
+        return rows, None, [{"frames": row.shape[0], **({} if s is None else {"scales": s.tolist()})}
+                            for row, s in zip(rows, scales)]
 
     def rate_figures(self, ids_shape: Sequence[int], size: Sequence[int]) -> dict[str, Any]:
         depth = self.quantizer.depth_of(ids_shape[-1]) if len(ids_shape) == 2 else None
@@ -302,6 +347,8 @@ class AudioModality(Modality):
 
         ids, frames, samples = check_frame_ids(tokenizer, loaded)
         lengths = frames * self.hop_length if samples is None else samples
+        if self.segmenting is not None:
+            return self.segments_decoder(tokenizer, loaded, ids, frames, samples, batch_size, sampler)
 
         def decode_batch(i: int) -> list[Tensor]:
             start = i * batch_size
@@ -309,6 +356,43 @@ class AudioModality(Modality):
             width = int(frames[start:stop].max())
             waves = tokenizer.decode(ids[start:stop, :width], lengths=lengths[start:stop], **batch_sampler(sampler, i))
             return [wave[:, :n] for wave, n in zip(waves, lengths[start:stop].tolist())]
+
+        return decode_batch
+
+    def segments_decoder(self, tokenizer: Any, loaded: Any, ids: Tensor, frames: Tensor, samples: Tensor | None,
+                         batch_size: int, sampler: dict) -> Any:
+        """``batch_decoder`` of a segmenting tokenizer: each item's ids cut into its segments (from its samples),
+        decoded with the scales stored beside them (``ExtractError`` naming the file when they are not there or
+        do not fit), overlap-added and cut to its samples, clamped to [-1, 1]."""
+        from discotok.io import ExtractError
+
+        segmenting = self.segmenting
+        source = loaded.path
+        if sampler.get("precision", "fp32") != "fp32":
+            raise ExtractError(f"--precision {sampler['precision']}: segmented decoding runs in fp32")
+        if samples is None:
+            raise ExtractError(f"{source}: this tokenizer codes files in segments with loudness scales (config "
+                               "'segments'), and these ids come without their manifest: decode the output folder "
+                               "of discotok encode, whose manifest.json holds each item's samples and scales")
+        scales = loaded.item_values("scales")
+        if segmenting.normalize and scales is None:
+            raise ExtractError(f"{source}: this tokenizer divides each segment by a loudness scale (config "
+                               "'segments'), and the manifest holds no 'scales' for its items: they were encoded by "
+                               "a tokenizer without segments, or the scales were removed")
+        counts = [self.segment_frames(n) for n in samples.tolist()]
+        for row, (item, n) in enumerate(zip(counts, samples.tolist())):
+            if scales is not None and (len(scales[row]) != len(item)
+                                       or not all(math.isfinite(s) and s > 0 for s in scales[row])):
+                raise ExtractError(f"{source}: row {row} ({n} samples, {len(item)} segments) needs {len(item)} "
+                                   f"positive loudness scales, the manifest holds {scales[row]}")
+        stride = segmenting.length_stride(self.sample_rate, 1)[1]
+
+        def decode_batch(i: int) -> list[Tensor]:
+            rows = range(i * batch_size, min((i + 1) * batch_size, ids.shape[0]))
+            pieces = [list(ids[row, : int(frames[row])].split(counts[row])) for row in rows]
+            kept = None if scales is None else [torch.tensor(scales[row], dtype=torch.float32) for row in rows]
+            waves = decode_clips(tokenizer, ClipCodes(pieces, kept), stride)
+            return [wave[:, : int(samples[row])].clamp(-1, 1) for wave, row in zip(waves, rows)]
 
         return decode_batch
 

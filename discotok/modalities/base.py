@@ -187,6 +187,14 @@ class Modality:
         """Fields a manifest may record that ids must agree with to decode through this tokenizer."""
         return {}
 
+    def encode_items(self, tokenizer: Any, x: Tensor, lengths: Tensor | None = None,
+                     **options: Any) -> tuple[list[Tensor], Layout | None, list[dict] | None]:
+        """The ids of a batch as ``discotok encode`` stores them (``options``: ``Tokenizer.encode``'s): one tensor
+        per item, the layout they share (None: each item has its own ``frames``), and per item what the manifest
+        records beside its ids (None: nothing)."""
+        ids, layout = tokenizer.encode(x, lengths, return_layout=True, **options)
+        return list(ids), layout, None
+
     def batch_decoder(self, tokenizer: Any, loaded: Any, batch_size: int, sampler: dict) -> Any:
         """Check every id read back, then return the decoder of batch i to a list of items."""
         raise NotImplementedError

@@ -26,10 +26,12 @@ def check_prefix_length(k: int, n: int, what: str) -> None:
 
 @MODALITIES.register("image")
 class ImageModality(Modality):
-    """Images at the config's ``image_size`` (H, W); any size the encoder divides also encodes."""
+    """Images at the config's ``image_size`` (H, W); any size the encoder divides also encodes. A config's optional
+    ``preprocessing`` (``discotok.data.images.ImagePreprocessing``: a publisher's resize filter and alpha blending)
+    is what the readers of ``encode`` / ``eval`` apply to image files."""
 
     name = "image"
-    config_keys = ("image_size",)
+    config_keys = ("image_size", "preprocessing")
     item_noun, items_noun = "image", "images"
     pixels = True
     num_examples = 8
@@ -51,6 +53,12 @@ class ImageModality(Modality):
             not isinstance(size, list) or len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size)
         ):
             raise ConfigError(f"config: 'image_size' must be [height, width], got {size!r}")
+        from discotok.data.images import ImagePreprocessing
+
+        try:
+            ImagePreprocessing.from_config(config.get("preprocessing"))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"config: 'preprocessing': {err}") from None
 
     @property
     def image_size(self) -> tuple[int, int] | None:
@@ -160,6 +168,7 @@ class ImageModality(Modality):
     def reader(self, image_size: Any = None, max_seconds: float | None = None, max_duration: float | None = None,
                max_pixels: int | None = None) -> Any:
         """Images resized and cropped to ``image_size`` (default: the tokenizer's), at most ``max_pixels`` each."""
+        from discotok.data.images import ImagePreprocessing
         from discotok.extraction.sources import ImageReader
         from discotok.io import ExtractError
 
@@ -172,7 +181,7 @@ class ImageModality(Modality):
         size = size * 2 if len(size) == 1 else size
         if len(size) != 2 or min(size) < 1:
             raise ExtractError(f"image_size must be one or two positive ints (H [W]), got {image_size!r}")
-        return ImageReader(size, max_pixels)
+        return ImageReader(size, max_pixels, ImagePreprocessing.from_config(self.config.get("preprocessing")))
 
     def writer(self) -> Any:
         from discotok.data.images import ImageWriter

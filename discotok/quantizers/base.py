@@ -33,12 +33,13 @@ class QuantizerOutput:
 class NonFiniteError(ValueError):
     """Some items of a batch hold NaN or infinite values.
 
-    ``items`` are their indices in the batch; ``problem`` says what held them (for a batch
-    job's list of skipped inputs).
+    ``items`` are their indices in the batch; ``where`` what held them; ``problem`` says so (for a
+    batch job's list of skipped inputs).
     """
 
     def __init__(self, items: list[int], where: str) -> None:
         self.items = items
+        self.where = where
         self.problem = f"NaN or infinite values in {where}"
         super().__init__(f"batch item(s) {items}: {self.problem}")
 

@@ -125,7 +125,7 @@ class Tokenizer(nn.Module):
     def _decode(self, z_q: Tensor, layout: Layout, size: Sequence[int] | None, frames: Tensor | None,
                 keep: Tensor | None = None, decoder: Decoder | None = None, **sampler: Any) -> Tensor:
         """Run the decoder (ours, or ``decoder``, its int8 copy) with the output ``size`` and valid ``frames`` per
-        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``), which only
+        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``, ``noise``), which only
         generative decoders take."""
         sampler = {k: v for k, v in sampler.items() if v is not None}
         if sampler and not self.decoder.generative:
@@ -170,6 +170,8 @@ class Tokenizer(nn.Module):
         Waveforms (B, C, T) at ``modality.sample_rate``, zero-padded to whole hops: N = num_frames(T);
         ``lengths`` (B,) valid samples per item of a zero-padded batch: item b's ids are
         ``ids[b, :num_frames(lengths[b])]``, the same as encoding it alone (the rest is padding).
+        ``num_frames`` is the encoder's rule (X-Codec's: transformers' floor((L - 80) / 320) + 1, and with
+        ``lengths`` N is the longest item's).
         ``depth=k`` (residual quantizers): the first k levels, a lower bit rate.
         Items holding NaN or inf, in the input or in the encoder's latents, raise
         ``NonFiniteError`` (a ``ValueError``) naming their batch indices.
@@ -222,6 +224,7 @@ class Tokenizer(nn.Module):
         timesteps: int | None = None,
         guidance_scale: float | None = None,
         seed: int | None = None,
+        noise: Tensor | None = None,
         precision: str = "fp32",
     ) -> Tensor:
         """Ids -> images or waveforms in [-1, 1] (float32 under bf16); ids are checked against the codebook first.
@@ -231,10 +234,12 @@ class Tokenizer(nn.Module):
         their grid); audio (T,), the samples to cut the output to.
         Generative decoders (``flow``) sample: ``timesteps`` Euler steps, classifier-free
         ``guidance_scale`` and ``seed`` (unset: the decoder's defaults); the same seed gives the
-        same images. Deterministic decoders refuse these arguments.
+        same images; ``noise`` (as the decoder's ``forward`` documents) replaces the seeded starting noise.
+        Deterministic decoders refuse these arguments.
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
-        (as given to ``encode``) zero each item past its length, and padded frames never reach
-        an item's valid samples (exactly so for the ``audio`` decoder).
+        (as given to ``encode``) zero each item past its length and past its frames' samples
+        (``num_frames(length) * hop``: X-Codec's can be fewer than the length), and padded frames never
+        reach an item's valid samples (exactly so for the ``audio`` decoder).
         ``precision``: ``fp32`` (default), ``bf16`` or ``auto``: the decoder runs under bf16 autocast; ``int8``
         (CPU): its linear layers run as dynamic int8.
         """
@@ -247,7 +252,7 @@ class Tokenizer(nn.Module):
             z_q = self.quantizer.ids_to_codes(ids.to(device))
             size, frames = (None, None) if batch is None else (batch.size, batch.frames)
             x_hat = self._decode(z_q, layout, size, frames, decoder=self._networks(resolved)[1], timesteps=timesteps,
-                                 guidance_scale=guidance_scale, seed=seed)
+                                 guidance_scale=guidance_scale, seed=seed, noise=noise)
             if batch is not None:
                 x_hat = self.modality.finish(x_hat, batch)
             return undo_autocast(x_hat).clamp(-1, 1)
