@@ -43,12 +43,12 @@ def test_published_size_recipe_keeps_its_ladder(experiment: str, speech_cache) -
     Adam betas 0.8 / 0.99, reconstruction loss of the recipe plus the quantizer's, no GAN, random crops of 44 of
     the 48 espeak-ng clips), scored on the first second of the other 4. Measured (load 4-6 on 2 cores):
 
-    * encodec_24k, 150 steps of 4 x 0.5 s at lr 3e-4 (about 4 min): residual_left 0.192 at depth 1 (seed 1:
+    * encodec_24k, 150 steps of 4 x 0.5 s at lr 3e-4 (152 s as a test, 4 min beside a second job): residual_left 0.192 at depth 1 (seed 1:
       0.265), every later level leaves at most 0.945 (0.941) of what reaches it; mel distance 0.629 / 0.625 at
       depth 1 / 8 (0.621 / 0.615), a gain of 0.004 (0.006), not monotone past depth 5 (the autoencoder is
       the limit this early, docs/audio.md). At lr 1e-3 the codebooks lag the moving encoder: levels 5-8 remove
       0.2-8 % and the mel distance rises with depth.
-    * dac_44k, 40 steps of 1 x 0.38 s at lr 1e-4 (about 6 min): residual_left 0.104 at depth 1, every later level
+    * dac_44k, 40 steps of 1 x 0.38 s at lr 1e-4 (221 s as a test, 6 min beside a second job): residual_left 0.104 at depth 1, every later level
       leaves at most 0.74 of what reaches it (0.55-0.74); mel distance not checked (not measured: decoding is slow
       at this size). At lr 3e-4 the loss rose over the 40 steps.
 
