@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 import torchaudio
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from discotok import Tokenizer
@@ -174,12 +175,18 @@ def test_audio_frame_experiment_composes() -> None:
     assert tok.modality.frames_per_second == 200 and tok.modality.bit_rates == {1: 1600, 2: 3200, 3: 4800, 4: 6400}
 
 
-def composed_audio(experiment: str) -> dict:
-    """The tokenizer config of ``experiment`` (a GPU config; its data folder is never read here)."""
+def composed_experiment(experiment: str) -> DictConfig:
+    """The training config of the GPU recipe ``experiment``, composed as the CLI does (its data folder is never
+    read here)."""
     with initialize_config_dir(config_dir(), version_base=None):
         cfg = compose("train", overrides=[f"experiment={experiment}", "data.source=/data"])
     assert cfg.trainer.accelerator == "gpu"
-    return tokenizer_spec(cfg)
+    return cfg
+
+
+def composed_audio(experiment: str) -> dict:
+    """The tokenizer config of ``experiment``."""
+    return tokenizer_spec(composed_experiment(experiment))
 
 
 def test_audio_tiny_trains_from_the_cli(tmp_path, speech_cache):

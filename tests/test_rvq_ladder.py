@@ -34,11 +34,12 @@ def assert_ladder(left: dict[int, float], factor: float = 0.65) -> None:
 
 
 def train_steps(
-    tok: Tokenizer, batches: list[torch.Tensor], loss_fn: torch.nn.Module, weight: float = 1.0, lr: float = 1e-3
+    tok: Tokenizer, batches: list[torch.Tensor], loss_fn: torch.nn.Module, weight: float = 1.0, lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> Tokenizer:
     """One Adam step per batch on the reconstruction loss plus ``weight`` times the quantizer's; ``tok`` in eval
     mode after."""
-    opt = torch.optim.Adam(tok.parameters(), lr=lr)
+    opt = torch.optim.Adam(tok.parameters(), lr=lr, betas=betas)
     tok.train()
     for x in batches:
         out = tok(x)
@@ -47,6 +48,20 @@ def train_steps(
         loss.backward()
         opt.step()
     return tok.eval()
+
+
+def random_crops(clips: list[torch.Tensor], steps: int, batch: int, length: int, seed: int = 0) -> list[torch.Tensor]:
+    """``steps`` batches of ``batch`` crops of ``length`` samples, each from a random clip at a random start."""
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(steps):
+        crops = []
+        for _ in range(batch):
+            clip = clips[int(torch.randint(len(clips), (), generator=g))]
+            start = int(torch.randint(clip.shape[-1] - length, (), generator=g))
+            crops.append(clip[:, start : start + length])
+        batches.append(torch.stack(crops))
+    return batches
 
 
 # 4 levels x 64 codes, fed batches of 64 vectors or fewer: the case of the audio default (200 frames per
@@ -119,15 +134,7 @@ def test_tiny_audio_tokenizer_reconstructs_better_with_depth(speech_clips) -> No
     })
     loss_fn = LOSSES.build({"name": "audio", "sample_rate": AUDIO_RATE, "l1_weight": 5.0,
                             "mel_windows": [64, 256, 1024], "mel_bands": [10, 40, 80], "stft_sizes": [256, 1024]})
-    g = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(200):  # 4 random quarter-second crops of the first six clips
-        crops = []
-        for _ in range(4):
-            clip = speech_clips[int(torch.randint(6, (), generator=g))]
-            start = int(torch.randint(clip.shape[-1] - 4000, (), generator=g))
-            crops.append(clip[:, start : start + 4000])
-        batches.append(torch.stack(crops))
+    batches = random_crops(speech_clips[:6], steps=200, batch=4, length=4000)  # quarter-second crops
     train_steps(tok, batches, loss_fn, lr=3e-3)
     held_out = torch.stack([c[:, :AUDIO_RATE] for c in speech_clips[6:8]])
     with torch.no_grad():
