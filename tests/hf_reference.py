@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 
 
 def padded(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clips (1, L_b) as one zero-padded batch (B, 1, max L) and their lengths (B,)."""
+    """Clips (C, L_b) as one zero-padded batch (B, C, max L) and their lengths (B,)."""
     lengths = torch.tensor([c.shape[-1] for c in clips])
-    batch = torch.zeros(len(clips), 1, int(lengths.max()))
+    batch = torch.zeros(len(clips), clips[0].shape[0], int(lengths.max()))
     for b, clip in enumerate(clips):
         batch[b, :, : clip.shape[-1]] = clip
     return batch, lengths

@@ -17,7 +17,7 @@ from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from discotok.modalities.audio_segments import decode_segments, encode_segments
 from tests.conftest import randomised
-from tests.hf_reference import fill_codebooks, flushed_one_thread, save, written
+from tests.hf_reference import fill_codebooks, flushed_one_thread, padded, save, written
 
 transformers = pytest.importorskip("transformers")
 
@@ -57,14 +57,6 @@ def reference(speech_clips, tmp_path_factory):
     return ref, save(ref, tmp_path_factory.mktemp("encodec48") / "encodec_48khz")
 
 
-def batch_of(clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([c.shape[-1] for c in clips])
-    batch = torch.zeros(len(clips), 2, int(lengths.max()))
-    for b, clip in enumerate(clips):
-        batch[b, :, : clip.shape[-1]] = clip
-    return batch, lengths
-
-
 def test_transformers_encodec48_whole_clips(reference, speech_clips, tmp_path, capsys):
     ref, folder = reference
     assert main(["convert", "transformers", str(folder), "-o", str(tmp_path / "tok")]) == 0, capsys.readouterr().err
@@ -74,7 +66,7 @@ def test_transformers_encodec48_whole_clips(reference, speech_clips, tmp_path, c
     assert tok.config["segments"] == {"seconds": 1.0, "overlap": 0.01, "normalize": True}
     assert not tok.encoder.causal and tok.config["encoder"]["conv_norm"] == "time_group"
     clips = stereo_clips(speech_clips)
-    batch, lengths = batch_of(clips)
+    batch, lengths = padded(clips)
     ref.config.chunk_length_s, ref.config.normalize = None, False  # transformers' whole-clip form
     try:
         for bandwidth, depth in ((6.0, 8), (3.0, 4)):
@@ -101,7 +93,7 @@ def test_transformers_encodec48_segments_with_scales(reference, speech_clips):
     ref, folder = reference
     tok = convert("transformers", folder)
     clips = stereo_clips(speech_clips)
-    batch, lengths = batch_of(clips)
+    batch, lengths = padded(clips)
     for bandwidth, depth in ((6.0, 8), (3.0, 4)):
         rows, layout, items = tok.modality.encode_items(tok, batch, lengths, depth=depth)  # what discotok encode stores
         assert layout is None
