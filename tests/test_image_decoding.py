@@ -1,8 +1,11 @@
-"""Fast image decoding for extraction: torchvision's PNG decoder gives PIL's pixels, JPEG draft mode covers the target."""
+"""Fast image decoding for extraction: torchvision's PNG decoder gives PIL's pixels without importing the torchvision
+package, JPEG draft mode covers the target."""
 
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,6 +42,20 @@ def test_png_pixels_equal_pil_for_every_mode(mode, tmp_path):
     fast = decode_png_at_size(path, None, (64, 64))
     assert (fast is not None) == (mode in ("RGB", "L")), mode  # the plain cases take torchvision's path
     assert torch.equal(load_image_pixels(path, (32, 48)), pil_pixels(path, (32, 48)))  # another size: PIL
+
+
+def test_png_op_is_torchvisions_decoder_and_leaves_its_package_unimported(tmp_path):
+    path = tmp_path / "rgb.png"
+    variants()["RGB"].save(path)
+    from torchvision.io import decode_png
+
+    expected = decode_png(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8))
+    assert torch.equal(decode_png_at_size(path, None, (64, 64)), expected)
+    script = ("import sys; from discotok.data.images import decode_png_at_size; "
+              f"assert decode_png_at_size({str(path)!r}, None, (64, 64)) is not None; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def test_jpeg_draft_mode_decodes_smaller_and_stays_close(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from discotok.commands.bench import BENCH_ARGUMENTS
+from tests.conftest import ENCODERS
 
 HEAVY = ("lightning", "pytorch_lightning", "torchaudio", "soundfile", "matplotlib", "hydra", "timm", "torchvision")
 
@@ -38,6 +39,30 @@ def test_import_and_image_and_audio_round_trips_load_no_heavy_packages():
     result = run(PROBE)
     assert result["ids"][0] == 1 and len(result["ids"]) == 2 and result["wave"][:2] == [2, 1]
     assert result["loaded"] == []
+
+
+LOAD_PROBE = """
+import json, sys, tempfile
+import torch
+from discotok import Tokenizer
+from tests.conftest import TINY_QUANTIZERS, tiny_tokenizer_config
+configs = [tiny_tokenizer_config(name, encoder="patch") for name in TINY_QUANTIZERS]
+configs += [tiny_tokenizer_config("fsq", encoder=name) for name in CONV_ENCODERS]
+for config in configs:
+    with tempfile.TemporaryDirectory() as folder:
+        Tokenizer.from_config(config).save_pretrained(folder)
+        Tokenizer.from_pretrained(folder)
+print(json.dumps({"loaded": sorted(m for m in sys.modules if m.startswith(("torch._dynamo", "torch._inductor")))}))
+"""
+
+
+def test_loading_a_tokenizer_does_not_import_the_compiler():
+    """A shapes-only build on the meta device must do no tensor arithmetic: on meta tensors it runs torch's
+    decompositions, which import torch._dynamo (about a second of every command's start-up). Checked for the image
+    tokenizers of convolutions and every quantizer; left out: the ViT encoders, whose timm blocks import torchvision
+    and with it the compiler, and the audio ones, whose weight norm computes norms at construction."""
+    conv = [name for name in ENCODERS if name in ("grid", "magvit2", "patch")]
+    assert run(f"CONV_ENCODERS = {conv!r}\n{LOAD_PROBE}")["loaded"] == []
 
 
 def test_public_names_resolve_lazily():

@@ -11,10 +11,12 @@ tokenizer config's ``preprocessing``): the resize filter and how alpha is blende
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import io
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from discotok.atomic import atomic_path
 from discotok.defaults import DEFAULT_MAX_PIXELS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_UNCHANGED = 0  # torchvision's ImageReadMode.UNCHANGED
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CONVERT_BLOCK = 1 << 18
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
@@ -189,14 +192,32 @@ def tensor_to_pil(x: Tensor) -> Image.Image:
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
 
 
+@functools.cache
+def png_op() -> Callable[..., Tensor] | None:
+    """torchvision's libpng decoder op (``decode_png(data, mode, apply_exif_orientation)``), loaded from its
+    ``image.so`` without importing the ``torchvision`` package (whose import, through its models and ops, costs
+    about a second of start-up); None where that library is missing or does not load."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return None
+    library = Path(spec.origin).parent / "image.so"
+    try:
+        torch.ops.load_library(str(library))
+        return torch.ops.image.decode_png
+    except (OSError, RuntimeError, AttributeError):
+        return None
+
+
 def decode_png_at_size(path: str | os.PathLike, data: bytes | None, size: Sequence[int]) -> Tensor | None:
-    """uint8 (3, H, W) of an 8-bit RGB or grayscale PNG that is already ``size`` (H, W), decoded by torchvision
-    (libpng, about twice as fast as PIL on small files; PNG is lossless, so the pixels are PIL's); None for any
-    other file (alpha, 16-bit, another size, not a PNG, unreadable): those take the PIL path."""
+    """uint8 (3, H, W) of an 8-bit RGB or grayscale PNG that is already ``size`` (H, W), decoded by torchvision's
+    libpng op (``png_op``; about twice as fast as PIL on small files; PNG is lossless, so the pixels are PIL's);
+    None for any other file (alpha, 16-bit, another size, not a PNG, unreadable) or without the op: those take the
+    PIL path."""
     if Path(path).suffix.lower() != ".png":
         return None
-    from torchvision.io import ImageReadMode, decode_png
-
+    decode = png_op()
+    if decode is None:
+        return None
     try:
         raw = Path(path).read_bytes() if data is None else data
     except OSError:
@@ -205,8 +226,7 @@ def decode_png_at_size(path: str | os.PathLike, data: bytes | None, size: Sequen
     if len(raw) < 26 or raw[:8] != PNG_SIGNATURE or raw[24] != 8 or raw[25] not in (0, 2):
         return None
     try:
-        img = decode_png(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED,
-                         apply_exif_orientation=True)
+        img = decode(torch.frombuffer(bytearray(raw), dtype=torch.uint8), PNG_UNCHANGED, True)
     except RuntimeError:
         return None
     if img.shape[0] not in (1, 3) or tuple(img.shape[1:]) != tuple(size):

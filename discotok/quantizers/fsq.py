@@ -50,11 +50,11 @@ class FSQ(Quantizer):
         if self._codebook_size > 2**62:
             raise ValueError(f"fsq levels {levels} give more than 2^62 codes")
         # integer buffers only, so model.half() / bf16-true training cannot round them
-        radix = torch.tensor(levels, dtype=torch.long)
-        self.register_buffer("radix", radix, persistent=False)
-        self.register_buffer("half_width", radix // 2, persistent=False)
-        basis = torch.cumprod(torch.tensor([1] + levels[:-1]), dim=0)
-        self.register_buffer("basis", basis, persistent=False)
+        # made from Python ints: arithmetic on the meta tensors of a shapes-only build would import torch._dynamo
+        self.register_buffer("radix", torch.tensor(levels, dtype=torch.long), persistent=False)
+        self.register_buffer("half_width", torch.tensor([level // 2 for level in levels]), persistent=False)
+        basis = [math.prod(levels[:i]) for i in range(len(levels))]
+        self.register_buffer("basis", torch.tensor(basis, dtype=torch.long), persistent=False)
 
     @property
     def codebook_size(self) -> int:
