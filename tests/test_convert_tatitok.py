@@ -17,7 +17,7 @@ from discotok import Tokenizer
 from discotok.cli import main
 from discotok.convert import ConvertError, convert
 from tests.fixtures.make_tatitok import FIXTURE, PUBLISHED, TEXT, VARIANT, text_guidance
-from tests.fixtures.make_titok import COMMIT, fixture_input
+from tests.fixtures.make_titok import fixture_input
 from tests.test_convert_titok import hub_folder, published_architecture
 
 NEEDS = r"needs condition=\(B, 8, 16\), a CLIP text encoder's per-token features"
