@@ -24,9 +24,10 @@ from tests.fixtures.make_titok import (COMMIT, FIXTURE, ONE_D_PIECE_COMMIT, ONE_
 VARIANT_NAMES = sorted(VARIANTS)
 
 
-def hub_folder(tmp_path: Path, variant: str, weights: str = "model.safetensors") -> tuple[Path, dict, dict]:
-    """The fixture's variant as TiTok.save_pretrained writes it; its config and tensors."""
-    with safe_open(str(FIXTURE), framework="pt") as f:
+def hub_folder(tmp_path: Path, variant: str, weights: str = "model.safetensors",
+               fixture: Path = FIXTURE) -> tuple[Path, dict, dict]:
+    """The ``fixture``'s variant as TiTok.save_pretrained writes it; its config and tensors."""
+    with safe_open(str(fixture), framework="pt") as f:
         meta = f.metadata()
     assert meta["commit"] == COMMIT
     config, state = json.loads(meta[f"{variant}.config"]), reference_state(json.loads(meta[f"{variant}.shapes"]))
@@ -60,14 +61,13 @@ def test_converted_titok_gives_the_reference_ids_and_images(variant, tmp_path, c
     assert tok.config["image_size"] == [32, 32]
 
 
-@pytest.mark.parametrize("name", PUBLISHED)
-def test_the_published_architectures_convert_tensor_for_tensor(name):
-    """TiTok-L-32 / B-64 / S-128 and the VQ-8k models, from their config and the reference's tensor shapes: the
-    converted architecture has exactly those tensors (built on the meta device: no memory, no weights)."""
+def published_architecture(name: str, fixture: Path = FIXTURE) -> tuple[Tokenizer, dict]:
+    """The converted architecture (on the meta device: no memory, no weights) of the published model ``name`` from
+    its config and the reference's tensor shapes in ``fixture``, checked to have exactly those tensors; its config."""
     from discotok.convert.base import rename
     from discotok.convert.titok import OWN, folded, titok_config, titok_rules
 
-    with safe_open(str(FIXTURE), framework="pt") as f:
+    with safe_open(str(fixture), framework="pt") as f:
         meta = f.metadata()
     config = json.loads(meta[f"{name}.config"])
     state = {k: torch.empty(v, device="meta") for k, v in json.loads(meta[f"{name}.shapes"]).items()}
@@ -76,6 +76,13 @@ def test_the_published_architectures_convert_tensor_for_tensor(name):
         tok = Tokenizer.from_config(ours)
     expected = {k: tuple(v.shape) for k, v in tok.state_dict().items() if not any(re.fullmatch(p, k) for p in OWN)}
     assert {k: tuple(v.shape) for k, v in rename(folded(state), titok_rules(ours)).items()} == expected
+    return tok, config
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_the_published_architectures_convert_tensor_for_tensor(name):
+    """TiTok-L-32 / B-64 / S-128 and the VQ-8k models convert to exactly the reference's tensors."""
+    tok, config = published_architecture(name)
     vq = config["model"]["vq_model"]
     assert tok.config["image_size"] == [256, 256] and tok.modality.num_tokens == vq["num_latent_tokens"]
     assert (tok.encoder.legacy_reshape, tok.decoder.pixel_decoder is not None) == (vq["finetune_decoder"],) * 2

@@ -1,4 +1,5 @@
-"""``titok``: bytedance/1d-tokenizer's TiTok tokenizers (TiTok-L-32 / B-64 / S-128, BL-64 / BL-128 / SL-256-VQ8k).
+"""``titok``: bytedance/1d-tokenizer's TiTok tokenizers (TiTok-L-32 / B-64 / S-128, BL-64 / BL-128 / SL-256-VQ8k,
+TA-TiTok BL-32 / BL-64 / BL-128 VQ).
 
 SOURCE is the publisher's hub layout, a directory as ``TiTok.save_pretrained`` (``PyTorchModelHubMixin``)
 writes it and ``yucornetto/tokenizer_titok_l32_imagenet`` serves it: ``config.json`` (read as plain JSON:
@@ -19,11 +20,19 @@ disagreement is refused naming both. Attention heads are not in the tensors: the
   ``pixel_range: [0, 1]`` and map to and from it, so the ids are the reference's for the same picture. The
   resolution is ``crop_size`` (256 as published; other multiples of 16 resample the positions).
 
-Refused: VAE models (``quantize_mode: vae``, continuous), stage-1 models (legacy without ``finetune_decoder``:
-their decoder gives code logits, not pixels), TA-TiTok (text-conditioned decoder).
+* TA-TiTok (``TATiTok``: the decoder's ``text_guidance_proj`` / ``text_guidance_positional_embedding``, the
+  length and width ``text_context_length`` / ``text_embed_dim`` in config.json, 77 / 768 by default): the
+  ``titok`` decoder with text guidance, which makes it conditioned: ``Tokenizer.decode(ids, condition=text)``
+  with ``text`` (B, 77, 768), a CLIP text encoder's per-token output that the user computes. Encoding needs no
+  text.
+
+Refused: VAE models (``quantize_mode: vae``, continuous: TiTok's and TA-TiTok's are not discrete tokenizers),
+stage-1 models (legacy without ``finetune_decoder``: their decoder gives code logits, not pixels).
 
 The decoder takes ``missing_tokens: "drop"``: a prefix of k < N ids decodes as if only those k latents were
 given, as One-D-Piece's ``decode(z, length=k)`` does (TiTok's own reference decodes full length only).
+A TA-TiTok's prefix decodes the same way, its text guidance after the given latents (its reference decodes
+full length only).
 
 One-D-Piece (turingmotors/One-D-Piece) saves the same layout (its ``OneDPiece`` is a ``TiTok`` with the same
 modules; the extra config keys ``model.type`` and ``strict_length_assertion`` are ignored) and loads as is:
@@ -48,6 +57,8 @@ SIZES = {"small": (512, 8, 8), "base": (768, 12, 12), "large": (1024, 24, 16)}  
 PIXEL_RANGE = [0.0, 1.0]
 OWN = [r"decoder\.mask_token", r"quantizer\.(cluster_size|initted)"]  # ours alone: nested dropout's mask, VQ usage
 RES = {"norm1": "body.0", "conv1": "body.2", "norm2": "body.3", "conv2": "body.5", "nin_shortcut": "skip"}
+TEXT_PROJ, TEXT_POSITIONS = "decoder.text_guidance_proj.weight", "decoder.text_guidance_positional_embedding"
+ROWS = r"latent_tokens|(encoder|decoder)\.latent_token_positional_embedding|" + re.escape(TEXT_POSITIONS)  # (N, width)
 BLOCK = {"ln_1": "norm1", "ln_2": "norm2", "attn.in_proj_weight": "attn.qkv.weight",
          "attn.in_proj_bias": "attn.qkv.bias", "attn.out_proj": "attn.proj", "mlp.c_fc": "mlp.fc1",
          "mlp.c_proj": "mlp.fc2"}
@@ -115,9 +126,9 @@ def titok_config(config: object, state: dict[str, Tensor]) -> dict:
     mode = vq.get("quantize_mode", "vq")
     two_stage, legacy = bool(vq.get("finetune_decoder", True)), bool(vq.get("is_legacy", True))
     if mode != "vq":
-        raise ConvertError(f"quantize_mode {mode!r} (a continuous TiTok) is not converted; FORMAT titok reads VQ models")
-    if "decoder.text_guidance_proj.weight" in state:
-        raise ConvertError("a TA-TiTok (text-conditioned decoder) is not converted")
+        kind = "TA-TiTok" if TEXT_PROJ in state else "TiTok"
+        raise ConvertError(f"quantize_mode {mode!r} (a continuous {kind}: not a discrete tokenizer) is not converted; "
+                           "FORMAT titok reads VQ models")
     if two_stage != legacy:
         what = "a stage-1 model (its decoder gives MaskGIT-VQGAN code logits, no pixels)" if legacy else \
             "finetune_decoder with is_legacy false (the reference cannot decode it either)"
@@ -141,6 +152,7 @@ def titok_config(config: object, state: dict[str, Tensor]) -> dict:
     decoder = {"name": "titok", **common, "patch_size": dec_patch, "missing_tokens": "drop",
                **vit(state, "decoder", vq.get("vit_dec_model_size"))}
     width = decoder["width"]
+    decoder |= text_guidance(vq, state, width)
     if two_stage:
         pixels = pixel_decoder(state)
         hidden, logits = shape(state, "decoder.ffn.0.weight")[0], shape(state, "decoder.ffn.2.weight")[0]
@@ -162,6 +174,21 @@ def titok_config(config: object, state: dict[str, Tensor]) -> dict:
     return tokenizer_config(encoder, quantizer, decoder, image_size=[crop, crop], metadata={"converted_from": "titok"})
 
 
+def text_guidance(vq: dict, state: dict[str, Tensor], width: int) -> dict:
+    """The ``titok`` decoder's text guidance settings of a TA-TiTok (none for a TiTok), read from the tensors and
+    checked against config.json (``text_context_length`` / ``text_embed_dim``, the reference's defaults 77 / 768)."""
+    if TEXT_PROJ not in state:
+        if "text_context_length" in vq or "text_embed_dim" in vq:
+            raise ConvertError(f"config.json gives text_context_length / text_embed_dim (a TA-TiTok) but there is no "
+                               f"tensor {TEXT_PROJ!r} (its decoder's text guidance)")
+        return {}
+    proj, positions = shape(state, TEXT_PROJ), shape(state, TEXT_POSITIONS)
+    agree("text_embed_dim", vq.get("text_embed_dim", 768), TEXT_PROJ, proj[1], proj)
+    agree("text_context_length", vq.get("text_context_length", 77), TEXT_POSITIONS, positions[0], positions)
+    agree(f"the decoder width {width} (from decoder.ln_pre.weight)", width, TEXT_PROJ, proj[0], proj)
+    return {"text_context_length": positions[0], "text_embed_dim": proj[1]}
+
+
 def folded(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The reference's tensors in our shapes: each class embedding plus its position (the first row of the
     positional embedding) as one class token, the rest as the patch positions; 1x1 convolutions as linear
@@ -175,7 +202,7 @@ def folded(state: dict[str, Tensor]) -> dict[str, Tensor]:
         out[f"{part}.class_token"] = (token + positions[:1])[None]
         out[f"{part}.pos_embed.weight"] = positions[None, 1:]
     for name, tensor in out.items():
-        if re.fullmatch(r"latent_tokens|(encoder|decoder)\.latent_token_positional_embedding", name):
+        if re.fullmatch(ROWS, name):
             out[name] = tensor[None]
         elif re.fullmatch(r"(encoder\.conv_out|decoder\.ffn\.[02])\.weight", name):
             out[name] = tensor.flatten(1)
@@ -201,6 +228,8 @@ def titok_rules(config: dict) -> list:
         (r"decoder\.ffn\.0\.(weight|bias)", lambda m: f"decoder.head.{head}.{m[1]}"),
         (r"decoder\.ffn\.2\.(weight|bias)", lambda m: f"decoder.head.proj.{m[1]}"),
         (r"decoder\.conv_out\.(weight|bias)", lambda m: f"decoder.out_conv.{m[1]}"),
+        (r"decoder\.text_guidance_proj\.(weight|bias)", lambda m: f"decoder.text_proj.{m[1]}"),
+        (re.escape(TEXT_POSITIONS), lambda m: "decoder.text_pos_embed"),
         (r"quantize\.embedding\.weight", lambda m: "quantizer.codebook"),
         (r"pixel_quantize\.embedding\.weight", lambda m: "decoder.pixel_decoder.codebook"),
         (r"pixel_decoder\.mid\.(\d+)\.(\w+)\.(weight|bias)",

@@ -8,7 +8,12 @@ tokenizer passes
   (positions at or past ``keep[b]`` become the decoder's mask token);
 * ``size``, the input's spatial size (H, W), which decoders of 1-D token sequences decode to
   (a grid layout fixes the size by itself, so grid decoders ignore it);
-* ``lengths`` (B,) valid frames per item of a zero-padded audio batch (frame decoders only).
+* ``lengths`` (B,) valid frames per item of a zero-padded audio batch (frame decoders only);
+* ``condition`` (B, L, E), features the decoder is conditioned on, only to decoders that are ``conditioned``
+  (TA-TiTok's: a CLIP text encoder's per-token output, (B, 77, 768) as published), whose ``forward`` takes it
+  as a keyword and raises a ``ValueError`` saying what it needs (``condition_description``) when it is None;
+  the tokenizer refuses a condition for every other decoder. ``conditioned`` may depend on the decoder's
+  config (set per instance).
 
 ``last_layer`` is the parameter VQGAN's adaptive adversarial weight measures gradients at
 (None: the decoder has none; a fixed adversarial weight is needed). ``alignment_layer()`` and
@@ -44,6 +49,8 @@ class Decoder(nn.Module):
     masks_tokens: ClassVar[bool] = False
     generative: ClassVar[bool] = False
     decodes: ClassVar[bool] = True
+    conditioned: bool = False
+    condition_description: str = ""
     patch_size: int | None = None
 
     def forward(

@@ -36,6 +36,11 @@ class TiTokDecoder(Decoder):
     ``soft_codes``) makes the decoder two-stage: the head gives ``head_channels`` values per patch (TiTok:
     logits over MaskGIT-VQGAN's 1024 codes) and that decoder turns this grid of tokens into the image; its
     upsampling factor must be ``patch_size``.
+
+    Text guidance (TA-TiTok), off unless both are > 0: ``text_context_length`` L and ``text_embed_dim`` E make
+    the decoder ``conditioned``: ``forward`` needs ``condition`` (B, L, E), a CLIP text encoder's per-token
+    output ((B, 77, 768) as published), projected to ``width`` (``text_proj``), given positions
+    (``text_pos_embed``) and appended after the latent tokens.
     """
 
     masks_tokens = True
@@ -60,6 +65,8 @@ class TiTokDecoder(Decoder):
         pixel_decoder: dict | None = None,
         head_channels: int = 0,
         missing_tokens: str = "mask",
+        text_context_length: int = 0,
+        text_embed_dim: int = 0,
     ) -> None:
         super().__init__()
         if missing_tokens not in ("mask", "drop"):
@@ -86,7 +93,16 @@ class TiTokDecoder(Decoder):
         else:
             self.head = PatchHead(width, head_channels, 1, head_mlp_ratio)
         self.out_conv = nn.Conv2d(out_channels, out_channels, 3, padding=1) if out_conv else nn.Identity()
-        for p in (self.mask_token, self.latent_pos_embed, self.patch_token, self.class_token):
+        if (text_context_length > 0) != (text_embed_dim > 0):
+            raise ValueError("text guidance needs both text_context_length and text_embed_dim > 0 (or neither), got "
+                             f"{text_context_length} and {text_embed_dim}")
+        self.conditioned = text_context_length > 0
+        self.text_shape = (int(text_context_length), int(text_embed_dim))
+        self.text_proj = nn.Linear(text_embed_dim, width) if self.conditioned else None
+        self.text_pos_embed = nn.Parameter(torch.empty(1, text_context_length, width)) if self.conditioned else None
+        self.condition_description = (f"condition=(B, {text_context_length}, {text_embed_dim}), a CLIP text "
+                                      "encoder's per-token features (its text guidance)")
+        for p in (self.mask_token, self.latent_pos_embed, self.patch_token, self.class_token, self.text_pos_embed):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_vit_weights)
@@ -100,15 +116,31 @@ class TiTokDecoder(Decoder):
         h = F.pad(self.embed(z_q), (0, 0, 0, self.num_tokens - z_q.shape[1]))
         return torch.where(self.missing(z_q, keep)[..., None], self.mask_token.to(h.dtype), h) + self.latent_pos_embed
 
-    def attention_mask(self, z_q: Tensor, keep: Tensor | None, num_queries: int) -> Tensor | None:
+    def text(self, condition: Tensor | None, batch: int) -> list[Tensor]:
+        """The projected text guidance tokens [(B, L, width)] of a conditioned decoder; [] for an unconditioned
+        one (``ValueError`` for a missing, superfluous or mis-shaped ``condition``)."""
+        if not self.conditioned:
+            if condition is not None:
+                raise ValueError("this titok decoder has no text guidance (text_context_length 0): "
+                                 "it takes no condition")
+            return []
+        if condition is None:
+            raise ValueError(f"this TA-TiTok decoder needs {self.condition_description}")
+        if tuple(condition.shape) != (batch, *self.text_shape):
+            raise ValueError(f"condition must have shape ({batch}, {self.text_shape[0]}, {self.text_shape[1]}) (the "
+                             f"ids' batch, then the text guidance's length and width), got {tuple(condition.shape)}")
+        return [self.text_proj(condition) + self.text_pos_embed]
+
+    def attention_mask(self, z_q: Tensor, keep: Tensor | None, num_queries: int, num_after: int = 0) -> Tensor | None:
         """With ``missing_tokens="drop"`` and latents missing, (B, 1, 1, L): no position attends to them
-        (the same as decoding without them); else None."""
+        (the same as decoding without them); else None. ``num_queries`` tokens come before the latents,
+        ``num_after`` (the text guidance) after them."""
         if self.missing_tokens != "drop":
             return None
         missing = self.missing(z_q, keep)
         if not missing.any():
             return None
-        return F.pad(~missing, (num_queries, 0), value=True)[:, None, None, :]
+        return F.pad(~missing, (num_queries, num_after), value=True)[:, None, None, :]
 
     @property
     def last_layer(self) -> nn.Parameter | None:
@@ -123,9 +155,10 @@ class TiTokDecoder(Decoder):
 
     def forward(
         self, z_q: Tensor, layout: Layout, keep: Tensor | None = None, size: Sequence[int] | None = None,
-        lengths: Tensor | None = None,
+        lengths: Tensor | None = None, condition: Tensor | None = None,
     ) -> Tensor:
-        """Decode a prefix (B, k, D), 1 <= k <= N, of a sequence layout to (B, C, H, W)."""
+        """Decode a prefix (B, k, D), 1 <= k <= N, of a sequence layout to (B, C, H, W); ``condition`` (B, L, E):
+        the text guidance a conditioned decoder needs (see the class docstring)."""
         k = z_q.shape[1]
         if layout.kind != "sequence" or not 1 <= k <= min(layout.num_tokens, self.num_tokens):
             raise ValueError(
@@ -137,8 +170,10 @@ class TiTokDecoder(Decoder):
         patches = (self.patch_token + self.pos_embed(grid)).expand(b, -1, -1)
         first = [] if self.class_token is None else [self.class_token.expand(b, -1, -1)]
         queries = [t.to(z_q.dtype) for t in (*first, patches)]
-        h = self.transformer(self.norm_pre(torch.cat([*queries, self.latents(z_q, keep)], dim=1)),
-                             attn_mask=self.attention_mask(z_q, keep, sum(q.shape[1] for q in queries)))
+        text = [t.to(z_q.dtype) for t in self.text(condition, b)]
+        mask = self.attention_mask(z_q, keep, sum(q.shape[1] for q in queries), sum(t.shape[1] for t in text))
+        tokens = torch.cat([*queries, self.latents(z_q, keep), *text], dim=1)
+        h = self.transformer(self.norm_pre(tokens), attn_mask=mask)
         h = h[:, len(first) : len(first) + patches.shape[1]]
         if self.pixel_decoder is None:
             return rescale(self.out_conv(self.head(h, grid)), self.pixel_range, (-1.0, 1.0))

@@ -40,12 +40,16 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
-def plot_rate_distortion(results: list[dict], path: Path, rate_axes: Any, baselines: Sequence[dict] = ()) -> Path:
+def plot_rate_distortion(results: list[dict], path: Path, rate_axes: Any,
+                         baselines: Sequence[dict] = ()) -> Path | None:
     """Quality against bit rate, one line per tokenizer: PSNR (and LPIPS, when measured) against bits
     per pixel for images; SI-SNR, mel and STFT distances (PESQ, STOI) against bits per second for audio.
-    Classical codec rows (``baselines``, payload rate without the header) are dashed, one line per codec."""
+    Classical codec rows (``baselines``, payload rate without the header) are dashed, one line per codec.
+    None (no file) when no row has a quality figure (encode-only tokenizers and no baselines)."""
     rate, rate_label = rate_axes.rate, rate_axes.label
-    panels = [(k, t) for k, t in rate_axes.panels if any(k in r for r in results)]
+    panels = [(k, t) for k, t in rate_axes.panels if any(k in r for r in [*results, *baselines])]
+    if not panels:
+        return None
     fig = Figure(figsize=(5.2 * len(panels), 4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):

@@ -116,6 +116,16 @@ def _label(point: dict) -> str:
     return ", ".join(f"{'k' if k == 'num_tokens' else k}={v}" for k, v in point.items()) or "full"
 
 
+def encode_only_reason(tok: Tokenizer) -> str | None:
+    """Why an evaluation can only encode with ``tok`` (None: it decodes too): its checkpoint has no decoder
+    (``Decoder.decodes`` False), or its decoder needs a condition no evaluation set holds (``Decoder.conditioned``)."""
+    if not tok.decoder.decodes:
+        return "its checkpoint has no decoder"
+    if tok.decoder.conditioned:
+        return f"its decoder needs {tok.decoder.condition_description}, which the evaluation set does not hold"
+    return None
+
+
 def reconstruct(tok: Tokenizer, ids: Tensor, layout, x: Tensor, extra: dict, precision: str = "fp32") -> Tensor:
     """Decode ``ids`` like ``x``: at its size (images) or cut to its samples and masked past each length (audio)."""
     return tok.decode(ids, layout, size=x.shape[2:], lengths=extra.get("lengths"), precision=precision)
@@ -125,13 +135,13 @@ def evaluate_point(tok: Tokenizer, point: dict, data: EvalSet, metrics: list[Met
                    pfid: FrechetMetric | None) -> tuple[dict, list[tuple[Tensor, Tensor]]]:
     """One pass over the set with ``tok.encode(x, **point)``; returns figures and a few (x, x_hat) examples
     (audio: each cut to its length). Each batch reaches the tokenizer in its own format and its reconstruction
-    is scored in the set's (``Modality.eval_format``); an encode-only tokenizer (``Decoder.decodes`` False) gives
+    is scored in the set's (``Modality.eval_format``); an encode-only tokenizer (``encode_only_reason``) gives
     rates, codebook use and encode speed. In a precision other than fp32 every batch also runs in fp32 (untimed),
     for ``discotok.eval.precision.Fp32Comparison``'s figures."""
     device = next(tok.parameters()).device
     precision = resolve_precision(options.precision, device)
     fmt = tok.modality.eval_format(data.reader)
-    decodes = tok.decoder.decodes
+    decodes = encode_only_reason(tok) is None
     comparison = Fp32Comparison(metrics[0]) if precision != "fp32" and decodes else None
     generator = torch.Generator().manual_seed(options.seed)
 
@@ -202,7 +212,8 @@ def _metrics(tok: Tokenizer, point: dict, opts: EvalOptions, nets: dict,
     modality's, then codebook use, and pFID's (images, when asked for); the first piece is the headline quality
     (PSNR, SI-SNR) that ``Fp32Comparison`` repeats in fp32; a point at a residual depth also reports the share of
     the residual each level removes. An encode-only tokenizer gets no quality pieces."""
-    quality, pfid = tok.modality.eval_metrics(reader, opts, nets) if tok.decoder.decodes else ([], None)
+    decodes = encode_only_reason(tok) is None
+    quality, pfid = tok.modality.eval_metrics(reader, opts, nets) if decodes else ([], None)
     levels: list[Metric] = [ResidualMetric(tok.quantizer)] if "depth" in point else []
     return [*quality, CodebookMetric(tok.codebook_size), *levels], pfid
 
@@ -259,6 +270,8 @@ def evaluate(
             rows, labels = [], []
             if left_out(tok, opts):
                 warns.append(f"{name}: {left_out(tok, opts)}")
+            if tok.decoder.conditioned:
+                warns.append(f"{name}: encoded only, not decoded: {encode_only_reason(tok)}")
             for point in operating_points(tok, opts):
                 metrics, pfid = _metrics(tok, point, opts, nets, reader)
                 figures, examples = evaluate_point(tok, point, data_set, metrics, opts, pfid)
@@ -266,13 +279,13 @@ def evaluate(
                 rows.append(examples)
                 labels.append(figures["label"])
                 bar.update(1)
-            if tok.decoder.decodes:
+            if encode_only_reason(tok) is None:
                 key, file = modality.save_eval_examples(reader, rows, labels, out, name)
                 files[key] = file
     protocol |= {f"num_{modality.items_noun}": data_set.num_used, **reader.summarize(data_set.infos)}
     coding = {name: tok.modality.eval_format(reader).note for name, tok in zip(names, toks)}
-    coding |= {name: "encodes only (its checkpoint has no decoder): rates, codebook use and encode speed, no quality "
-                     "figures" for name, tok in zip(names, toks) if not tok.decoder.decodes}
+    coding |= {name: f"encodes only ({encode_only_reason(tok)}): rates, codebook use and encode speed, no quality "
+                     "figures" for name, tok in zip(names, toks) if encode_only_reason(tok) is not None}
     if any(coding.values()):
         protocol["coding"] = {name: note for name, note in coding.items() if note}
     if nets.get("fid") is not None and data_set.num_used < FEATURE_DIM:
@@ -298,8 +311,9 @@ def evaluate(
     }
     if opts.baselines:
         report["baselines"] = modality.eval_baselines(data_set, results, opts, nets)
-    plot_rate_distortion(results, out / "rate_distortion.png", modality.rate_axes,
-                         report.get("baselines", {}).get("results", []))
+    if plot_rate_distortion(results, out / "rate_distortion.png", modality.rate_axes,
+                            report.get("baselines", {}).get("results", [])) is None:
+        del files["rate_distortion"]
     for name in names:
         mine = [r for r in results if r["tokenizer"] == name]
         if len(mine) > 1 and "num_tokens" in mine[0]["point"]:

@@ -79,6 +79,7 @@ def decode_ids(
     or of one ids file (``.npy``, ``.safetensors``, ``.tar``) to one file per row: a PNG per
     image, a wav per audio item (at the tokenizer's rate, cut to the item's length).
 
+    A conditioned decoder (TA-TiTok's) is refused: the ids files hold no condition.
     All ids are validated first; each output file is written atomically. Returns the paths in row order.
     Resumable: while a run is in progress ``.discotok-decode.json`` in ``output_dir`` records it, so
     the same call after a kill keeps the files already written (whole batches are skipped, and
@@ -90,6 +91,9 @@ def decode_ids(
     """
     if batch_size < 1:
         raise ExtractError(f"batch_size must be >= 1, got {batch_size}")
+    if tokenizer.decoder.conditioned:
+        raise ExtractError(f"this tokenizer's decoder needs {tokenizer.decoder.condition_description}, which ids files "
+                           "do not hold: decode with Tokenizer.decode(ids, condition=...) in Python")
     try:
         resolve_precision(precision, "cpu")
     except ValueError as err:

@@ -100,7 +100,8 @@ class Tokenizer(nn.Module):
         return self.quantizer.bits_per_token
 
     def forward(
-        self, x: Tensor, lengths: Tensor | None = None, perturb: Perturb | None = None, **quantizer_kwargs: Any
+        self, x: Tensor, lengths: Tensor | None = None, perturb: Perturb | None = None,
+        condition: Tensor | None = None, **quantizer_kwargs: Any
     ) -> TokenizerOutput:
         """Encode, quantize and decode ``x``: images (B, 3, H, W) in [-1, 1], or waveforms (B, C, T).
 
@@ -109,6 +110,7 @@ class Tokenizer(nn.Module):
         ``perturb(quantizer, quantized) -> quantized`` (training options such as latent
         perturbation) changes the quantizer's output before the decoder sees it.
         A generative decoder also gives its own loss (see ``TokenizerOutput``).
+        ``condition``: what a conditioned decoder needs (as in ``decode``).
         """
         batch = self.modality.prepare(x, lengths)
         enc = self.encoder(batch.x, lengths=batch.lengths)
@@ -119,22 +121,30 @@ class Tokenizer(nn.Module):
             own = self.decoder.loss(q.z_q, enc.layout, batch.x, keep=enc.keep, generator=generator)
             x_hat = own.x_hat if self.training else self._decode(q.z_q, enc.layout, batch.size, batch.frames, enc.keep)
             return TokenizerOutput(self.modality.finish(x_hat, batch), enc.z, q, enc.layout, own.loss, own.parts)
-        x_hat = self._decode(q.z_q, enc.layout, batch.size, batch.frames, enc.keep)
+        x_hat = self._decode(q.z_q, enc.layout, batch.size, batch.frames, enc.keep, condition=condition)
         return TokenizerOutput(self.modality.finish(x_hat, batch), enc.z, q, enc.layout)
 
     def _decode(self, z_q: Tensor, layout: Layout, size: Sequence[int] | None, frames: Tensor | None,
-                keep: Tensor | None = None, decoder: Decoder | None = None, **sampler: Any) -> Tensor:
+                keep: Tensor | None = None, decoder: Decoder | None = None, condition: Tensor | None = None,
+                **sampler: Any) -> Tensor:
         """Run the decoder (ours, or ``decoder``, its int8 copy) with the output ``size`` and valid ``frames`` per
-        item, and the sampler arguments that are set (``timesteps``, ``guidance_scale``, ``seed``, ``noise``), which only
-        generative decoders take."""
+        item, the ``condition`` only conditioned decoders take (and need), and the sampler arguments that are set
+        (``timesteps``, ``guidance_scale``, ``seed``, ``noise``), which only generative decoders take."""
         sampler = {k: v for k, v in sampler.items() if v is not None}
         if sampler and not self.decoder.generative:
             raise ValueError(
                 f"{', '.join(sampler)}: sampler argument(s) of generative decoders (such as 'flow'); "
                 f"decoder {self.config['decoder']['name']!r} does not take them"
             )
+        if condition is not None and not self.decoder.conditioned:
+            raise ValueError(
+                f"condition: only a conditioned decoder (such as a TA-TiTok's, with text guidance) takes one; "
+                f"decoder {self.config['decoder']['name']!r} is not conditioned"
+            )
+        given = None if condition is None else condition.to(z_q.device)
+        conditions = {"condition": given} if self.decoder.conditioned else {}
         decoder = self.decoder if decoder is None else decoder
-        return decoder(z_q, layout, keep=keep, size=size, lengths=frames, **sampler)
+        return decoder(z_q, layout, keep=keep, size=size, lengths=frames, **sampler, **conditions)
 
     def _networks(self, precision: str) -> tuple[Encoder, Decoder]:
         """The encoder and decoder to run in the resolved ``precision``: ours, or for int8 copies whose linear
@@ -225,6 +235,7 @@ class Tokenizer(nn.Module):
         guidance_scale: float | None = None,
         seed: int | None = None,
         noise: Tensor | None = None,
+        condition: Tensor | None = None,
         precision: str = "fp32",
     ) -> Tensor:
         """Ids -> images or waveforms in [-1, 1] (float32 under bf16); ids are checked against the codebook first.
@@ -236,6 +247,8 @@ class Tokenizer(nn.Module):
         ``guidance_scale`` and ``seed`` (unset: the decoder's defaults); the same seed gives the
         same images; ``noise`` (as the decoder's ``forward`` documents) replaces the seeded starting noise.
         Deterministic decoders refuse these arguments.
+        ``condition`` (B, L, E): the features a conditioned decoder (``Decoder.conditioned``) needs, e.g. TA-TiTok's
+        text guidance, a CLIP text encoder's per-token output; every other decoder refuses it.
         Audio: ids (B, N[, depth]) -> (B, C, N * hop); ``lengths`` (B,) valid samples per item
         (as given to ``encode``) zero each item past its length and past its frames' samples
         (``num_frames(length) * hop``: X-Codec's can be fewer than the length), and padded frames never
@@ -252,7 +265,7 @@ class Tokenizer(nn.Module):
             z_q = self.quantizer.ids_to_codes(ids.to(device))
             size, frames = (None, None) if batch is None else (batch.size, batch.frames)
             x_hat = self._decode(z_q, layout, size, frames, decoder=self._networks(resolved)[1], timesteps=timesteps,
-                                 guidance_scale=guidance_scale, seed=seed, noise=noise)
+                                 guidance_scale=guidance_scale, seed=seed, noise=noise, condition=condition)
             if batch is not None:
                 x_hat = self.modality.finish(x_hat, batch)
             return undo_autocast(x_hat).clamp(-1, 1)

@@ -97,6 +97,12 @@ class TokenizerModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.tokenizer = Tokenizer.from_config(tokenizer)
+        if self.tokenizer.decoder.conditioned:
+            raise ValueError(
+                f"decoder {tokenizer['decoder']['name']!r} needs {self.tokenizer.decoder.condition_description} "
+                "for every decode, which training and its validation do not give: a conditioned decoder "
+                "(TA-TiTok's) is not trained here"
+            )
         if init_from:
             self.tokenizer.load_state_dict(Tokenizer.from_pretrained(init_from).state_dict(), strict=True)
         loss = dict(loss or {})
