@@ -164,15 +164,17 @@ def test_real_size_experiments_compose(experiment):
         assert tok.modality.bit_rates[2] == 1500 and tok.modality.bit_rates[4] == 3000
 
 
-def test_audio_frame_experiment_composes() -> None:
-    """The CPU speech recipe: frame tokenizer, hop 80 at 16 kHz, 8 values per frame, RVQ 4 x 256, waveform L1 10."""
+@pytest.mark.parametrize("experiment", ["audio_frame", "audio_tiny"])
+def test_audio_default_experiment_composes(experiment) -> None:
+    """The CPU speech recipe (audio_tiny includes audio_frame): frame tokenizer, hop 80 at 16 kHz, 8 values per
+    frame, RVQ 8 x 256, waveform L1 10."""
     with initialize_config_dir(config_dir(), version_base=None):
-        cfg = compose("train", overrides=["experiment=audio_frame"])
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
     assert cfg.trainer.accelerator == "cpu" and cfg.trainer.max_steps == 3000 and cfg.data.source == "speech"
     assert cfg.loss.reconstruction.l1_weight == 10.0
     tok = Tokenizer.from_config(tokenizer_spec(cfg))
     assert (tok.encoder.hop_length, tok.decoder.hop_length, tok.quantizer.dim) == (80, 80, 8)
-    assert tok.modality.frames_per_second == 200 and tok.modality.bit_rates == {1: 1600, 2: 3200, 3: 4800, 4: 6400}
+    assert tok.modality.frames_per_second == 200 and tok.modality.bit_rates == {d: 1600 * d for d in range(1, 9)}
 
 
 def composed_experiment(experiment: str) -> DictConfig:
@@ -190,7 +192,8 @@ def composed_audio(experiment: str) -> dict:
 
 
 def test_audio_tiny_trains_from_the_cli(tmp_path, speech_cache):
-    """`discotok train experiment=audio_tiny`, shortened: tokenizer dir, example wavs, summary."""
+    """`discotok train experiment=audio_tiny` (the audio default, the frame recipe), shortened: tokenizer dir,
+    example wavs, summary."""
     proc = run_train("experiment=audio_tiny", "trainer.max_steps=2", "trainer.val_check_interval=2",
                      "data.batch_size=2", "data.val_samples=2", "data.val_seconds=1.0",
                      f"data.cache_dir={speech_cache}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
@@ -198,24 +201,24 @@ def test_audio_tiny_trains_from_the_cli(tmp_path, speech_cache):
     run = tmp_path / "run"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["quantizer"] == "rvq" and summary["sample_rate"] == 16000
-    assert summary["frames_per_second"] == 50 and summary["bits_per_second"] == 1600
-    assert summary["bits_per_second_by_depth"] == {"1": 400, "2": 800, "3": 1200, "4": 1600}
+    assert summary["frames_per_second"] == 200 and summary["bits_per_second"] == 12800
+    assert summary["bits_per_second_by_depth"] == {str(d): 1600 * d for d in range(1, 9)}
     assert 0 < summary["val_codebook_usage"] <= 1 and summary["val_mel_distance"] > 0
-    assert list(summary["val_by_depth"]) == ["1", "2", "4"] and len(summary["val_residual_share"]) == 4
-    assert summary["val_by_depth"]["4"]["mel_distance"] == pytest.approx(summary["val_mel_distance"], abs=1e-4)
+    assert list(summary["val_by_depth"]) == ["1", "2", "4", "8"] and len(summary["val_residual_share"]) == 8
+    assert summary["val_by_depth"]["8"]["mel_distance"] == pytest.approx(summary["val_mel_distance"], abs=1e-4)
     for i in range(2):
         for kind in ("input", "reconstruction"):
             info = sf.info(str(run / "examples" / f"{i:02d}_{kind}.wav"))
             assert info.samplerate == 16000 and info.channels == 1 and 0 < info.duration <= 1.0
     tok = Tokenizer.from_pretrained(run / "tokenizer")
-    assert tok.modality.name == "audio" and tok.modality.bits_per_second() == 1600
+    assert tok.modality.name == "audio" and tok.modality.bits_per_second() == 12800
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(espeak_binary() is None, reason="the figures below are for the espeak-ng speech")
-def test_audio_tiny_at_full_length_learns(tmp_path, speech_cache):
-    """The full `discotok train experiment=audio_tiny` (600 steps, about 5 min on a CPU core)."""
-    run_train("experiment=audio_tiny", "trainer.enable_progress_bar=false", f"data.cache_dir={speech_cache}",
+def test_audio_seanet_tiny_at_full_length_learns(tmp_path, speech_cache):
+    """The full `discotok train experiment=audio_seanet_tiny` (600 steps, about 5 min on a CPU core)."""
+    run_train("experiment=audio_seanet_tiny", "trainer.enable_progress_bar=false", f"data.cache_dir={speech_cache}",
               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     # Seeded; measured mel distance 0.568 (about 1.0 after 2 steps) and usage 0.89 with espeak-ng speech.

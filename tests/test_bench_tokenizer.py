@@ -62,7 +62,7 @@ def test_audio_tokenizer_directory_reports_real_time_factors(tmp_path: Path, cap
 def test_named_audio_experiment_and_a_mixed_table() -> None:
     audio = measure(["audio_tiny"], batch_size=1, repeats=1, seconds=0.5)
     assert audio["target"] == "experiment=audio_tiny" and audio["sample_rate"] == 16000
-    assert audio["frames"] == 25 and audio["bits_per_second"] == 1600  # hop 320, RVQ 4 x 256
+    assert audio["frames"] == 100 and audio["bits_per_second"] == 12800  # hop 80, RVQ 8 x 256
     image = {"target": "img", "modality": "image", "device": "cpu", "batch_size": 1, "image_size": [8, 8],
              "params_m": 1.0, "bits_per_image": 1.0, "encode_img_s": 1.0, "decode_img_s": 1.0,
              "train_s_per_img": 1.0, "peak_gb": 1.0, "peak_memory": "process peak RSS"}

@@ -122,7 +122,7 @@ def test_tiny_audio_tokenizer_reconstructs_better_with_depth(speech_clips) -> No
     espeak-ng clips; on two clips it never saw the mel distance falls at every added level. Measured, seeds 0 / 1:
     0.909 / 0.853 / 0.840 and 0.865 / 0.808 / 0.788 at depth 1 / 2 / 3 (depth 2 and 3 below depth 1 by 0.056 to
     0.077, depth 3 below depth 2 by 0.013 and 0.020). On the synthetic clips the same training learns nothing to
-    rank (1.796 / 1.841 / 1.842), hence the skip without espeak-ng; the SEANet audio_tiny, whose autoencoder is
+    rank (1.796 / 1.841 / 1.842), hence the skip without espeak-ng; the SEANet audio_seanet_tiny, whose autoencoder is
     the limit at its budget, gains nothing from depth either (docs/audio.md)."""
     torch.manual_seed(0)
     frame = {"latent_dim": 8, "hop_length": 80, "width": 64, "dilations": [1, 3]}

@@ -99,7 +99,7 @@ def test_lookahead_models_refuse_to_stream():
 def test_stream_benchmark_reports_latency_and_keeps_the_offline_ids():
     from discotok.bench.stream import format_table, measure
 
-    row = measure(["experiment=audio_tiny", "encoder.causal=true", "decoder.causal=true", "data.source=unused"],
+    row = measure(["experiment=audio_seanet_tiny", "encoder.causal=true", "decoder.causal=true", "data.source=unused"],
                   chunk_ms=30, seconds=0.5)
     assert row["ids_equal_offline"] and row["latency_ms"] == 20.0 and row["first_frame_after_ms"] == 30.0
     assert row["chunk_rtf_median"] > 0 and "| 30 | 20.0 | 30.0 |" in format_table([row])

@@ -1,6 +1,6 @@
 """``discotok bench stream TARGET``: streaming encode + decode of a causal audio codec, chunk by chunk.
 
-TARGET is a tokenizer directory (ours or `discotok convert`'s) or a named config (``experiment=audio_tiny
+TARGET is a tokenizer directory (ours or `discotok convert`'s) or a named config (``experiment=audio_seanet_tiny
 encoder.causal=true decoder.causal=true``). A clip of ``seconds`` of speech (espeak-ng, else synthetic) is
 fed in chunks of ``chunk_ms``; each chunk's ids are decoded at once. Reported: the algorithmic latency
 (one hop, and how many samples the first frame waited for), the per-chunk real-time factor (compute time
