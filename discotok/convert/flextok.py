@@ -252,10 +252,16 @@ def decoder_config(mods: dict[str, dict], latent_dim: int, vae: dict, num_tokens
               "head_adaln": h.get("adaLN_emb_read_key") is not None, "null_condition": null_condition,
               "time_frequencies": int(mods[time].get("frequency_embedding_size", 256)),
               "max_timestep": float(mods[time].get("max_timestep", 1000.0)), "timesteps": 20, "guidance_scale": 7.5,
-              "guidance": "apg"}
+              "guidance": "apg", "condition_dropout": float(mods[null].get("dropout_prob", 0.0))}
     names = {lin: "from_latents", reg_pos: "register_pos", drop: "mask", null: "null", patch: "patch_embed",
              patch_pos: "pos", time: "time", trunk: "transformer", head: "head"}
     return config, names
+
+
+def time_sampling(noise: Any) -> str:
+    """Our decoder's training time law from FlexTok's ``MinRFNoiseModule`` config: logit-normal with ``ln`` (its
+    default), else uniform (its ``stratisfied`` and ``mode_scale`` variants of these draws are not reproduced)."""
+    return "logit_normal" if not isinstance(noise, dict) or noise.get("ln", True) else "uniform"
 
 
 def flextok_config(config: dict, state: dict[str, Tensor]) -> tuple[dict, dict[str, dict[str, str]]]:
@@ -266,6 +272,7 @@ def flextok_config(config: dict, state: dict[str, Tensor]) -> tuple[dict, dict[s
     vae = vae_settings(state, config["vae"])
     enc, enc_names = encoder_config(modules(config["encoder"], "encoder"), len(levels), vae)
     dec, dec_names = decoder_config(modules(config["decoder"], "decoder"), len(levels), vae, enc["num_tokens"])
+    dec["time_sampling"] = time_sampling(config.get("flow_matching_noise_module"))
     metadata = {"converted_from": "flextok", "posterior": "mean (encode is deterministic)",
                 "sample_posterior": bool(config["vae"].get("sample_posterior", True))}
     ours = tokenizer_config(enc, {"name": "fsq", "dim": len(levels), "levels": levels}, dec,
@@ -286,7 +293,8 @@ def vae_name(rest: str, role: str) -> str:
 
 
 def rename(state: dict[str, Tensor], names: dict[str, dict[str, str]]) -> dict[str, Tensor]:
-    """FlexTok's tensors under our names (linear attention projections of the VAE as 1x1 convolutions)."""
+    """FlexTok's tensors under our names (linear attention projections of the VAE as 1x1 convolutions); the VAE's
+    encoder (held once) fills both the encoder's ``vae`` and the decoder's ``vae_encoder`` (its flow targets)."""
     out: dict[str, Tensor] = {}
     for key, t in state.items():
         if m := re.fullmatch(r"vae\.vae\.(encoder|decoder)\.(.+)", key):
@@ -302,6 +310,8 @@ def rename(state: dict[str, Tensor], names: dict[str, dict[str, str]]) -> dict[s
         else:
             ours = key
         out[ours] = t
+        if ours.startswith("encoder.vae."):
+            out["decoder.vae_encoder." + ours.removeprefix("encoder.vae.")] = t
     return out
 
 
