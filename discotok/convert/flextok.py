@@ -8,8 +8,11 @@ read instead. It is read here as plain data (``ast.literal_eval`` / JSON: litera
 ``module_dict`` is recognised by the class its ``_target_`` names and mapped to the settings of the registered
 ``flextok`` encoder and decoder and ``fsq`` quantizer; a class or setting they do not reproduce is refused with
 its name. The VAE's architecture (diffusers' ``AutoencoderKL``: widths, levels, residual blocks) is read from its
-tensors; its ``scaling_factor`` from the config. Loading is strict: a config that disagrees with the weights is
-refused with both shapes named.
+tensors; its ``scaling_factor`` from the config. The VAE's encoder, held once, fills both the encoder's ``vae``
+and the decoder's ``vae_encoder`` (the flow loss's targets), so ``discotok train init_from=DIR`` fine-tunes the
+converted tokenizer on its pretrained VAE, frozen in both roles as FlexTok trains; the decoder's condition dropout
+is the null condition's ``dropout_prob`` and its training times logit-normal unless the noise module says
+``ln: False``. Loading is strict: a config that disagrees with the weights is refused with both shapes named.
 
 What the converted tokenizer does that the reference leaves to its caller: ``encode`` uses the VAE posterior's
 mean (the config's ``sample_posterior`` would draw a sample), so ids are deterministic; ``decode`` takes FlexTok's
