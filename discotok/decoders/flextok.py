@@ -235,20 +235,20 @@ class FlexTokDecoder(FrozenParts, GenerativeDecoder):
         """The flow's targets: the scaled VAE latents (B, C, H/f, W/f) of images ``x`` (B, 3, H, W), no gradient."""
         return vae_latents(self.vae_encoder, x, self.latent_channels, self.scaling_factor)
 
-    def dropped_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor, drop: Tensor | None) -> Tensor:
-        """The velocity with the rows where ``drop`` (B,) is True under the unconditional input instead of ``cond``
-        (a ``learned_token`` null condition is one token long: those rows run as a batch of their own)."""
-        if drop is None or not bool(drop.any()):
-            return self.velocity(x_t, t, cond)
+    def dropped_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor, drop: Tensor) -> Tensor:
+        """The velocity with the rows where ``drop`` (B,) is True under the unconditional input instead of ``cond``.
+
+        The null condition joins the graph even when no row drops (with zero weight), so DDP finds every parameter
+        used without ``find_unused_parameters``. A ``learned_token`` null condition is one token long: the dropped
+        rows run again as a batch of their own and replace theirs."""
         uncond = self.unconditional(cond)
         if uncond.shape == cond.shape:
             return self.velocity(x_t, t, torch.where(drop[:, None, None], uncond, cond))
-        if bool(drop.all()):
-            return self.velocity(x_t, t, uncond)
-        kept, dropped = (~drop).nonzero()[:, 0], drop.nonzero()[:, 0]
-        v = torch.cat([self.velocity(x_t[kept], t[kept], cond[kept]),
-                       self.velocity(x_t[dropped], t[dropped], uncond[dropped])])
-        return v[torch.cat([kept, dropped]).argsort()]
+        v = self.velocity(x_t, t, cond)
+        rows = drop.nonzero()[:, 0]
+        if rows.numel() == 0:
+            return v + 0 * uncond.sum()
+        return v.index_put((rows,), self.velocity(x_t[rows], t[rows], uncond[rows]))
 
     def loss(self, z_q: Tensor, layout: Layout, x: Tensor, keep: Tensor | None = None,
              generator: torch.Generator | None = None) -> GenerativeLoss:
@@ -259,7 +259,8 @@ class FlexTokDecoder(FrozenParts, GenerativeDecoder):
         draws = FlowDraws.draw(latents, self.time_sampling, self.condition_dropout if self.training else 0.0,
                                generator)
         x_t = draws.noisy(latents)
-        v_hat = self.dropped_velocity(x_t, draws.t, self.condition(z_q, layout, keep), draws.drop)
+        drop = draws.drop if draws.drop is not None else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        v_hat = self.dropped_velocity(x_t, draws.t, self.condition(z_q, layout, keep), drop)
         loss = draws.velocity_loss(v_hat, latents)
         return GenerativeLoss(loss, self.decode_latents(draws.one_step(x_t, v_hat)), {"flow_mse": loss.detach()})
 
