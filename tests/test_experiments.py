@@ -63,7 +63,8 @@ def test_titok_s128_has_the_reference_parameter_count():
     assert tok.decoder.head.proj.in_features == 2 * 512  # the head's hidden layer is 2*width
 
 
-@pytest.mark.parametrize("experiment, tokens", [("titok_tiny", 16), ("flexible_tiny", 32), ("vit_tiny", 64), ("flow_tiny", 32)])
+@pytest.mark.parametrize("experiment, tokens", [
+    ("titok_tiny", 16), ("flexible_tiny", 32), ("vit_tiny", 64), ("flow_tiny", 32), ("flextok_tiny", 16)])
 def test_tiny_experiments_build_and_run(experiment, tokens, photo_batch):
     cfg = composed(experiment)
     tok = build(cfg)

@@ -8,8 +8,11 @@ read instead. It is read here as plain data (``ast.literal_eval`` / JSON: litera
 ``module_dict`` is recognised by the class its ``_target_`` names and mapped to the settings of the registered
 ``flextok`` encoder and decoder and ``fsq`` quantizer; a class or setting they do not reproduce is refused with
 its name. The VAE's architecture (diffusers' ``AutoencoderKL``: widths, levels, residual blocks) is read from its
-tensors; its ``scaling_factor`` from the config. Loading is strict: a config that disagrees with the weights is
-refused with both shapes named.
+tensors; its ``scaling_factor`` from the config. The VAE's encoder, held once, fills both the encoder's ``vae``
+and the decoder's ``vae_encoder`` (the flow loss's targets), so ``discotok train init_from=DIR`` fine-tunes the
+converted tokenizer on its pretrained VAE, frozen in both roles as FlexTok trains; the decoder's condition dropout
+is the null condition's ``dropout_prob`` and its training times logit-normal unless the noise module says
+``ln: False``. Loading is strict: a config that disagrees with the weights is refused with both shapes named.
 
 What the converted tokenizer does that the reference leaves to its caller: ``encode`` uses the VAE posterior's
 mean (the config's ``sample_posterior`` would draw a sample), so ids are deterministic; ``decode`` takes FlexTok's
@@ -252,10 +255,16 @@ def decoder_config(mods: dict[str, dict], latent_dim: int, vae: dict, num_tokens
               "head_adaln": h.get("adaLN_emb_read_key") is not None, "null_condition": null_condition,
               "time_frequencies": int(mods[time].get("frequency_embedding_size", 256)),
               "max_timestep": float(mods[time].get("max_timestep", 1000.0)), "timesteps": 20, "guidance_scale": 7.5,
-              "guidance": "apg"}
+              "guidance": "apg", "condition_dropout": float(mods[null].get("dropout_prob", 0.0))}
     names = {lin: "from_latents", reg_pos: "register_pos", drop: "mask", null: "null", patch: "patch_embed",
              patch_pos: "pos", time: "time", trunk: "transformer", head: "head"}
     return config, names
+
+
+def time_sampling(noise: Any) -> str:
+    """Our decoder's training time law from FlexTok's ``MinRFNoiseModule`` config: logit-normal with ``ln`` (its
+    default), else uniform (its ``stratisfied`` and ``mode_scale`` variants of these draws are not reproduced)."""
+    return "logit_normal" if not isinstance(noise, dict) or noise.get("ln", True) else "uniform"
 
 
 def flextok_config(config: dict, state: dict[str, Tensor]) -> tuple[dict, dict[str, dict[str, str]]]:
@@ -266,6 +275,7 @@ def flextok_config(config: dict, state: dict[str, Tensor]) -> tuple[dict, dict[s
     vae = vae_settings(state, config["vae"])
     enc, enc_names = encoder_config(modules(config["encoder"], "encoder"), len(levels), vae)
     dec, dec_names = decoder_config(modules(config["decoder"], "decoder"), len(levels), vae, enc["num_tokens"])
+    dec["time_sampling"] = time_sampling(config.get("flow_matching_noise_module"))
     metadata = {"converted_from": "flextok", "posterior": "mean (encode is deterministic)",
                 "sample_posterior": bool(config["vae"].get("sample_posterior", True))}
     ours = tokenizer_config(enc, {"name": "fsq", "dim": len(levels), "levels": levels}, dec,
@@ -286,7 +296,8 @@ def vae_name(rest: str, role: str) -> str:
 
 
 def rename(state: dict[str, Tensor], names: dict[str, dict[str, str]]) -> dict[str, Tensor]:
-    """FlexTok's tensors under our names (linear attention projections of the VAE as 1x1 convolutions)."""
+    """FlexTok's tensors under our names (linear attention projections of the VAE as 1x1 convolutions); the VAE's
+    encoder (held once) fills both the encoder's ``vae`` and the decoder's ``vae_encoder`` (its flow targets)."""
     out: dict[str, Tensor] = {}
     for key, t in state.items():
         if m := re.fullmatch(r"vae\.vae\.(encoder|decoder)\.(.+)", key):
@@ -302,6 +313,8 @@ def rename(state: dict[str, Tensor], names: dict[str, dict[str, str]]) -> dict[s
         else:
             ours = key
         out[ours] = t
+        if ours.startswith("encoder.vae."):
+            out["decoder.vae_encoder." + ours.removeprefix("encoder.vae.")] = t
     return out
 
 

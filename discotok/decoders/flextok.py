@@ -21,8 +21,18 @@ The latents divided by ``vae.scaling_factor`` go through the VAE's ``post_quant_
 ``taming`` decoder without attention in its levels). The noise is ``forward``'s ``noise`` when given (B, C,
 H/f, W/f), else drawn from a CPU generator seeded by ``seed``.
 
-Training: the flow loss needs the VAE latents of the target image, which this decoder does not compute
-(FlexTok trains on latents its frozen VAE encoder gives); ``loss`` says so.
+Training (FlexTok's ``MinRFNoiseModule`` and its decoder's dropouts): the decoder computes its own targets, the
+images' scaled VAE latents (the posterior mean times ``scaling_factor``, as the ``flextok`` encoder computes them),
+with a copy of the VAE's encoder (``vae_encoder``, built from the same ``vae`` settings and filled from the same
+tensors by the converter; always frozen, in eval mode and run without gradients: the targets are constants). It
+draws t (``time_sampling``: logit-normal, FlexTok's ``ln``, or uniform) and the noise e, forms
+``x_t = (1 - t) x + t e`` (noise at t = 1, the convention the sampler integrates) and returns the velocity MSE
+``|v_hat - (e - x)|^2``; its ``x_hat`` is the one-step estimate ``x_t - t v_hat`` through the VAE's decoder
+(differentiable, for optional pixel terms). Nested dropout: positions at or past ``keep`` become the mask token;
+then, with probability ``condition_dropout`` (FlexTok's ``dropout_prob``, 0.2), a sample's whole condition becomes
+the unconditional input, so guidance has something to work with. ``freeze_vae`` (default True, as FlexTok, whose
+VAE is a frozen pretrained model): the VAE's decoder and ``post_quant_conv`` take no gradients, stay in eval mode
+and are left out of the optimizer; with False they train from the pixel terms on ``x_hat``.
 """
 
 from __future__ import annotations
@@ -35,11 +45,12 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.decoders.base import GenerativeDecoder, GenerativeLoss
-from discotok.decoders.flow import TimeEmbedding, check_timesteps, start_noise
+from discotok.decoders.flow import TIME_SAMPLING, FlowDraws, TimeEmbedding, check_timesteps, start_noise
 from discotok.decoders.taming import TamingDecoder
 from discotok.decoders.titok import missing_positions
-from discotok.encoders.flextok import TRANSFORMER_DEFAULTS, VAE_DEFAULTS, settings
+from discotok.encoders.flextok import TRANSFORMER_DEFAULTS, VAE_DEFAULTS, settings, vae_encoder, vae_latents
 from discotok.layout import Layout
+from discotok.nn.frozen import FrozenParts
 from discotok.nn.flex_transformer import (
     FlexTransformer, layer_norm, modulate, patchify, prefix_causal, sincos_grid, unpatchify,
 )
@@ -57,7 +68,7 @@ def vae_decoder(vae: dict) -> TamingDecoder:
 
 
 @DECODERS.register("flextok")
-class FlexTokDecoder(GenerativeDecoder):
+class FlexTokDecoder(FrozenParts, GenerativeDecoder):
     """Token prefixes (B, k, latent_dim), 1 <= k <= N -> images (B, 3, H, W) by rectified flow and the VAE."""
 
     masks_tokens = True
@@ -85,6 +96,9 @@ class FlexTokDecoder(GenerativeDecoder):
         apg_norm_threshold: float = 2.5,
         apg_eta: float = 0.0,
         seed: int = 0,
+        condition_dropout: float = 0.2,
+        time_sampling: str = "logit_normal",
+        freeze_vae: bool = True,
     ) -> None:
         super().__init__()
         self.vae_settings = settings(vae, VAE_DEFAULTS, "flextok decoder vae")
@@ -95,6 +109,10 @@ class FlexTokDecoder(GenerativeDecoder):
             raise ValueError(f"guidance must be one of {GUIDANCES}, got {guidance!r}")
         if adaln_parts not in (1, 2):
             raise ValueError(f"adaln_parts must be 1 (one modulation) or 2 (patches, registers), got {adaln_parts}")
+        if not 0.0 <= condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must lie in [0, 1), got {condition_dropout}")
+        if time_sampling not in TIME_SAMPLING:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
         width = int(self.transformer_settings["width"])
         self.out_channels = 3
         self.num_tokens = int(num_tokens)
@@ -109,6 +127,9 @@ class FlexTokDecoder(GenerativeDecoder):
         self.guidance = guidance
         self.apg = (float(apg_momentum), float(apg_norm_threshold), float(apg_eta))
         self.seed = int(seed)
+        self.condition_dropout = float(condition_dropout)
+        self.time_sampling = time_sampling
+        self.freeze_vae = bool(freeze_vae)
         self.from_latents = nn.Linear(latent_dim, width)
         self.register_pos_embed = nn.Parameter(torch.empty(self.num_tokens, width))
         self.mask_token = nn.Parameter(torch.empty(width))
@@ -122,6 +143,7 @@ class FlexTokDecoder(GenerativeDecoder):
         self.head = nn.Linear(width, self.latent_channels * self.patch_size**2)
         self.post_quant_conv = nn.Conv2d(self.latent_channels, self.latent_channels, 1)
         self.vae = vae_decoder(self.vae_settings)
+        self.vae_encoder = vae_encoder(self.vae_settings)
         for p in (self.register_pos_embed, self.mask_token, self.null_token):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
@@ -131,6 +153,7 @@ class FlexTokDecoder(GenerativeDecoder):
         for layer in (self.head, *([self.head_adaln[1]] if head_adaln else [])):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.freeze("vae_encoder", *(("post_quant_conv", "vae") if self.freeze_vae else ()))
 
     @property
     def downsample_factor(self) -> int:
@@ -207,11 +230,39 @@ class FlexTokDecoder(GenerativeDecoder):
         h = self.post_quant_conv(latents / self.scaling_factor)
         return self.vae(rearrange(h, "b c h w -> b (h w) c"), Layout("grid", tuple(h.shape[-2:])))
 
+    @torch.no_grad()
+    def target_latents(self, x: Tensor) -> Tensor:
+        """The flow's targets: the scaled VAE latents (B, C, H/f, W/f) of images ``x`` (B, 3, H, W), no gradient."""
+        return vae_latents(self.vae_encoder, x, self.latent_channels, self.scaling_factor)
+
+    def dropped_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor, drop: Tensor) -> Tensor:
+        """The velocity with the rows where ``drop`` (B,) is True under the unconditional input instead of ``cond``.
+
+        The null condition joins the graph even when no row drops (with zero weight), so DDP finds every parameter
+        used without ``find_unused_parameters``. A ``learned_token`` null condition is one token long: the dropped
+        rows run again as a batch of their own and replace theirs."""
+        uncond = self.unconditional(cond)
+        if uncond.shape == cond.shape:
+            return self.velocity(x_t, t, torch.where(drop[:, None, None], uncond, cond))
+        v = self.velocity(x_t, t, cond)
+        rows = drop.nonzero()[:, 0]
+        if rows.numel() == 0:
+            return v + 0 * uncond.sum()
+        return v.index_put((rows,), self.velocity(x_t[rows], t[rows], uncond[rows]))
+
     def loss(self, z_q: Tensor, layout: Layout, x: Tensor, keep: Tensor | None = None,
              generator: torch.Generator | None = None) -> GenerativeLoss:
-        raise NotImplementedError(
-            "the flextok decoder's flow loss needs the VAE latents of the images, which it does not compute: "
-            "training it from scratch is not supported yet (converted FlexTok checkpoints decode)")
+        """The rectified-flow loss ``mean |v_hat - (e - x0)|^2`` on the images' VAE latents x0 (see the module
+        docstring); in training mode each sample's condition is dropped with probability ``condition_dropout``.
+        ``generator`` (CPU) makes t, the noise and the dropout reproducible (validation)."""
+        latents = self.target_latents(x)
+        draws = FlowDraws.draw(latents, self.time_sampling, self.condition_dropout if self.training else 0.0,
+                               generator)
+        x_t = draws.noisy(latents)
+        drop = draws.drop if draws.drop is not None else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        v_hat = self.dropped_velocity(x_t, draws.t, self.condition(z_q, layout, keep), drop)
+        loss = draws.velocity_loss(v_hat, latents)
+        return GenerativeLoss(loss, self.decode_latents(draws.one_step(x_t, v_hat)), {"flow_mse": loss.detach()})
 
     def forward(
         self,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -151,14 +152,6 @@ class FlowDecoder(TiTokDecoder, GenerativeDecoder):
         v_cond, v_uncond = both.chunk(2)
         return v_uncond + guidance_scale * (v_cond - v_uncond)
 
-    def sample_times(self, batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
-        """Training times (B,) in (0, 1): logit-normal (mean 0, std 1) or uniform."""
-        if self.time_sampling == "uniform":
-            t = torch.rand(batch_size, generator=generator)
-        else:
-            t = torch.sigmoid(torch.randn(batch_size, generator=generator))
-        return t.to(device)
-
     def loss(
         self, z_q: Tensor, layout: Layout, x: Tensor, keep: Tensor | None = None, generator: torch.Generator | None = None
     ) -> GenerativeLoss:
@@ -168,17 +161,11 @@ class FlowDecoder(TiTokDecoder, GenerativeDecoder):
         ``generator`` (CPU) makes t, noise and the dropout reproducible (validation); None draws
         from torch's global generator. ``x_hat`` is the one-step estimate ``x_t - t v_hat``.
         """
-        b = x.shape[0]
-        t = self.sample_times(b, x.device, generator)
-        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if generator else torch.randn_like(x)
-        drop = None
-        if self.training and self.condition_dropout > 0:
-            drop = torch.rand(b, generator=generator).to(x.device) < self.condition_dropout
-        tt = t.view(-1, 1, 1, 1).to(x.dtype)
-        x_t = (1 - tt) * x + tt * noise
-        v_hat = self.velocity(x_t, t, self.condition(z_q, layout, keep, drop))
-        loss = F.mse_loss(v_hat.float(), (noise - x).float())
-        return GenerativeLoss(loss, x_t - tt * v_hat, {"flow_mse": loss.detach()})
+        draws = FlowDraws.draw(x, self.time_sampling, self.condition_dropout if self.training else 0.0, generator)
+        x_t = draws.noisy(x)
+        v_hat = self.velocity(x_t, draws.t, self.condition(z_q, layout, keep, draws.drop))
+        loss = draws.velocity_loss(v_hat, x)
+        return GenerativeLoss(loss, draws.one_step(x_t, v_hat), {"flow_mse": loss.detach()})
 
     def forward(
         self,
@@ -211,6 +198,59 @@ class FlowDecoder(TiTokDecoder, GenerativeDecoder):
             t = torch.full((b,), float(times[i]), device=z_q.device)
             x = x + float(times[i + 1] - times[i]) * self.guided_velocity(x, t, cond, scale)
         return x
+
+
+def sample_times(time_sampling: str, batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+    """Training times (B,) in (0, 1) on the CPU: logit-normal (mean 0, std 1; FlexTok's ``MinRFNoiseModule``
+    with ``ln``) or uniform."""
+    if time_sampling not in TIME_SAMPLING:
+        raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
+    if time_sampling == "uniform":
+        return torch.rand(batch_size, generator=generator)
+    return torch.sigmoid(torch.randn(batch_size, generator=generator))
+
+
+@dataclass
+class FlowDraws:
+    """One training batch's random draws of the rectified flow (t = 0 data, t = 1 noise).
+
+    t:     (B,) times; noise: like the target; drop: (B,) bool, samples whose condition is replaced by the
+    unconditional one (classifier-free guidance), or None.
+    """
+
+    t: Tensor
+    noise: Tensor
+    drop: Tensor | None
+
+    @classmethod
+    def draw(cls, x: Tensor, time_sampling: str, condition_dropout: float,
+             generator: torch.Generator | None = None) -> FlowDraws:
+        """t, the noise and the condition dropout for targets ``x`` (B, ...), in that order from ``generator`` (CPU;
+        None: torch's global generator)."""
+        b = x.shape[0]
+        t = sample_times(time_sampling, b, generator).to(x.device)
+        noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype) if generator else torch.randn_like(x)
+        drop = None
+        if condition_dropout > 0:
+            drop = torch.rand(b, generator=generator).to(x.device) < condition_dropout
+        return cls(t, noise, drop)
+
+    def times(self, x: Tensor) -> Tensor:
+        """t broadcast over a batch like ``x``."""
+        return self.t.view(-1, *[1] * (x.ndim - 1)).to(x.dtype)
+
+    def noisy(self, x: Tensor) -> Tensor:
+        """``x_t = (1 - t) x + t e``."""
+        t = self.times(x)
+        return (1 - t) * x + t * self.noise
+
+    def velocity_loss(self, v_hat: Tensor, x: Tensor) -> Tensor:
+        """``mean |v_hat - (e - x)|^2`` in float32."""
+        return F.mse_loss(v_hat.float(), (self.noise - x).float())
+
+    def one_step(self, x_t: Tensor, v_hat: Tensor) -> Tensor:
+        """The one-step estimate of the data, ``x_t - t v_hat`` (an Euler step from t to 0)."""
+        return x_t - self.times(x_t) * v_hat
 
 
 def check_timesteps(timesteps: int) -> int:

@@ -10,6 +10,10 @@ registers]; with ``causal`` (FlexTok's ``causal_last``) register i sees all patc
 The registers' outputs go through a LayerNorm and a linear map to ``latent_dim`` (the quantizer's, FSQ's
 levels). Encoding uses the posterior's mean, not a sample, so ids are deterministic.
 
+``freeze_vae`` (default True, as FlexTok trains its tokenizer on a frozen pretrained VAE, whose encoding it runs
+under ``no_grad``): the VAE's encoder takes no gradients, stays in eval mode and is left out of the optimizer; with
+False it trains with the transformer (a convolutional stem started from the VAE).
+
 ``vae``: ``channels``, ``channel_mult``, ``num_res_blocks`` (diffusers' ``block_out_channels`` /
 ``layers_per_block``), ``latent_channels`` and ``scaling_factor``. ``transformer``: ``FlexTransformer``'s
 settings (``width``, ``depth``, ``head_dim``, ``mlp_ratio``, ``gated_mlp``, ``activation``, biases, ``qk_norm``,
@@ -30,6 +34,7 @@ from discotok.encoders.base import Encoder, EncoderOutput, check_image_batch
 from discotok.encoders.flexible import check_k_distribution, draw_keep
 from discotok.encoders.taming import TamingEncoder
 from discotok.layout import Layout
+from discotok.nn.frozen import FrozenParts
 from discotok.nn.flex_transformer import FlexTransformer, layer_norm, patchify, prefix_causal, sincos_grid
 from discotok.registry import ENCODERS
 
@@ -56,8 +61,16 @@ def vae_encoder(vae: dict) -> TamingEncoder:
                          num_res_blocks=int(vae["num_res_blocks"]), attn_levels=[], embed_dim=c2)
 
 
+def vae_latents(vae: TamingEncoder, x: Tensor, latent_channels: int, scaling_factor: float) -> Tensor:
+    """The scaled posterior mean (B, C, H/f, W/f) of images ``x`` (B, 3, H, W) under the VAE encoder ``vae``."""
+    moments = vae(x)
+    h, w = moments.layout.shape
+    mean = moments.z[..., :latent_channels] * scaling_factor
+    return rearrange(mean, "b (h w) c -> b c h w", h=h, w=w)
+
+
 @ENCODERS.register("flextok")
-class FlexTokEncoder(Encoder):
+class FlexTokEncoder(FrozenParts, Encoder):
     """Images (B, 3, H, W) in [-1, 1] -> (B, num_tokens, latent_dim) register latents (a sequence layout)."""
 
     draws_prefix = True
@@ -75,6 +88,7 @@ class FlexTokEncoder(Encoder):
         head_norm: bool = True,
         k_distribution: str = "pow2",
         seed: int = 0,
+        freeze_vae: bool = True,
     ) -> None:
         super().__init__()
         self.vae_settings = settings(vae, VAE_DEFAULTS, "flextok encoder vae")
@@ -101,6 +115,9 @@ class FlexTokEncoder(Encoder):
         nn.init.xavier_uniform_(self.patch_embed.weight)
         nn.init.zeros_(self.patch_embed.bias)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.freeze_vae = bool(freeze_vae)
+        if self.freeze_vae:
+            self.freeze("vae")
 
     @property
     def downsample_factor(self) -> int:
@@ -111,11 +128,9 @@ class FlexTokEncoder(Encoder):
         return Layout("sequence", (self.num_tokens,))
 
     def latents(self, x: Tensor) -> Tensor:
-        """The VAE's scaled posterior mean (B, C, H/f, W/f) of images ``x`` (B, 3, H, W)."""
-        moments = self.vae(x)
-        h, w = moments.layout.shape
-        mean = moments.z[..., : self.latent_channels] * self.scaling_factor
-        return rearrange(mean, "b (h w) c -> b c h w", h=h, w=w)
+        """The VAE's scaled posterior mean (B, C, H/f, W/f) of images ``x`` (B, 3, H, W) (no gradient when frozen)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_vae):
+            return vae_latents(self.vae, x, self.latent_channels, self.scaling_factor)
 
     def patch_tokens(self, latents: Tensor) -> Tensor:
         """Scaled VAE latents (B, C, h, w) -> patch tokens (B, h/p * w/p, width) with their positions."""

@@ -70,7 +70,8 @@ class TokenizerModule(L.LightningModule):
     ``quantizer_weight``. A generative decoder (``flow``) brings its own loss, which replaces
     ``reconstruction``; perceptual and adversarial terms, when on, see its one-step estimate.
     ``optim`` holds ``lr``, ``betas``, ``weight_decay``,
-    ``warmup_steps``, ``min_lr_ratio`` and ``grad_clip`` (max gradient norm, null = off).
+    ``warmup_steps``, ``min_lr_ratio`` and ``grad_clip`` (max gradient norm, null = off); parameters
+    that require no gradient (a component's frozen parts, e.g. FlexTok's VAE) are left out of the optimizer.
     ``ema`` holds ``decay`` (0 or null: no EMA) and ``start_step``: with it, validation runs
     on the EMA weights and ``export_tokenizer`` returns them. ``perturbation`` holds the
     keyword arguments of ``LatentPerturbation`` (RobusTok; off while ``alpha`` is 0).
@@ -326,7 +327,8 @@ class TokenizerModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         o = self.optim
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else 10**9
-        params = list(self.tokenizer.named_parameters())
+        # frozen parts (a pretrained VAE held fixed) take no updates and no weight decay: not in the optimizer
+        params = [(n, p) for n, p in self.tokenizer.named_parameters() if p.requires_grad]
         if self.alignment is not None:  # the projector trains with the tokenizer (the teacher is frozen)
             params += [(f"alignment.{n}", p) for n, p in self.alignment.named_parameters() if p.requires_grad]
         opt_g = self.adamw(params, o["lr"], o["betas"], o["weight_decay"])
