@@ -21,6 +21,11 @@ tokenizer passes
 the stand-in of a checkpoint without a decoder (``absent``): such a tokenizer encodes only, and
 evaluation reports its rates and codebook use without quality figures.
 
+``init_from_batch(z_q, layout, target)``: in every training step (training mode, gradients on) of a
+deterministic decoder the tokenizer hands it the batch's quantized tokens and the signal they must decode to
+before decoding them; a decoder with a data-driven start (the ``patch`` decoder's ``data_init``) fits itself
+to the first such batch, the others do nothing.
+
 A generative decoder (``GenerativeDecoder``, e.g. the rectified-flow ``flow`` decoder) is
 trained by its own ``loss`` instead of a reconstruction loss, and samples in ``forward``
 with the sampler arguments ``timesteps``, ``guidance_scale``, ``seed`` and ``noise`` (deterministic for
@@ -72,6 +77,10 @@ class Decoder(nn.Module):
     def alignment_layer(self) -> str | None:
         """The module path (inside this decoder) of the feature map representation alignment uses by default."""
         return None
+
+    def init_from_batch(self, z_q: Tensor, layout: Layout, target: Tensor) -> None:
+        """A training batch's tokens (B, N, D) on ``layout`` and the signal they decode to; a decoder with a
+        data-driven start fits itself to the first one. The default does nothing."""
 
 
 def check_grid_layout(z_q: Tensor, layout: Layout, decoder: str) -> None:

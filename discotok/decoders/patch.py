@@ -1,24 +1,36 @@
-"""``patch``: the decoder mirroring the ``patch`` encoder, at token resolution until its last layer."""
+"""``patch``: the decoder mirroring the ``patch`` encoder, at token resolution until its last layer.
+
+With ``data_init`` a linear path (a 1x1 convolution of the tokens to each cell's pixels) joins the output,
+and the first training batch sets it to the least-squares map from its quantized tokens to its pixels while
+the non-linear branch's output projection starts at zero (``init_from_batch``): with the encoder's PCA start,
+training begins at the best linear decoder of those codes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.decoders.base import Decoder, token_map
 from discotok.layout import Layout
 from discotok.nn.conv import ChannelRMSNorm, ResBlock
+from discotok.nn.data_init import least_squares_init_, zero_
 from discotok.registry import DECODERS
 
 
 @DECODERS.register("patch")
 class PatchDecoder(Decoder):
     """A 3x3 projection of the token grid to ``width``, ``depth`` residual blocks, then a 1x1 projection
-    to ``patch_size`` x ``patch_size`` pixels per token, laid out in place (depth to space)."""
+    to ``patch_size`` x ``patch_size`` pixels per token, laid out in place (depth to space); ``data_init``: plus
+    a linear path from the tokens, fitted by least squares on the first training batch (see the module
+    docstring)."""
 
     def __init__(
         self, latent_dim: int, out_channels: int = 3, patch_size: int = 8, width: int = 128, depth: int = 2,
+        data_init: bool = False,
     ) -> None:
         super().__init__()
         self.out_channels = out_channels
@@ -31,6 +43,9 @@ class PatchDecoder(Decoder):
             nn.Conv2d(width, out_channels * patch_size**2, 1),
             nn.PixelShuffle(patch_size),
         )
+        self.linear = nn.Conv2d(latent_dim, out_channels * patch_size**2, 1) if data_init else None
+        if data_init:
+            self.register_buffer("initted", torch.tensor(False))
 
     @property
     def last_layer(self) -> nn.Parameter:
@@ -45,4 +60,19 @@ class PatchDecoder(Decoder):
         lengths: Tensor | None = None,
     ) -> Tensor:
         """Decode (B, N, D) tokens laid out on ``layout``'s (h, w) grid to (B, C, h * p, w * p)."""
-        return self.net(token_map(z_q, layout, "patch"))
+        tokens = token_map(z_q, layout, "patch")
+        cells = self.net[:-1](tokens)
+        if self.linear is not None:
+            cells = cells + self.linear(tokens)
+        return self.net[-1](cells)
+
+    def init_from_batch(self, z_q: Tensor, layout: Layout, target: Tensor) -> None:
+        """With ``data_init``, on the first call: the linear path := least squares from these tokens to the
+        pixels of ``target`` (B, C, H, W), and the non-linear branch's output projection := 0."""
+        if self.linear is None or bool(self.initted):
+            return
+        tokens = rearrange(token_map(z_q.detach(), layout, "patch"), "b d h w -> (b h w) d")
+        cells = rearrange(nn.functional.pixel_unshuffle(target, self.patch_size), "b c h w -> (b h w) c")
+        least_squares_init_(self.linear, tokens, cells)
+        zero_(self.net[-2])
+        self.initted.fill_(True)

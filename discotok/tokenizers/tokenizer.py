@@ -121,6 +121,8 @@ class Tokenizer(nn.Module):
             own = self.decoder.loss(q.z_q, enc.layout, batch.x, keep=enc.keep, generator=generator)
             x_hat = own.x_hat if self.training else self._decode(q.z_q, enc.layout, batch.size, batch.frames, enc.keep)
             return TokenizerOutput(self.modality.finish(x_hat, batch), enc.z, q, enc.layout, own.loss, own.parts)
+        if self.training and torch.is_grad_enabled():
+            self.decoder.init_from_batch(q.z_q, enc.layout, batch.x)
         x_hat = self._decode(q.z_q, enc.layout, batch.size, batch.frames, enc.keep, condition=condition)
         return TokenizerOutput(self.modality.finish(x_hat, batch), enc.z, q, enc.layout)
 
