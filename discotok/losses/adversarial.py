@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from discotok.discriminators import DISCRIMINATORS, DiscriminatorOutput
-from discotok.quantizers.distributed import all_reduce_mean_
+from discotok.nn.distributed import all_reduce_mean_
 
 
 def hinge_d_loss(real: DiscriminatorOutput, fake: DiscriminatorOutput) -> Tensor:

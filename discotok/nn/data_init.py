@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from discotok.quantizers.distributed import broadcast_, rank
+from discotok.nn.distributed import broadcast_, rank
 
 
 @torch.no_grad()

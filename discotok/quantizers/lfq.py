@@ -31,7 +31,7 @@ from torch import Tensor
 
 from discotok.quantizers.binary import BinaryQuantizer
 from discotok.quantizers.bits import ids_to_bits
-from discotok.quantizers.distributed import is_distributed
+from discotok.nn.distributed import is_distributed
 from discotok.registry import QUANTIZERS
 
 MAX_GROUP_BITS = 16

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from discotok.ladder import powers_of_two
 from discotok.losses import LOSSES, AdversarialLoss
 from discotok.metrics import CodebookUsage, ResidualShares
-from discotok.quantizers.distributed import is_distributed
+from discotok.nn.distributed import is_distributed
 from discotok.tokenizers import Tokenizer, TokenizerOutput
 from discotok.train.ema import TokenizerEMA
 from discotok.train.perturbation import LatentPerturbation

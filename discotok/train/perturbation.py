@@ -22,7 +22,7 @@ from torch import Tensor
 
 from discotok.nn.seeding import step_generator
 from discotok.quantizers.base import Quantizer, QuantizerOutput
-from discotok.quantizers.distributed import rank
+from discotok.nn.distributed import rank
 from discotok.quantizers.perturb import perturb_ids
 
 
