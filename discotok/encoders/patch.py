@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from einops import rearrange
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from discotok.encoders.base import Encoder, EncoderOutput, check_image_batch

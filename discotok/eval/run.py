@@ -270,8 +270,9 @@ def evaluate(
             rows, labels = [], []
             if left_out(tok, opts):
                 warns.append(f"{name}: {left_out(tok, opts)}")
-            if tok.decoder.conditioned:
-                warns.append(f"{name}: encoded only, not decoded: {encode_only_reason(tok)}")
+            reason = encode_only_reason(tok)
+            if tok.decoder.conditioned:  # a checkpoint without a decoder is encode-only by nature; this one is not
+                warns.append(f"{name}: encoded only, not decoded: {reason}")
             for point in operating_points(tok, opts):
                 metrics, pfid = _metrics(tok, point, opts, nets, reader)
                 figures, examples = evaluate_point(tok, point, data_set, metrics, opts, pfid)
@@ -279,7 +280,7 @@ def evaluate(
                 rows.append(examples)
                 labels.append(figures["label"])
                 bar.update(1)
-            if encode_only_reason(tok) is None:
+            if reason is None:
                 key, file = modality.save_eval_examples(reader, rows, labels, out, name)
                 files[key] = file
     protocol |= {f"num_{modality.items_noun}": data_set.num_used, **reader.summarize(data_set.infos)}
