@@ -30,12 +30,19 @@ def pca_init_(layer: nn.Conv2d, samples: Tensor, scale: float) -> None:
 
 @torch.no_grad()
 def least_squares_init_(layer: nn.Conv2d, inputs: Tensor, targets: Tensor, ridge: float = 1e-3) -> None:
-    """Set the 1x1 convolution ``layer`` (F -> C) to the ridge-regularised least-squares affine map from
-    ``inputs`` (M, F) to ``targets`` (M, C)."""
-    a = torch.cat([inputs.float(), inputs.new_ones(inputs.shape[0], 1, dtype=torch.float32)], 1)
-    gram = a.T @ a + ridge * torch.eye(a.shape[1], device=a.device)
-    solution = torch.linalg.solve(gram, a.T @ targets.float())  # (F + 1, C)
-    _copy_broadcast(layer, solution[:-1].T, solution[-1])
+    """Set the convolution ``layer`` (F -> C; F = its in-channels times its kernel area, in ``unfold``'s order) to
+    the ridge-regularised least-squares affine map from ``inputs`` (M, F) to ``targets`` (M, C). The bias is
+    fitted free (centred data); the ridge is ``ridge`` times the centred Gram matrix's mean diagonal, so the fit
+    does not depend on the inputs' units and directions the batch barely spans (tokens projected from fewer
+    code channels, neighbours that repeat at the edges) get small weights, not large ones that blow up once
+    training moves the tokens off that batch's subspace."""
+    x, y = inputs.float(), targets.float()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    gram = xc.T @ xc
+    gram = gram + ridge * gram.diagonal().mean().clamp(min=1e-12) * torch.eye(x.shape[1], device=x.device)
+    weight = torch.linalg.solve(gram, xc.T @ (y - y_mean))  # (F, C)
+    _copy_broadcast(layer, weight.T, y_mean - x_mean @ weight)
 
 
 def _copy_broadcast(layer: nn.Conv2d, weight: Tensor, bias: Tensor) -> None:
