@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from einops import einsum, rearrange
 from torch import Tensor
 
+from discotok.nn.distributed import is_distributed
 from discotok.quantizers.binary import BinaryQuantizer
 from discotok.quantizers.bits import ids_to_bits
-from discotok.nn.distributed import is_distributed
 from discotok.registry import QUANTIZERS
 
 MAX_GROUP_BITS = 16

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.nn.distributed import all_reduce_sum_, broadcast_, rank
+from discotok.quantizers.base import Quantizer, QuantizerOutput, codebook_stats, straight_through
 from discotok.quantizers.precision import full_precision
 from discotok.quantizers.search import CodeSearch, kmeans, sample_rows
 from discotok.registry import QUANTIZERS

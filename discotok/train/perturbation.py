@@ -20,9 +20,9 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
+from discotok.nn.distributed import rank
 from discotok.nn.seeding import step_generator
 from discotok.quantizers.base import Quantizer, QuantizerOutput
-from discotok.nn.distributed import rank
 from discotok.quantizers.perturb import perturb_ids
 
 
